@@ -1,0 +1,148 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Keeper tracks this instance's live sessions and, every heartbeat, keeps
+// them alive in the Store (re-adding any the store lost, e.g. after a Redis
+// flush) and sweeps expired ones from every instance.
+type Keeper struct {
+	store    Store
+	interval time.Duration
+	log      *slog.Logger
+	onError  func(error)
+
+	// tick is held exclusively by a heartbeat and shared by Join and
+	// Leave, so a heartbeat never re-adds a session that is leaving.
+	tick sync.RWMutex
+
+	mu       sync.Mutex
+	sessions map[sessionKey]Session
+}
+
+type sessionKey struct{ room, conn string }
+
+// KeeperOptions configure a Keeper. Zero values: Interval 10s.
+type KeeperOptions struct {
+	Interval time.Duration
+	Logger   *slog.Logger
+	// OnTick is called after every heartbeat with its error (nil on
+	// success), e.g. to count failures.
+	OnTick func(error)
+}
+
+// NewKeeper returns a keeper for store.
+func NewKeeper(store Store, o KeeperOptions) *Keeper {
+	if o.Interval <= 0 {
+		o.Interval = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Keeper{store: store, interval: o.Interval, log: o.Logger, onError: o.OnTick, sessions: make(map[sessionKey]Session)}
+}
+
+// Join adds a live session of this instance to the store and keeps it
+// alive until Leave.
+func (k *Keeper) Join(ctx context.Context, s Session) (Member, error) {
+	k.tick.RLock()
+	defer k.tick.RUnlock()
+	m, err := k.store.Join(ctx, s)
+	if err != nil {
+		return Member{}, err
+	}
+	k.mu.Lock()
+	k.sessions[sessionKey{s.Room, s.Conn}] = s
+	k.mu.Unlock()
+	return m, nil
+}
+
+// Leave removes a session whose socket ended.
+func (k *Keeper) Leave(ctx context.Context, room, conn string) error {
+	k.tick.RLock()
+	defer k.tick.RUnlock()
+	k.mu.Lock()
+	_, ok := k.sessions[sessionKey{room, conn}]
+	delete(k.sessions, sessionKey{room, conn})
+	k.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return k.store.Leave(ctx, room, conn)
+}
+
+// SetMeta replaces the meta of the session's user; a later re-assert uses it.
+func (k *Keeper) SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error) {
+	m, err := k.store.SetMeta(ctx, room, conn, meta)
+	if err != nil {
+		return Member{}, err
+	}
+	k.mu.Lock()
+	if s, ok := k.sessions[sessionKey{room, conn}]; ok {
+		s.Meta = m.Meta
+		k.sessions[sessionKey{room, conn}] = s
+	}
+	k.mu.Unlock()
+	return m, nil
+}
+
+// Sessions returns a copy of the tracked sessions.
+func (k *Keeper) Sessions() []Session {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]Session, 0, len(k.sessions))
+	for _, s := range k.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Run heartbeats and sweeps every interval until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
+	t := time.NewTicker(k.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			k.Tick(ctx)
+		}
+	}
+}
+
+// Tick runs one heartbeat and one sweep.
+func (k *Keeper) Tick(ctx context.Context) {
+	k.tick.Lock()
+	err := k.store.Heartbeat(ctx, k.Sessions())
+	k.tick.Unlock()
+	if err != nil {
+		k.log.Warn("presence heartbeat failed", "err", err)
+	}
+	if serr := k.store.Sweep(ctx); serr != nil {
+		k.log.Warn("presence sweep failed", "err", serr)
+		if err == nil {
+			err = serr
+		}
+	}
+	if k.onError != nil {
+		k.onError(err)
+	}
+}
+
+// LeaveAll removes every session of this instance, as on shutdown. Users
+// with a connection on another instance stay online.
+func (k *Keeper) LeaveAll(ctx context.Context) error {
+	var firstErr error
+	for _, s := range k.Sessions() {
+		if err := k.Leave(ctx, s.Room, s.Conn); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,271 @@
+package rooms
+
+import (
+	"sync"
+)
+
+// Close codes the server sends.
+const (
+	CloseNormal       = 1000
+	CloseGoingAway    = 1001
+	CloseTooBig       = 1009
+	CloseTokenExpired = 4001
+	CloseTooSlow      = 4008
+	CloseRateLimited  = 4029
+)
+
+// Transport is the network side of a connection. All methods but Abort are
+// called from the connection's writer only, never concurrently.
+type Transport interface {
+	// WriteFrames writes text frames in order; it may coalesce them into
+	// one network write.
+	WriteFrames(frames [][]byte) error
+	// WriteClose sends a close frame and arranges for the socket to end
+	// soon even if the peer does not answer.
+	WriteClose(code int, reason string) error
+	// Abort ends the socket at once; it may be called from any goroutine.
+	Abort()
+}
+
+// Conn is one local WebSocket connection in a room. Frames are queued with
+// Send and written by a writer goroutine that exists only while there is
+// something to write, so an idle connection costs no goroutine besides its
+// reader. The queue is bounded: a connection that cannot keep up is closed
+// with CloseTooSlow and never slows down the room.
+type Conn struct {
+	ID   string
+	Room string
+	User string
+
+	t        Transport
+	maxQueue int
+	onSlow   func(*Conn)
+
+	mu         sync.Mutex
+	queue      [][]byte
+	spare      [][]byte
+	held       bool // frames wait until Start puts the welcome first
+	writing    bool
+	closing    bool
+	closeCode  int
+	closeText  string
+	closeSent  bool
+	done       chan struct{} // closed when the writer has sent the close frame or failed
+	writerDone chan struct{} // closed each time a writer exits; nil while none runs
+}
+
+// ConnOptions configure a Conn. Zero values: QueueSize 256.
+type ConnOptions struct {
+	QueueSize int
+	// OnSlow is called once when the connection is dropped for a full queue.
+	OnSlow func(*Conn)
+}
+
+// NewConn returns a connection whose frames are held until Start.
+func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 256
+	}
+	return &Conn{
+		ID: id, Room: room, User: user,
+		t: t, maxQueue: o.QueueSize, onSlow: o.OnSlow,
+		held: true,
+		done: make(chan struct{}),
+	}
+}
+
+// Start queues first ahead of every frame held so far and starts writing.
+func (c *Conn) Start(first []byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.held = false
+		c.kickLocked()
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, nil)
+	copy(c.queue[1:], c.queue)
+	c.queue[0] = first
+	c.held = false
+	c.kickLocked()
+	c.mu.Unlock()
+}
+
+// Send queues frame for writing. The frame's bytes are shared, never
+// modified. It reports false when the frame was not queued because the
+// connection is closing or its queue overflowed (which starts closing it
+// with CloseTooSlow).
+func (c *Conn) Send(frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.maxQueue {
+		c.queue = nil
+		c.closeLocked(CloseTooSlow, "send queue full")
+		c.mu.Unlock()
+		if c.onSlow != nil {
+			c.onSlow(c)
+		}
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.kickLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// Close starts closing the connection with code: frames already queued are
+// written first (except for CloseTooSlow, which drops them), then the close
+// frame. Only the first Close counts.
+func (c *Conn) Close(code int, reason string) {
+	c.mu.Lock()
+	if code == CloseTooSlow {
+		c.queue = nil
+	}
+	c.closeLocked(code, reason)
+	c.mu.Unlock()
+}
+
+// Done is closed once the close frame was written (or writing failed).
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Closing reports whether Close was called, and with which code.
+func (c *Conn) Closing() (bool, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing, c.closeCode
+}
+
+// Wait blocks until no writer goroutine runs. Call it after the reader has
+// ended, so that no goroutine outlives the connection.
+func (c *Conn) Wait() {
+	c.mu.Lock()
+	ch := c.writerDone
+	c.mu.Unlock()
+	for ch != nil {
+		<-ch
+		c.mu.Lock()
+		ch = c.writerDone
+		c.mu.Unlock()
+	}
+}
+
+// Shutdown marks the connection closed from the reader's side (the socket
+// has ended): nothing more is written and a running writer stops.
+func (c *Conn) Shutdown() {
+	c.mu.Lock()
+	c.queue = nil
+	if !c.closing {
+		c.closing = true
+		c.closeSent = true
+		close(c.done)
+	}
+	c.mu.Unlock()
+}
+
+func (c *Conn) closeLocked(code int, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing, c.closeCode, c.closeText = true, code, reason
+	if code == CloseTooSlow {
+		// The writer may be stuck in a write to a peer that does not read;
+		// a close frame cannot pass either, so end the socket.
+		if c.writing {
+			go c.abortAfterWriter()
+			return
+		}
+	}
+	c.kickLocked()
+}
+
+// abortAfterWriter gives a blocked writer a moment, then ends the socket.
+// It exits as soon as the writer does.
+func (c *Conn) abortAfterWriter() {
+	c.mu.Lock()
+	ch := c.writerDone
+	c.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-c.done:
+	case <-afterSlowGrace():
+		c.t.Abort()
+	}
+}
+
+// kickLocked starts a writer when there is work and none runs.
+func (c *Conn) kickLocked() {
+	if c.writing || c.held && !c.closing {
+		return
+	}
+	if len(c.queue) == 0 && (!c.closing || c.closeSent) {
+		return
+	}
+	c.writing = true
+	c.writerDone = make(chan struct{})
+	go c.writeLoop(c.writerDone)
+}
+
+func (c *Conn) writeLoop(exit chan struct{}) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) > 0 && !c.held {
+			batch := c.queue
+			c.queue, c.spare = c.spare[:0], nil
+			c.mu.Unlock()
+			err := c.t.WriteFrames(batch)
+			clear(batch)
+			c.mu.Lock()
+			if c.spare == nil {
+				c.spare = batch[:0]
+			}
+			if err != nil {
+				c.failLocked()
+				c.stopLocked(exit)
+				c.mu.Unlock()
+				c.t.Abort()
+				return
+			}
+			c.mu.Unlock()
+			continue
+		}
+		if c.closing && !c.closeSent {
+			code, text := c.closeCode, c.closeText
+			c.closeSent = true
+			c.mu.Unlock()
+			err := c.t.WriteClose(code, text)
+			c.mu.Lock()
+			close(c.done)
+			c.stopLocked(exit)
+			c.mu.Unlock()
+			if err != nil {
+				c.t.Abort()
+			}
+			return
+		}
+		c.stopLocked(exit)
+		c.mu.Unlock()
+		return
+	}
+}
+
+// failLocked records a failed write: the connection is over.
+func (c *Conn) failLocked() {
+	c.queue = nil
+	if !c.closeSent {
+		c.closing = true
+		c.closeSent = true
+		close(c.done)
+	}
+}
+
+func (c *Conn) stopLocked(exit chan struct{}) {
+	c.writing = false
+	c.writerDone = nil
+	close(exit)
+}

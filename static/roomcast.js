@@ -1,0 +1,2 @@
+// roomcast client SDK (ES module).
+export const version = "0";

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // Close codes the server sends.
@@ -20,6 +21,8 @@ type Transport interface {
 	// WriteFrames writes text frames in order; it may coalesce them into
 	// one network write.
 	WriteFrames(frames [][]byte) error
+	// WriteControl writes a ping or pong control frame.
+	WriteControl(op byte, payload []byte) error
 	// WriteClose sends a close frame and arranges for the socket to end
 	// soon even if the peer does not answer.
 	WriteClose(code int, reason string) error
@@ -37,6 +40,8 @@ type Conn struct {
 	Room string
 	User string
 
+	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
+
 	t        Transport
 	maxQueue int
 	onSlow   func(*Conn)
@@ -44,6 +49,7 @@ type Conn struct {
 	mu         sync.Mutex
 	queue      [][]byte
 	spare      [][]byte
+	controls   []control // pings and pongs, written before queued frames
 	held       bool // frames wait until Start puts the welcome first
 	writing    bool
 	closing    bool
@@ -53,6 +59,15 @@ type Conn struct {
 	done       chan struct{} // closed when the writer has sent the close frame or failed
 	writerDone chan struct{} // closed each time a writer exits; nil while none runs
 }
+
+type control struct {
+	op      byte
+	payload []byte
+}
+
+// maxControls bounds pending control frames; more are dropped (a peer that
+// pings faster than we write gets fewer pongs, as RFC 6455 allows).
+const maxControls = 4
 
 // ConnOptions configure a Conn. Zero values: QueueSize 256.
 type ConnOptions struct {
@@ -116,6 +131,16 @@ func (c *Conn) Send(frame []byte) bool {
 	return true
 }
 
+// SendControl queues a ping or pong control frame (op 0x9 or 0xA).
+func (c *Conn) SendControl(op byte, payload []byte) {
+	c.mu.Lock()
+	if !c.closing && len(c.controls) < maxControls {
+		c.controls = append(c.controls, control{op, append([]byte(nil), payload...)})
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+}
+
 // Close starts closing the connection with code: frames already queued are
 // written first (except for CloseTooSlow, which drops them), then the close
 // frame. Only the first Close counts.
@@ -127,6 +152,12 @@ func (c *Conn) Close(code int, reason string) {
 	c.closeLocked(code, reason)
 	c.mu.Unlock()
 }
+
+// MarkRead records that a frame arrived from the peer at now (unix nanos).
+func (c *Conn) MarkRead(now int64) { c.lastRead.Store(now) }
+
+// LastRead returns when a frame last arrived, as recorded by MarkRead.
+func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 
 // Done is closed once the close frame was written (or writing failed).
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -203,7 +234,7 @@ func (c *Conn) kickLocked() {
 	if c.writing || c.held && !c.closing {
 		return
 	}
-	if len(c.queue) == 0 && (!c.closing || c.closeSent) {
+	if len(c.queue) == 0 && len(c.controls) == 0 && (!c.closing || c.closeSent) {
 		return
 	}
 	c.writing = true
@@ -214,6 +245,20 @@ func (c *Conn) kickLocked() {
 func (c *Conn) writeLoop(exit chan struct{}) {
 	for {
 		c.mu.Lock()
+		if len(c.controls) > 0 && !c.closing {
+			ctl := c.controls[0]
+			c.controls = c.controls[1:]
+			c.mu.Unlock()
+			if err := c.t.WriteControl(ctl.op, ctl.payload); err != nil {
+				c.mu.Lock()
+				c.failLocked()
+				c.stopLocked(exit)
+				c.mu.Unlock()
+				c.t.Abort()
+				return
+			}
+			continue
+		}
 		if len(c.queue) > 0 && !c.held {
 			batch := c.queue
 			c.queue, c.spare = c.spare[:0], nil

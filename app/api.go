@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"strings"
+	"time"
+
+	fws "github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/gofiber/fiber/v2/utils"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/roomcast/roomcast/auth"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/static"
+)
+
+func (s *Server) routes() *fiber.App {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		BodyLimit:             s.cfg.MaxMessageBytes + 4096,
+		IdleTimeout:           2 * time.Minute,
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			var fe *fiber.Error
+			if errors.As(err, &fe) {
+				code := "error"
+				switch fe.Code {
+				case fiber.StatusNotFound:
+					code = "not_found"
+				case fiber.StatusMethodNotAllowed:
+					code = "method_not_allowed"
+				case fiber.StatusRequestEntityTooLarge:
+					code = codeTooLarge
+				}
+				return apiError(c, fe.Code, code, fe.Message)
+			}
+			s.log.Error("http handler", "path", c.Path(), "err", err)
+			return apiError(c, fiber.StatusInternalServerError, codeInternal, "internal error")
+		},
+	})
+
+	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{ReadBufferSize: 1024, WriteBufferSize: 256}))
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", s.readyz)
+	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	app.Get("/metrics", func(c *fiber.Ctx) error { metricsHandler(c.Context()); return nil })
+
+	api := app.Group("/api")
+	api.Get("/rooms", s.requireAPIKey, s.listRooms)
+	api.Get("/rooms/:room/members", s.roomParam, s.listMembers)
+	api.Post("/rooms/:room/messages", s.roomParam, s.requireAPIKey, s.postMessage)
+
+	if s.devKey != nil {
+		app.Get("/dev/token", s.devToken)
+	}
+
+	ui, err := fs.Sub(static.FS, ".")
+	if err != nil {
+		panic(err)
+	}
+	page := func(name string) fiber.Handler {
+		body, err := fs.ReadFile(ui, name)
+		if err != nil {
+			panic("static page missing: " + name)
+		}
+		return func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderCacheControl, "no-cache")
+			c.Type("html", "utf-8")
+			return c.Send(body)
+		}
+	}
+	app.Get("/", page("index.html"))
+	app.Get("/r/:room", func(c *fiber.Ctx) error {
+		if !rooms.ValidName(c.Params("room")) {
+			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+		}
+		return c.Next()
+	}, page("room.html"))
+	app.Use("/static", filesystem.New(filesystem.Config{Root: httpFS(ui), MaxAge: 60}))
+	return app
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), readyzDeadline)
+	defer cancel()
+	if err := s.ready(ctx); err != nil {
+		return apiError(c, fiber.StatusServiceUnavailable, "not_ready", err.Error())
+	}
+	return c.JSON(fiber.Map{"status": "ready", "instance": s.cfg.InstanceID})
+}
+
+// apiKeyOK reports whether the request carries the configured API key.
+func (s *Server) apiKeyOK(c *fiber.Ctx) bool {
+	if s.cfg.APIKey == "" {
+		return false
+	}
+	h, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h)), []byte(s.cfg.APIKey)) == 1
+}
+
+func (s *Server) requireAPIKey(c *fiber.Ctx) error {
+	if !s.apiKeyOK(c) {
+		s.metrics.authFailures.WithLabelValues("api_key").Inc()
+		return apiError(c, fiber.StatusUnauthorized, "api_key_required", "Authorization: Bearer <API key> required")
+	}
+	return c.Next()
+}
+
+func (s *Server) roomParam(c *fiber.Ctx) error {
+	room := utils.CopyString(c.Params("room"))
+	if !rooms.ValidName(room) {
+		return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+	}
+	c.Locals(localRoom, room)
+	return c.Next()
+}
+
+func (s *Server) listRooms(c *fiber.Ctx) error {
+	rs, err := s.store.Rooms(c.UserContext())
+	if err != nil {
+		return s.unavailable(c, "list rooms", err)
+	}
+	return c.JSON(fiber.Map{"rooms": rs})
+}
+
+// listMembers accepts the API key or a user token that allows the room.
+func (s *Server) listMembers(c *fiber.Ctx) error {
+	room := c.Locals(localRoom).(string)
+	if !s.apiKeyOK(c) {
+		claims, err := s.verifier.Verify(bearer(c))
+		if err != nil {
+			return s.refuseToken(c, err)
+		}
+		if !claims.Allows(room) {
+			return apiError(c, fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+		}
+	}
+	ms, err := s.store.Members(c.UserContext(), room)
+	if err != nil {
+		return s.unavailable(c, "list members", err)
+	}
+	return c.JSON(fiber.Map{"room": room, "members": nonNil(ms)})
+}
+
+func (s *Server) postMessage(c *fiber.Ctx) error {
+	room := c.Locals(localRoom).(string)
+	var body struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(c.Body(), &body); err != nil {
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "body must be a JSON object {\"data\": ...}")
+	}
+	if len(body.Data) == 0 {
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "data is required")
+	}
+	if len(body.Data) > s.cfg.MaxMessageBytes {
+		return apiError(c, fiber.StatusRequestEntityTooLarge, codeTooLarge, "data is over ROOMCAST_MAX_MESSAGE_BYTES")
+	}
+	data := append(json.RawMessage(nil), body.Data...)
+	id, err := s.publish(room, sender{User: "server"}, data, "")
+	if err != nil {
+		return s.unavailable(c, "publish", err)
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": id})
+}
+
+func (s *Server) unavailable(c *fiber.Ctx, what string, err error) error {
+	s.log.Warn("api: "+what, "err", err)
+	return apiError(c, fiber.StatusServiceUnavailable, codeUnavailable, what+" failed: backend unavailable, try again")
+}
+
+// devToken mints a token for local use; only routed with -dev.
+func (s *Server) devToken(c *fiber.Ctx) error {
+	user := utils.CopyString(c.Query("user"))
+	if user == "" {
+		user = "user-" + randomKey()[:6]
+	}
+	if len(user) > 128 {
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "user is at most 128 bytes")
+	}
+	name := utils.CopyString(c.Query("name"))
+	if len(name) > 64 {
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "name is at most 64 bytes")
+	}
+	var roomsClaim []string
+	if r := c.Query("room"); r != "" {
+		if !rooms.ValidName(strings.TrimSuffix(r, "*")) && r != "*" {
+			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -, optionally ending in *")
+		}
+		roomsClaim = []string{utils.CopyString(r)}
+	}
+	tok, err := auth.MintHS256(s.devKey, auth.MintOptions{Subject: user, Name: name, Rooms: roomsClaim, TTL: devTokenTTL,
+		Issuer: s.cfg.JWTIssuer, Audience: s.cfg.JWTAudience})
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"token": tok})
+}

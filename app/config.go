@@ -1,0 +1,235 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the service configuration, from flags and ROOMCAST_* env vars
+// (a flag wins over its env var). Defaults live in defaultConfig only.
+type Config struct {
+	Addr             string
+	RedisURL         string
+	JWTSecret        string
+	JWTPublicKeyFile string
+	JWTIssuer        string
+	JWTAudience      string
+	APIKey           string
+	PresenceTTL      time.Duration
+	Heartbeat        time.Duration
+	LeaveGrace       time.Duration
+	MaxMessageBytes  int
+	SendQueue        int
+	Rate             int
+	AllowedOrigins   []string // nil: every origin
+	InstanceID       string
+	Dev              bool
+	ShutdownTimeout  time.Duration
+}
+
+func defaultConfig() Config {
+	return Config{
+		Addr:            ":8080",
+		PresenceTTL:     30 * time.Second,
+		Heartbeat:       10 * time.Second,
+		MaxMessageBytes: 65536,
+		SendQueue:       256,
+		Rate:            50,
+		ShutdownTimeout: 8 * time.Second,
+	}
+}
+
+// setting is one configuration knob: its flag name, env var and parser.
+type setting struct {
+	name   string // flag name; env var is ROOMCAST_ + upper snake case
+	usage  string
+	secret bool
+	get    func(c *Config) string
+	set    func(c *Config, v string) error
+}
+
+func (s setting) env() string {
+	return "ROOMCAST_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
+}
+
+func durationSetting(name, usage string, field func(*Config) *time.Duration) setting {
+	return setting{name: name, usage: usage,
+		get: func(c *Config) string { return field(c).String() },
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return errors.New("not a duration (e.g. 10s, 250ms)")
+			}
+			if d < 0 {
+				return errors.New("must not be negative")
+			}
+			*field(c) = d
+			return nil
+		}}
+}
+
+func intSetting(name, usage string, min int, field func(*Config) *int) setting {
+	return setting{name: name, usage: usage,
+		get: func(c *Config) string { return strconv.Itoa(*field(c)) },
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("not an integer")
+			}
+			if n < min {
+				return fmt.Errorf("must be at least %d", min)
+			}
+			*field(c) = n
+			return nil
+		}}
+}
+
+func stringSetting(name, usage string, secret bool, field func(*Config) *string) setting {
+	return setting{name: name, usage: usage, secret: secret,
+		get: func(c *Config) string { return *field(c) },
+		set: func(c *Config, v string) error { *field(c) = v; return nil }}
+}
+
+var settings = []setting{
+	stringSetting("addr", "listen address", false, func(c *Config) *string { return &c.Addr }),
+	stringSetting("redis-url", "Redis URL (redis://host:6379/0); empty runs one instance in memory", true, func(c *Config) *string { return &c.RedisURL }),
+	stringSetting("jwt-secret", "HS256 secret for user tokens (at least 32 bytes)", true, func(c *Config) *string { return &c.JWTSecret }),
+	stringSetting("jwt-public-key-file", "PEM public key file for RS256/ES256/EdDSA user tokens", false, func(c *Config) *string { return &c.JWTPublicKeyFile }),
+	stringSetting("jwt-issuer", "required iss claim", false, func(c *Config) *string { return &c.JWTIssuer }),
+	stringSetting("jwt-audience", "required aud claim", false, func(c *Config) *string { return &c.JWTAudience }),
+	stringSetting("api-key", "bearer key of the server-side HTTP API", true, func(c *Config) *string { return &c.APIKey }),
+	durationSetting("presence-ttl", "how long a connection stays present without a heartbeat", func(c *Config) *time.Duration { return &c.PresenceTTL }),
+	durationSetting("heartbeat", "presence heartbeat interval", func(c *Config) *time.Duration { return &c.Heartbeat }),
+	durationSetting("leave-grace", "delay before a user whose last connection closed leaves", func(c *Config) *time.Duration { return &c.LeaveGrace }),
+	intSetting("max-message-bytes", "largest frame a client may send", 512, func(c *Config) *int { return &c.MaxMessageBytes }),
+	intSetting("send-queue", "frames queued per connection before it is closed as too slow", 1, func(c *Config) *int { return &c.SendQueue }),
+	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
+	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
+		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
+		set: func(c *Config, v string) error {
+			origins, err := parseOrigins(v)
+			c.AllowedOrigins = origins
+			return err
+		}},
+	stringSetting("instance-id", "name of this instance (random when empty)", false, func(c *Config) *string { return &c.InstanceID }),
+	{name: "dev", usage: "development mode: in-memory unless -redis-url, random secret, /dev/token",
+		get: func(c *Config) string { return strconv.FormatBool(c.Dev) },
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("not a boolean")
+			}
+			c.Dev = b
+			return nil
+		}},
+}
+
+// parseOrigins parses ALLOWED_ORIGINS; empty or "*" allows every origin.
+func parseOrigins(v string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			return nil, nil
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return nil, fmt.Errorf("%q is not scheme://host[:port]", o)
+		}
+		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
+	}
+	return out, nil
+}
+
+// loadConfig reads env vars, then args. Errors are one line naming the
+// setting; secrets never appear in them.
+func loadConfig(args []string, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	vals := make(map[string]*string, len(settings))
+	var dev *bool
+	for _, s := range settings {
+		if s.name == "dev" {
+			// A boolean flag, so that plain -dev works.
+			dev = fs.Bool(s.name, false, s.usage+" (env "+s.env()+")")
+			continue
+		}
+		vals[s.name] = fs.String(s.name, "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env(), s.get(&cfg)))
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, s := range settings {
+		src, v := "", ""
+		switch {
+		case set[s.name] && vals[s.name] != nil:
+			src, v = "-"+s.name, *vals[s.name]
+		case getenv(s.env()) != "":
+			src, v = s.env(), getenv(s.env())
+		default:
+			continue
+		}
+		if err := s.set(&cfg, v); err != nil {
+			shown := strconv.Quote(v)
+			if s.secret {
+				shown = "(redacted)"
+			}
+			return cfg, fmt.Errorf("invalid %s %s: %v", src, shown, err)
+		}
+	}
+	if *dev {
+		cfg.Dev = true
+	}
+	return cfg, cfg.validate()
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.JWTSecret != "" && c.JWTPublicKeyFile != "":
+		return errors.New("set either ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY_FILE, not both")
+	case c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.Dev:
+		return errors.New("no token key: set ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY_FILE (or run with -dev)")
+	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
+		return errors.New("ROOMCAST_JWT_SECRET must be at least 32 bytes")
+	case c.PresenceTTL < time.Second:
+		return errors.New("ROOMCAST_PRESENCE_TTL must be at least 1s")
+	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
+		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return errors.New("ROOMCAST_REDIS_URL must look like redis://host:6379/0")
+		}
+	}
+	return nil
+}
+
+// LogValue-free summary for the start-up log: secrets redacted.
+func (c Config) logAttrs() []any {
+	mode := "memory"
+	if c.RedisURL != "" {
+		mode = "redis"
+	}
+	return []any{
+		"addr", c.Addr, "mode", mode, "dev", c.Dev,
+		"presence_ttl", c.PresenceTTL.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
+		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
+		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
+	}
+}

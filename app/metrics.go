@@ -1,0 +1,44 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the Prometheus series of one instance, on their own registry
+// so tests and several servers in one process do not collide.
+type metrics struct {
+	reg          *prometheus.Registry
+	connections  prometheus.Gauge
+	connects     prometheus.Counter
+	rooms        prometheus.GaugeFunc
+	messagesIn   prometheus.Counter
+	framesOut    prometheus.Counter
+	published    prometheus.Counter
+	slowDropped  prometheus.Counter
+	rateLimited  prometheus.Counter
+	authFailures *prometheus.CounterVec
+	closes       *prometheus.CounterVec
+	brokerGaps   prometheus.Counter
+	heartbeatErr prometheus.Counter
+}
+
+func newMetrics(localRooms func() int) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roomcast_connections", Help: "Open WebSocket connections on this instance."})
+	m.connects = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_connects_total", Help: "WebSocket connections accepted."})
+	m.rooms = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_rooms", Help: "Rooms with a connection on this instance."}, func() float64 { return float64(localRooms()) })
+	m.messagesIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_messages_in_total", Help: "Frames received from clients."})
+	m.framesOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_frames_out_total", Help: "Frames written to clients."})
+	m.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_messages_published_total", Help: "Messages published to rooms by clients and the HTTP API."})
+	m.slowDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_slow_consumers_dropped_total", Help: "Connections closed with 4008 because their send queue was full."})
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_rate_limited_total", Help: "Client frames dropped for exceeding the rate."})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_auth_failures_total", Help: "Refused connections and API calls, by reason."}, []string{"reason"})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"})
+	m.brokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_broker_gaps_total", Help: "Pub/sub reconnects after which rooms were resynchronised."})
+	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
+	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
+		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.heartbeatErr,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

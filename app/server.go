@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/auth"
+	"github.com/roomcast/roomcast/presence"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// Timing of the connection lifecycle that is not configuration.
+const (
+	opTimeout      = 5 * time.Second  // a presence or broker call made for one client
+	writeTimeout   = 10 * time.Second // one socket write
+	pingInterval   = 25 * time.Second // server pings keep proxies open and find dead peers
+	idleLimit      = 2*pingInterval + 10*time.Second
+	closeWait      = 2 * time.Second // for the peer to answer our close frame
+	devTokenTTL    = 24 * time.Hour
+	readyzDeadline = time.Second
+)
+
+// Server is one roomcast instance: its HTTP/WebSocket front and the parts
+// behind it.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier *auth.Verifier
+	devKey   []byte // HS256 secret that /dev/token signs with; nil unless -dev
+	redis    redis.UniversalClient
+	broker   rooms.Broker
+	hub      *rooms.Hub
+	store    presence.Store
+	keeper   *presence.Keeper
+	metrics  *metrics
+	app      *fiber.App
+
+	ctx      context.Context // ends when the server has shut down
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup // keeper and pinger
+	draining atomic.Bool
+	live     gate // WebSocket handlers
+}
+
+// newServer builds the parts of an instance from cfg; nothing runs yet.
+func newServer(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = uuid.NewString()[:8]
+	}
+	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	switch {
+	case cfg.JWTPublicKeyFile != "":
+		pem, err := os.ReadFile(cfg.JWTPublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read ROOMCAST_JWT_PUBLIC_KEY_FILE: %w", err)
+		}
+		authCfg.PublicKeyPEM = pem
+	case cfg.JWTSecret != "":
+		authCfg.Secret = []byte(cfg.JWTSecret)
+	default: // -dev without a configured key
+		authCfg.Secret = randomBytes(32)
+	}
+	if cfg.Dev && authCfg.Secret != nil {
+		s.devKey = authCfg.Secret
+	}
+	v, err := auth.NewVerifier(authCfg)
+	if err != nil {
+		return nil, fmt.Errorf("token verification: %w", err)
+	}
+	s.verifier = v
+
+	if err := s.buildBackends(); err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) })
+	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
+		Interval: cfg.Heartbeat,
+		Logger:   s.log,
+		OnTick: func(err error) {
+			if err != nil {
+				s.metrics.heartbeatErr.Inc()
+			}
+		},
+	})
+	s.app = s.routes()
+	return s, nil
+}
+
+// buildBackends picks the broker and presence store: in memory, or Redis
+// when ROOMCAST_REDIS_URL is set.
+func (s *Server) buildBackends() error {
+	popts := presence.Options{TTL: s.cfg.PresenceTTL, LeaveGrace: s.cfg.LeaveGrace}
+	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync}
+	if s.cfg.RedisURL == "" {
+		b := rooms.NewMemoryBroker()
+		s.broker = b
+		s.hub = rooms.NewHub(b, hubOpts)
+		s.store = presence.NewMemoryStore(popts, s.hub)
+		return nil
+	}
+	return s.buildRedisBackends(popts, hubOpts)
+}
+
+// resync sends each listed local room a fresh member list after the broker
+// may have lost events for it.
+func (s *Server) resync(roomNames []string) {
+	s.metrics.brokerGaps.Inc()
+	for _, name := range roomNames {
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		members, err := s.store.Members(ctx, name)
+		cancel()
+		if err != nil {
+			s.log.Warn("resync: read members", "room", name, "err", err)
+			continue
+		}
+		s.hub.Broadcast(name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)}))
+	}
+}
+
+// Run serves on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if err := s.broker.Start(s.ctx, s.hub); err != nil {
+		return fmt.Errorf("start broker: %w", err)
+	}
+	s.bg.Add(2)
+	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
+	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.app.Listener(ln) }()
+	s.log.Info("roomcast listening", append([]any{"listen", ln.Addr().String()}, s.cfg.logAttrs()...)...)
+
+	select {
+	case err := <-serveErr:
+		s.stop()
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	return s.Shutdown()
+}
+
+// Shutdown drains the instance: /readyz and new upgrades answer 503, every
+// socket is closed with 1001 so clients reconnect elsewhere, this
+// instance's presence is removed, and the listener stops.
+func (s *Server) Shutdown() error {
+	start := time.Now()
+	s.draining.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+
+	conns := s.hub.Conns("")
+	for _, c := range conns {
+		c.Close(rooms.CloseGoingAway, "server shutting down")
+	}
+	if err := s.live.closeAndWait(ctx); err != nil {
+		s.log.Warn("shutdown: connections still open", "err", err)
+	}
+	if err := s.keeper.LeaveAll(ctx); err != nil {
+		s.log.Warn("shutdown: remove presence", "err", err)
+	}
+	err := s.app.ShutdownWithContext(ctx)
+	s.stop()
+	s.log.Info("roomcast stopped", "closed_conns", len(conns), "took", time.Since(start).Round(time.Millisecond).String())
+	if err != nil {
+		return fmt.Errorf("shutdown http: %w", err)
+	}
+	return nil
+}
+
+// stop ends the background goroutines and the backends.
+func (s *Server) stop() {
+	s.cancel()
+	s.bg.Wait()
+	if err := s.broker.Close(); err != nil {
+		s.log.Warn("close broker", "err", err)
+	}
+	if s.redis != nil {
+		_ = s.redis.Close()
+	}
+}
+
+// pingLoop pings every connection each pingInterval and ends those from
+// which nothing arrived for idleLimit: a peer that vanished without a FIN.
+func (s *Server) pingLoop(ctx context.Context) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, c := range s.hub.Conns("") {
+				if now.UnixNano()-c.LastRead() > int64(idleLimit) {
+					c.Close(rooms.CloseGoingAway, "idle")
+					continue
+				}
+				c.SendControl(opPing, nil)
+			}
+		}
+	}
+}
+
+// ready reports why the instance cannot take connections, or nil.
+func (s *Server) ready(ctx context.Context) error {
+	if s.draining.Load() {
+		return errors.New("draining")
+	}
+	if s.redis != nil {
+		if err := s.redis.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+	}
+	if err := s.broker.Ready(ctx); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	return nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return b
+}
+
+func randomKey() string { return hex.EncodeToString(randomBytes(24)) }
+
+// gate counts running WebSocket handlers and, once closed, admits no more.
+type gate struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.n == 0 && g.zero != nil {
+		close(g.zero)
+		g.zero = nil
+	}
+}
+
+func (g *gate) closeAndWait(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	if g.n == 0 {
+		g.mu.Unlock()
+		return nil
+	}
+	if g.zero == nil {
+		g.zero = make(chan struct{})
+	}
+	zero := g.zero
+	g.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	fws "github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+	"github.com/google/uuid"
+
+	"github.com/roomcast/roomcast/auth"
+	"github.com/roomcast/roomcast/presence"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+const (
+	localClaims = "roomcast.claims"
+	localRoom   = "roomcast.room"
+)
+
+// apiError is the JSON body of every HTTP error.
+func apiError(c *fiber.Ctx, status int, code, msg string) error {
+	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": msg}})
+}
+
+// bearer returns the token of the request: ?token= or Authorization: Bearer.
+func bearer(c *fiber.Ctx) string {
+	if h := c.Get(fiber.HeaderAuthorization); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return utils.CopyString(strings.TrimSpace(t))
+		}
+	}
+	return utils.CopyString(c.Query("token"))
+}
+
+// admitWS answers every refusal of an upgrade in plain HTTP, in the order
+// the protocol promises, and passes the verified claims on.
+func (s *Server) admitWS(c *fiber.Ctx) error {
+	if !fws.IsWebSocketUpgrade(c) {
+		return apiError(c, fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	}
+	room := utils.CopyString(c.Params("room"))
+	if !rooms.ValidName(room) {
+		return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+	}
+	claims, err := s.verifier.Verify(bearer(c))
+	if err != nil {
+		return s.refuseToken(c, err)
+	}
+	if !claims.Allows(room) {
+		s.metrics.authFailures.WithLabelValues("room").Inc()
+		return apiError(c, fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+	}
+	if !s.originAllowed(c.Get(fiber.HeaderOrigin)) {
+		s.metrics.authFailures.WithLabelValues("origin").Inc()
+		return apiError(c, fiber.StatusForbidden, "origin_not_allowed", "this Origin may not connect")
+	}
+	if s.draining.Load() {
+		return apiError(c, fiber.StatusServiceUnavailable, "draining", "this instance is shutting down; connect again")
+	}
+	if err := s.broker.Ready(c.UserContext()); err != nil {
+		return apiError(c, fiber.StatusServiceUnavailable, codeUnavailable, "this instance cannot reach its broker; connect again")
+	}
+	c.Locals(localClaims, claims)
+	c.Locals(localRoom, room)
+	return c.Next()
+}
+
+func (s *Server) refuseToken(c *fiber.Ctx, err error) error {
+	switch {
+	case errors.Is(err, auth.ErrMissing):
+		s.metrics.authFailures.WithLabelValues("missing").Inc()
+		return apiError(c, fiber.StatusUnauthorized, "token_missing", "a token is required (?token= or Authorization: Bearer)")
+	case errors.Is(err, auth.ErrExpired):
+		s.metrics.authFailures.WithLabelValues("expired").Inc()
+		return apiError(c, fiber.StatusUnauthorized, "token_expired", "the token has expired")
+	default:
+		s.metrics.authFailures.WithLabelValues("invalid").Inc()
+		return apiError(c, fiber.StatusUnauthorized, "token_invalid", err.Error())
+	}
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	if origin == "" || s.cfg.AllowedOrigins == nil {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	for _, o := range s.cfg.AllowedOrigins {
+		if subtle.ConstantTimeCompare([]byte(o), []byte(origin)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// serveWS runs one connection: join, welcome, read loop, leave.
+func (s *Server) serveWS(fc *fws.Conn) {
+	if !s.live.enter() {
+		_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		return
+	}
+	defer s.live.leave()
+	claims := fc.Locals(localClaims).(*auth.Claims)
+	room := fc.Locals(localRoom).(string)
+	ws := fc.Conn
+	start := time.Now()
+	id := uuid.NewString()
+	log := s.log.With("room", room, "user", claims.Subject, "conn", id)
+
+	t := newWSTransport(ws, writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
+		QueueSize: s.cfg.SendQueue,
+		OnSlow:    func(*rooms.Conn) { s.metrics.slowDropped.Inc() },
+	})
+	conn.MarkRead(start.UnixNano())
+	ws.SetPingHandler(func(data string) error {
+		conn.SendControl(opPong, []byte(data))
+		return nil
+	})
+	ws.SetPongHandler(func(string) error { return nil })
+	ws.SetCloseHandler(func(code int, _ string) error {
+		if code == websocket.CloseNoStatusReceived {
+			code = rooms.CloseNormal
+		}
+		conn.Close(code, "")
+		return nil
+	})
+	s.metrics.connections.Inc()
+	s.metrics.connects.Inc()
+	defer s.metrics.connections.Dec()
+
+	if err := s.join(conn, claims); err != nil {
+		log.Warn("join failed", "err", err)
+		conn.Close(1011, "could not join the room; connect again")
+		s.finish(conn, t)
+		return
+	}
+	log.Info("connected")
+
+	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
+		conn.Close(rooms.CloseTokenExpired, "token expired")
+	})
+	s.readLoop(ws, conn, claims)
+	expiry.Stop()
+
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	s.hub.Remove(ctx, conn)
+	if err := s.keeper.Leave(ctx, room, id); err != nil {
+		log.Warn("leave failed; the sweeper will expire the connection", "err", err)
+	}
+	cancel()
+	s.finish(conn, t)
+	_, code := conn.Closing()
+	log.Info("disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+}
+
+// join registers conn in its room and sends the welcome: subscribe first,
+// then add presence, then read the snapshot, so no event after the snapshot
+// is missed (an event already in it is applied again harmlessly).
+func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	if err := s.hub.Add(ctx, conn); err != nil {
+		return err
+	}
+	me, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta})
+	if err != nil {
+		s.hub.Remove(ctx, conn)
+		return fmt.Errorf("add presence: %w", err)
+	}
+	members, err := s.store.Members(ctx, conn.Room)
+	if err != nil {
+		s.hub.Remove(ctx, conn)
+		_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
+		return fmt.Errorf("read members: %w", err)
+	}
+	conn.Start(encode(welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID}))
+	return nil
+}
+
+// finish waits for the close frame to go out, then for the writer to end.
+func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {
+	if closing, _ := conn.Closing(); closing {
+		select {
+		case <-conn.Done():
+		case <-time.After(closeWait):
+		}
+	}
+	conn.Shutdown()
+	t.Abort()
+	conn.Wait()
+}
+
+// readLoop reads client frames until the socket ends. After the server
+// starts closing it keeps reading (and ignoring) until the peer answers, so
+// the close frame is not lost to a reset.
+func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Claims) {
+	lim := newRateLimit(s.cfg.Rate, time.Now())
+	max := s.cfg.MaxMessageBytes
+	for {
+		mt, r, err := ws.NextReader()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		conn.MarkRead(now.UnixNano())
+		if closing, _ := conn.Closing(); closing {
+			continue
+		}
+		s.metrics.messagesIn.Inc()
+		data, tooBig, err := readLimited(r, max)
+		if err != nil {
+			return
+		}
+		if tooBig {
+			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", max))
+			continue
+		}
+		if ok, cut := lim.allow(now); !ok {
+			s.metrics.rateLimited.Inc()
+			if cut {
+				conn.Close(rooms.CloseRateLimited, "rate limit exceeded")
+				continue
+			}
+			s.sendError(conn, "", codeRateLimited, fmt.Sprintf("over %d messages/s: frame dropped", s.cfg.Rate))
+			continue
+		}
+		if mt != websocket.TextMessage {
+			s.sendError(conn, "", codeBadRequest, "binary frames are not accepted; send JSON text frames")
+			continue
+		}
+		s.handleFrame(conn, claims, data)
+	}
+}
+
+// readLimited reads a message of at most max bytes; tooBig reports a larger
+// one, of which no more than max+1 bytes were read.
+func readLimited(r io.Reader, max int) (data []byte, tooBig bool, err error) {
+	data, err = io.ReadAll(io.LimitReader(r, int64(max)+1))
+	if err != nil {
+		return nil, false, err
+	}
+	return data, len(data) > max, nil
+}
+
+func (s *Server) sendError(conn *rooms.Conn, ref, code, msg string) {
+	conn.Send(encode(errorFrame{Type: "error", Ref: ref, Code: code, Message: msg}))
+}
+
+func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, data []byte) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		s.sendError(conn, "", codeBadRequest, "frame is not a JSON object of the protocol: "+err.Error())
+		return
+	}
+	ref := ""
+	if f.Ref != nil {
+		ref = *f.Ref
+	}
+	switch f.Type {
+	case "publish":
+		if len(f.Data) == 0 {
+			s.sendError(conn, ref, codeBadRequest, "publish needs a data field")
+			return
+		}
+		exclude := conn.ID
+		if f.Echo {
+			exclude = ""
+		}
+		id, err := s.publish(conn.Room, sender{User: claims.Subject, Conn: conn.ID}, f.Data, exclude)
+		if err != nil {
+			s.sendError(conn, ref, codeUnavailable, "message not sent: the broker is unavailable")
+			return
+		}
+		if ref != "" {
+			conn.Send(encode(ackFrame{Type: "ack", Ref: ref, ID: id}))
+		}
+	case "presence":
+		if len(f.Meta) == 0 {
+			s.sendError(conn, ref, codeBadRequest, "presence needs a meta object")
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		_, err := s.keeper.SetMeta(ctx, conn.Room, conn.ID, f.Meta)
+		cancel()
+		switch {
+		case errors.Is(err, presence.ErrTooLarge):
+			s.sendError(conn, ref, codeTooLarge, "meta is over 1 KiB; nothing changed")
+			return
+		case errors.Is(err, presence.ErrNotObject):
+			s.sendError(conn, ref, codeBadRequest, "meta must be a JSON object")
+			return
+		case err != nil:
+			s.log.Warn("set presence meta", "room", conn.Room, "conn", conn.ID, "err", err)
+			s.sendError(conn, ref, codeUnavailable, "presence not updated: try again")
+			return
+		}
+		if ref != "" {
+			conn.Send(encode(ackFrame{Type: "ack", Ref: ref}))
+		}
+	case "ping":
+		conn.Send(encode(pongFrame{Type: "pong", Ref: ref}))
+	case "":
+		s.sendError(conn, ref, codeBadRequest, "frame needs a type")
+	default:
+		s.sendError(conn, ref, codeBadRequest, fmt.Sprintf("unknown frame type %q", f.Type))
+	}
+}
+
+// publish encodes a message frame once and hands it to the room.
+func (s *Server) publish(room string, from sender, data json.RawMessage, exclude string) (string, error) {
+	id := uuid.NewString()
+	frame := encode(messageFrame{Type: "message", Room: room, ID: id, From: from, TS: time.Now().UnixMilli(), Data: data})
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	if err := s.hub.Publish(ctx, room, exclude, frame); err != nil {
+		return "", err
+	}
+	s.metrics.published.Inc()
+	return id, nil
+}

@@ -50,7 +50,7 @@ type Conn struct {
 	queue      [][]byte
 	spare      [][]byte
 	controls   []control // pings and pongs, written before queued frames
-	held       bool // frames wait until Start puts the welcome first
+	held       bool      // frames wait until Start puts the welcome first
 	writing    bool
 	closing    bool
 	closeCode  int

@@ -1,0 +1,405 @@
+package presence
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// The scripts share presence_lib.lua, which is prepended to each, and take
+// the same KEYS and leading ARGV (see presence_lib.lua).
+var (
+	//go:embed presence_lib.lua
+	presenceLib string
+	//go:embed join.lua
+	joinLua string
+	//go:embed leave.lua
+	leaveLua string
+	//go:embed set_meta.lua
+	setMetaLua string
+	//go:embed heartbeat.lua
+	heartbeatLua string
+	//go:embed sweep.lua
+	sweepLua string
+	//go:embed due_rooms.lua
+	dueRoomsLua string
+
+	joinScript      = redis.NewScript(presenceLib + joinLua)
+	leaveScript     = redis.NewScript(presenceLib + leaveLua)
+	setMetaScript   = redis.NewScript(presenceLib + setMetaLua)
+	heartbeatScript = redis.NewScript(presenceLib + heartbeatLua)
+	sweepScript     = redis.NewScript(presenceLib + sweepLua)
+	dueRoomsScript  = redis.NewScript(dueRoomsLua)
+)
+
+// sweepBatch bounds the conns (and graces) one sweep script call ends, so a
+// crashed instance with many conns in one room does not stall Redis.
+const sweepBatch = 1000
+
+// RedisStore is the Store of a cluster: presence lives in Redis and every
+// change and its frame happen in one Lua script, so joins and leaves are
+// published exactly once across instances. Frames go straight from Redis
+// to the room's broker channel (rooms.Channel), not through a Publisher.
+type RedisStore struct {
+	client redis.UniversalClient
+	o      Options
+	prefix string
+	log    *slog.Logger
+	// serverTime: no Options.Now was given, so scripts read Redis TIME
+	// and every instance shares one clock.
+	serverTime bool
+	keep       time.Duration
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// RedisOptions configure a RedisStore.
+type RedisOptions struct {
+	// Options: TTL (zero value 30s) and LeaveGrace (zero value none). Now
+	// nil (the zero value) means the scripts use Redis server time, so
+	// all instances share one clock; set it only to control time in tests.
+	Options
+	// Prefix starts every key and channel name. Zero value means
+	// "roomcast:". It must match the broker's prefix.
+	Prefix string
+	// Logger zero value means slog.Default().
+	Logger *slog.Logger
+}
+
+// NewRedisStore returns a store on client. Room keys expire on their own
+// (a safety net) 2×TTL + LeaveGrace + 1 minute after their last write.
+func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
+	serverTime := o.Now == nil
+	if o.Prefix == "" {
+		o.Prefix = "roomcast:"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	opts := o.Options.withDefaults()
+	return &RedisStore{
+		client:     client,
+		o:          opts,
+		prefix:     o.Prefix,
+		log:        o.Logger,
+		serverTime: serverTime,
+		keep:       2*opts.TTL + opts.LeaveGrace + time.Minute,
+	}
+}
+
+// Keys of a room. The {room} hash tag keeps them, and the room's channel,
+// in one Redis Cluster slot.
+func (s *RedisStore) roomKeys(room string) []string {
+	p := s.prefix + "{" + room + "}:"
+	return []string{
+		p + "conns",
+		p + "conn_user",
+		p + "conn_count",
+		p + "members",
+		p + "grace",
+		s.roomsKey(),
+		s.dueKey(),
+	}
+}
+
+func (s *RedisStore) roomsKey() string { return s.prefix + "rooms" }
+func (s *RedisStore) dueKey() string   { return s.prefix + "due" }
+
+func (s *RedisStore) now() string {
+	if s.serverTime {
+		return "0"
+	}
+	return strconv.FormatInt(s.o.Now().UnixMilli(), 10)
+}
+
+// args returns the ARGV every room script starts with, then extra.
+func (s *RedisStore) args(room string, extra ...any) []any {
+	a := make([]any, 0, 7+len(extra))
+	a = append(a,
+		s.now(),
+		s.o.TTL.Milliseconds(),
+		s.o.LeaveGrace.Milliseconds(),
+		s.keep.Milliseconds(),
+		room,
+		jsonString(room),
+		rooms.Channel(s.prefix, room),
+	)
+	return append(a, extra...)
+}
+
+// sessionArgs are a session's script arguments: conn, user, then id, name
+// and meta encoded exactly as Frame encodes them.
+func sessionArgs(sess Session) []any {
+	return []any{sess.Conn, sess.User, jsonString(sess.User), jsonString(sess.Name), compactMeta(sess.Meta)}
+}
+
+func jsonString(v string) string {
+	b, _ := json.Marshal(v) // a string always encodes
+	return string(b)
+}
+
+// compactMeta returns validated meta as Frame writes it: encoding/json
+// compacts (and HTML-escapes) a RawMessage it marshals.
+func compactMeta(meta json.RawMessage) string {
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return "{}"
+	}
+	return string(b)
+}
+
+// Join implements Store.
+func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
+	meta, err := ValidateMeta(sess.Meta)
+	if err != nil {
+		return Member{}, err
+	}
+	sess.Meta = meta
+	res, err := joinScript.Run(ctx, s.client, s.roomKeys(sess.Room), s.args(sess.Room, sessionArgs(sess)...)...).Text()
+	if err != nil {
+		return Member{}, fmt.Errorf("presence: join conn %s to room %q: %w", sess.Conn, sess.Room, err)
+	}
+	return decodeMember(res)
+}
+
+// Leave implements Store.
+func (s *RedisStore) Leave(ctx context.Context, room, conn string) error {
+	if err := leaveScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn)...).Err(); err != nil {
+		return fmt.Errorf("presence: leave conn %s from room %q: %w", conn, room, err)
+	}
+	return nil
+}
+
+// SetMeta implements Store.
+func (s *RedisStore) SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error) {
+	meta, err := ValidateMeta(meta)
+	if err != nil {
+		return Member{}, err
+	}
+	res, err := setMetaScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, compactMeta(meta))...).Text()
+	if errors.Is(err, redis.Nil) {
+		return Member{}, ErrUnknownConn
+	}
+	if err != nil {
+		return Member{}, fmt.Errorf("presence: set meta of conn %s in room %q: %w", conn, room, err)
+	}
+	return decodeMember(res)
+}
+
+func decodeMember(s string) (Member, error) {
+	var m Member
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return Member{}, fmt.Errorf("presence: decode member from redis: %w", err)
+	}
+	return m, nil
+}
+
+// Members implements Store. It reads the room in one MULTI so records and
+// counts agree.
+func (s *RedisStore) Members(ctx context.Context, room string) ([]Member, error) {
+	keys := s.roomKeys(room)
+	var recs, counts *redis.MapStringStringCmd
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		recs = p.HGetAll(ctx, keys[3])
+		counts = p.HGetAll(ctx, keys[2])
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("presence: read members of room %q: %w", room, err)
+	}
+	out := make([]Member, 0, len(recs.Val()))
+	for user, rec := range recs.Val() {
+		m, err := parseRecord(user, rec)
+		if err != nil {
+			return nil, fmt.Errorf("presence: member %q of room %q: %w", user, room, err)
+		}
+		m.Conns, _ = strconv.Atoi(counts.Val()[user])
+		out = append(out, m)
+	}
+	sortMembers(out)
+	return out, nil
+}
+
+// parseRecord reads a member record "since\nid\nname\nmeta" (see
+// presence_lib.lua).
+func parseRecord(user, rec string) (Member, error) {
+	parts := strings.SplitN(rec, "\n", 4)
+	if len(parts) != 4 {
+		return Member{}, errors.New("malformed record")
+	}
+	since, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return Member{}, fmt.Errorf("malformed since: %w", err)
+	}
+	m := Member{ID: user, Since: since, Meta: json.RawMessage(parts[3])}
+	if err := json.Unmarshal([]byte(parts[2]), &m.Name); err != nil {
+		return Member{}, fmt.Errorf("malformed name: %w", err)
+	}
+	return m, nil
+}
+
+// Rooms implements Store from the room index, one read.
+func (s *RedisStore) Rooms(ctx context.Context) ([]RoomCount, error) {
+	zs, err := s.client.ZRangeWithScores(ctx, s.roomsKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("presence: read room index: %w", err)
+	}
+	out := make([]RoomCount, 0, len(zs))
+	for _, z := range zs {
+		name, _ := z.Member.(string)
+		if n := int(z.Score); n > 0 {
+			out = append(out, RoomCount{Room: name, Members: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Room < out[j].Room })
+	return out, nil
+}
+
+// Heartbeat implements Store: one pipeline with one heartbeat script call
+// per room, so one round trip however many sessions (two when Redis lost
+// the scripts, e.g. after a restart).
+func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
+	if len(sessions) == 0 {
+		return nil
+	}
+	byRoom := make(map[string][]any)
+	order := []string{}
+	for _, sess := range sessions {
+		meta, err := ValidateMeta(sess.Meta)
+		if err != nil {
+			meta = json.RawMessage("{}")
+		}
+		sess.Meta = meta
+		if _, ok := byRoom[sess.Room]; !ok {
+			order = append(order, sess.Room)
+		}
+		byRoom[sess.Room] = append(byRoom[sess.Room], sessionArgs(sess)...)
+	}
+	calls := make([]scriptCall, 0, len(order))
+	for _, room := range order {
+		calls = append(calls, scriptCall{heartbeatScript, s.roomKeys(room), s.args(room, byRoom[room]...)})
+	}
+	cmds, err := s.runAll(ctx, calls)
+	if err != nil {
+		return fmt.Errorf("presence: heartbeat %d sessions in %d rooms: %w", len(sessions), len(order), err)
+	}
+	readded, inRooms := 0, 0
+	for _, c := range cmds {
+		if n, _ := c.Int(); n > 0 {
+			readded += n
+			inRooms++
+		}
+	}
+	if readded > 0 {
+		// Redis was flushed or restarted, or this instance stalled past
+		// the TTL and was swept.
+		s.log.Warn("presence: heartbeat re-added sessions the store had lost", "sessions", readded, "rooms", inRooms)
+	}
+	return nil
+}
+
+// Sweep implements Store: one read of the rooms due, then one pipeline of
+// sweep script calls for them.
+func (s *RedisStore) Sweep(ctx context.Context) error {
+	for range 100 { // bounded: each pass ends up to sweepBatch entries per room
+		due, err := dueRoomsScript.Run(ctx, s.client, []string{s.dueKey()}, s.now(), 1000).StringSlice()
+		if err != nil {
+			return fmt.Errorf("presence: list rooms due for sweep: %w", err)
+		}
+		if len(due) == 0 {
+			return nil
+		}
+		calls := make([]scriptCall, 0, len(due))
+		for _, room := range due {
+			calls = append(calls, scriptCall{sweepScript, s.roomKeys(room), s.args(room, sweepBatch)})
+		}
+		cmds, err := s.runAll(ctx, calls)
+		if err != nil {
+			return fmt.Errorf("presence: sweep %d rooms: %w", len(due), err)
+		}
+		more := len(due) == 1000
+		for _, c := range cmds {
+			if n, _ := c.Int(); n > 0 {
+				more = true
+			}
+		}
+		if !more {
+			return nil
+		}
+	}
+	return nil
+}
+
+type scriptCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+}
+
+// runAll runs calls in one pipeline by SHA. Calls Redis answered NOSCRIPT
+// (it restarted or its scripts were flushed) did nothing; they are loaded
+// and run once more in a second pipeline.
+func (s *RedisStore) runAll(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	pending := make([]int, len(calls))
+	for i := range pending {
+		pending[i] = i
+	}
+	for attempt := 0; ; attempt++ {
+		p := s.client.Pipeline()
+		for _, i := range pending {
+			c := calls[i]
+			cmds[i] = c.script.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		if _, err := p.Exec(ctx); err != nil && !isNoScript(err) {
+			return nil, err
+		}
+		var missing []int
+		var firstErr error
+		for _, i := range pending {
+			err := cmds[i].Err()
+			switch {
+			case err == nil:
+			case isNoScript(err):
+				missing = append(missing, i)
+			case firstErr == nil:
+				firstErr = err
+			}
+		}
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		if len(missing) == 0 {
+			return cmds, nil
+		}
+		if attempt > 0 {
+			return nil, fmt.Errorf("scripts still missing after loading: %w", cmds[missing[0]].Err())
+		}
+		loaded := map[*redis.Script]bool{}
+		for _, i := range missing {
+			sc := calls[i].script
+			if !loaded[sc] {
+				if err := sc.Load(ctx, s.client).Err(); err != nil {
+					return nil, fmt.Errorf("load script: %w", err)
+				}
+				loaded[sc] = true
+			}
+		}
+		pending = missing
+	}
+}
+
+func isNoScript(err error) bool {
+	return redis.HasErrorPrefix(err, "NOSCRIPT")
+}

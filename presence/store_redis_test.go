@@ -1,0 +1,284 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/tests/redisproc"
+)
+
+func TestRedisStore(t *testing.T) {
+	srv := redisproc.Start(t)
+	n := 0
+	testStore(t, func(t *testing.T, o Options) *storeEnv {
+		n++
+		prefix := fmt.Sprintf("t%d:", n)
+		clock := newFakeClock()
+		o.Now = clock.Now
+		return &storeEnv{
+			newStore: func() Store {
+				return NewRedisStore(srv.Client(t), RedisOptions{Options: o, Prefix: prefix})
+			},
+			frames: subscribeFrames(t, srv.Client(t), prefix),
+			clock:  clock,
+			wipe: func() {
+				// Our private server only. SCRIPT FLUSH too, as after a
+				// restart, so the NOSCRIPT path runs.
+				c := srv.Client(t)
+				if err := c.FlushAll(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.ScriptFlush(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
+}
+
+// subscribeFrames collects the presence frames published on every room
+// channel under prefix, through a real pub/sub subscription.
+func subscribeFrames(t *testing.T, c *redis.Client, prefix string) *frameLog {
+	t.Helper()
+	ctx := context.Background()
+	ps := c.PSubscribe(ctx, prefix+"*")
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil { // the psubscribe confirmation
+		t.Fatalf("psubscribe: %v", err)
+	}
+	log := &frameLog{}
+	fenceChannel := prefix + "fence"
+	fences := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			msg, err := ps.Receive(ctx)
+			if err != nil {
+				return
+			}
+			m, ok := msg.(*redis.Message)
+			if !ok {
+				continue
+			}
+			if m.Channel == fenceChannel {
+				fences <- m.Payload
+				continue
+			}
+			exclude, f, ok := rooms.OpenEnvelope([]byte(m.Payload))
+			if !ok || exclude != "" {
+				log.add("not an envelope for everyone: " + m.Payload)
+				continue
+			}
+			log.add(string(f))
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ps.Close()
+		<-done
+	})
+	n := 0
+	log.fence = func(t *testing.T) {
+		t.Helper()
+		n++
+		token := strconv.Itoa(n)
+		if err := c.Publish(ctx, fenceChannel, token).Err(); err != nil {
+			t.Fatalf("publish fence: %v", err)
+		}
+		select {
+		case got := <-fences:
+			if got != token {
+				t.Fatalf("fence %s arrived, want %s", got, token)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("fence did not arrive")
+		}
+	}
+	return log
+}
+
+// Two tabs of one user on two instances, opened and closed at the same
+// instant, 20 rounds: exactly one join and one leave per round.
+func TestRedisStoreTabsRace(t *testing.T) {
+	srv := redisproc.Start(t)
+	const prefix = "race:"
+	log := subscribeFrames(t, srv.Client(t), prefix)
+	instances := []Store{
+		NewRedisStore(srv.Client(t), RedisOptions{Prefix: prefix}),
+		NewRedisStore(srv.Client(t), RedisOptions{Prefix: prefix}),
+	}
+	const tabs = 8
+	ctx := context.Background()
+	together := func(f func(i int, s Store) error) {
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range tabs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				if err := f(i, instances[i%2]); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(gate)
+		wg.Wait()
+	}
+	for round := range 20 {
+		together(func(i int, s Store) error {
+			_, err := s.Join(ctx, Session{Room: room, Conn: fmt.Sprintf("r%d-c%d", round, i), User: "ann", Name: "Ann"})
+			return err
+		})
+		together(func(i int, s Store) error {
+			return s.Leave(ctx, room, fmt.Sprintf("r%d-c%d", round, i))
+		})
+		var types []string
+		var conns []int
+		for _, f := range log.take(t) {
+			var fr struct {
+				Type   string
+				Member Member
+			}
+			if err := json.Unmarshal([]byte(f), &fr); err != nil {
+				t.Fatalf("frame %s: %v", f, err)
+			}
+			types = append(types, fr.Type)
+			conns = append(conns, fr.Member.Conns)
+		}
+		if len(types) != 2*tabs || types[0] != "join" || types[len(types)-1] != "leave" {
+			t.Fatalf("round %d: frames %v", round, types)
+		}
+		for i, typ := range types[1 : len(types)-1] {
+			if typ != "update" {
+				t.Fatalf("round %d: frame %d is %s, want update (all: %v)", round, i+1, typ, types)
+			}
+		}
+		// The counts walk up then down by one: frames leave in the order
+		// of the changes.
+		for i, n := range conns {
+			want := i + 1
+			if i >= tabs {
+				want = 2*tabs - 1 - i
+			}
+			if n != want {
+				t.Fatalf("round %d: conns %v", round, conns)
+			}
+		}
+		checkMembers(t, instances[0])
+	}
+}
+
+// A crashed instance stops heartbeating; another instance's sweep sees its
+// conns lapse on the Redis clock and publishes the timeout leave.
+func TestRedisStoreCrashTimeout(t *testing.T) {
+	srv := redisproc.Start(t)
+	const prefix = "crash:"
+	log := subscribeFrames(t, srv.Client(t), prefix)
+	crashed := NewRedisStore(srv.Client(t), RedisOptions{Options: Options{TTL: 300 * time.Millisecond}, Prefix: prefix})
+	alive := NewRedisStore(srv.Client(t), RedisOptions{Options: Options{TTL: 300 * time.Millisecond}, Prefix: prefix})
+	ctx := context.Background()
+	start := time.Now()
+	joined, err := crashed.Join(ctx, Session{Room: room, Conn: "c1", User: "ann", Name: "Ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.UnixMilli(joined.Since).Sub(start); d < -time.Second || d > time.Second {
+		t.Fatalf("since %d is not Redis now", joined.Since)
+	}
+	if ttl := srv.Client(t).PTTL(ctx, prefix+"{"+room+"}:members").Val(); ttl <= 0 {
+		t.Fatalf("members key has no safety-net TTL: %v", ttl)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := alive.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ms, _ := alive.Members(ctx, room); len(ms) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("crashed instance's member never left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("left after %v, before the TTL", took)
+	}
+	joined.Conns = 0
+	want := []string{string(Frame("join", room, Member{ID: "ann", Name: "Ann", Meta: json.RawMessage("{}"), Conns: 1, Since: joined.Since}, "")),
+		string(Frame("leave", room, joined, ReasonTimeout))}
+	got := log.take(t)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("frames\n got  %q\n want %q", got, want)
+	}
+	checkRooms(t, alive)
+}
+
+type countingHook struct{ cmds, pipelines atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.cmds.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.pipelines.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// One instance with 10,000 conns in 100 rooms: a heartbeat tick is one
+// round trip, a sweep with nothing due is one more.
+func TestRedisStoreHeartbeatRoundTrips(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := srv.Client(t)
+	hook := &countingHook{}
+	c.AddHook(hook)
+	s := NewRedisStore(c, RedisOptions{})
+	var sessions []Session
+	for i := range 10_000 {
+		sessions = append(sessions, Session{Room: fmt.Sprintf("room-%d", i%100), Conn: fmt.Sprintf("conn-%d", i), User: fmt.Sprintf("user-%d", i%2500), Name: "N"})
+	}
+	ctx := context.Background()
+	if err := s.Heartbeat(ctx, sessions); err != nil { // adds them all (and loads the script)
+		t.Fatal(err)
+	}
+	rs, err := s.Rooms(ctx)
+	if err != nil || len(rs) != 100 || rs[0].Members != 25 {
+		t.Fatalf("rooms %v, %v", rs, err)
+	}
+	if err := s.Sweep(ctx); err != nil { // loads its script
+		t.Fatal(err)
+	}
+	hook.cmds.Store(0)
+	hook.pipelines.Store(0)
+	start := time.Now()
+	if err := s.Heartbeat(ctx, sessions); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if c, p := hook.cmds.Load(), hook.pipelines.Load(); c != 0 || p != 1 {
+		t.Fatalf("heartbeat of 10,000 conns: %d commands and %d pipelines, want one pipeline", c, p)
+	}
+	t.Logf("heartbeat of 10,000 conns in 100 rooms: 1 round trip, %v", took)
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, p := hook.cmds.Load(), hook.pipelines.Load(); c != 1 || p != 1 {
+		t.Fatalf("sweep with nothing due: %d commands, %d more pipelines; want 1 command", c, p-1)
+	}
+}

@@ -1,0 +1,426 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The behaviour table every Store implementation must pass: memory (here)
+// and Redis (store_redis_test.go).
+
+// storeEnv is one backend under test.
+type storeEnv struct {
+	// newStore returns another instance on the same backend state, as a
+	// second roomcast instance would hold.
+	newStore func() Store
+	frames   *frameLog
+	clock    *fakeClock
+	// wipe loses all presence state, as a Redis flush or restart does; nil
+	// for a backend that cannot lose state.
+	wipe func()
+}
+
+type newStoreEnv func(t *testing.T, o Options) *storeEnv
+
+// frameLog collects the presence frames a backend published.
+type frameLog struct {
+	mu     sync.Mutex
+	frames []string
+	// fence waits until every frame published before it was called is
+	// in the log.
+	fence func(t *testing.T)
+}
+
+func (l *frameLog) add(frame string) {
+	l.mu.Lock()
+	l.frames = append(l.frames, frame)
+	l.mu.Unlock()
+}
+
+// take returns the frames published so far and empties the log.
+func (l *frameLog) take(t *testing.T) []string {
+	t.Helper()
+	if l.fence != nil {
+		l.fence(t)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.frames
+	l.frames = nil
+	return out
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.UnixMilli(1_700_000_000_000)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// recordingPublisher is the memory store's Publisher in tests.
+type recordingPublisher struct{ log *frameLog }
+
+func (p recordingPublisher) Publish(_ context.Context, _, _ string, frame []byte) error {
+	p.log.add(string(frame))
+	return nil
+}
+
+func memoryStoreEnv(t *testing.T, o Options) *storeEnv {
+	clock := newFakeClock()
+	o.Now = clock.Now
+	log := &frameLog{}
+	s := NewMemoryStore(o, recordingPublisher{log})
+	return &storeEnv{newStore: func() Store { return s }, frames: log, clock: clock}
+}
+
+func TestMemoryStore(t *testing.T) { testStore(t, memoryStoreEnv) }
+
+const room = "lobby"
+
+func frame(typ string, m Member, reason string) string {
+	return string(Frame(typ, room, m, reason))
+}
+
+func checkFrames(t *testing.T, env *storeEnv, want ...string) {
+	t.Helper()
+	got := env.frames.take(t)
+	if len(got) == 0 && len(want) == 0 {
+		return
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(want, "\n      "))
+	}
+}
+
+func checkMembers(t *testing.T, s Store, want ...Member) {
+	t.Helper()
+	got, err := s.Members(context.Background(), room)
+	if err != nil {
+		t.Fatalf("Members: %v", err)
+	}
+	if want == nil {
+		want = []Member{}
+	}
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(want)
+	if string(gb) != string(wb) {
+		t.Fatalf("members:\n got  %s\n want %s", gb, wb)
+	}
+}
+
+func checkRooms(t *testing.T, s Store, want ...RoomCount) {
+	t.Helper()
+	got, err := s.Rooms(context.Background())
+	if err != nil {
+		t.Fatalf("Rooms: %v", err)
+	}
+	if want == nil {
+		want = []RoomCount{}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("rooms: got %v, want %v", got, want)
+	}
+}
+
+func mustJoin(t *testing.T, s Store, conn, user string) Member {
+	t.Helper()
+	m, err := s.Join(context.Background(), Session{Room: room, Conn: conn, User: user, Name: "Name " + user})
+	if err != nil {
+		t.Fatalf("Join %s/%s: %v", conn, user, err)
+	}
+	return m
+}
+
+func mustLeave(t *testing.T, s Store, conn string) {
+	t.Helper()
+	if err := s.Leave(context.Background(), room, conn); err != nil {
+		t.Fatalf("Leave %s: %v", conn, err)
+	}
+}
+
+func member(user string, conns int, since time.Time) Member {
+	return Member{ID: user, Name: "Name " + user, Meta: json.RawMessage("{}"), Conns: conns, Since: since.UnixMilli()}
+}
+
+func testStore(t *testing.T, newEnv newStoreEnv) {
+	ctx := context.Background()
+
+	t.Run("join update leave", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second})
+		s := env.newStore()
+		t0 := env.clock.Now()
+
+		got := mustJoin(t, s, "c1", "ann")
+		checkFrames(t, env, frame("join", member("ann", 1, t0), ""))
+		if want := member("ann", 1, t0); !reflect.DeepEqual(got, want) {
+			t.Fatalf("Join returned %+v, want %+v", got, want)
+		}
+		mustJoin(t, s, "c2", "ann")
+		checkFrames(t, env, frame("update", member("ann", 2, t0), ""))
+
+		// Joining a conn the store holds only refreshes it.
+		mustJoin(t, s, "c2", "ann")
+		checkFrames(t, env)
+
+		env.clock.Add(time.Millisecond)
+		t1 := env.clock.Now()
+		mustJoin(t, s, "c3", "bob")
+		checkFrames(t, env, frame("join", member("bob", 1, t1), ""))
+		checkMembers(t, s, member("ann", 2, t0), member("bob", 1, t1))
+		checkRooms(t, s, RoomCount{Room: room, Members: 2})
+
+		mustLeave(t, s, "c1")
+		checkFrames(t, env, frame("update", member("ann", 1, t0), ""))
+		mustLeave(t, s, "c2")
+		checkFrames(t, env, frame("leave", member("ann", 0, t0), ReasonClosed))
+		mustLeave(t, s, "c2") // unknown by now: nothing happens
+		checkFrames(t, env)
+		checkMembers(t, s, member("bob", 1, t1))
+
+		mustLeave(t, s, "c3")
+		checkFrames(t, env, frame("leave", member("bob", 0, t1), ReasonClosed))
+		checkMembers(t, s)
+		checkRooms(t, s)
+	})
+
+	t.Run("members oldest first then by id", func(t *testing.T) {
+		env := newEnv(t, Options{})
+		s := env.newStore()
+		t0 := env.clock.Now()
+		mustJoin(t, s, "c1", "zed")
+		mustJoin(t, s, "c2", "amy")
+		env.clock.Add(time.Second)
+		mustJoin(t, s, "c3", "bob")
+		env.frames.take(t)
+		checkMembers(t, s, member("amy", 1, t0), member("zed", 1, t0), member("bob", 1, t0.Add(time.Second)))
+	})
+
+	t.Run("two tabs on two instances are one member", func(t *testing.T) {
+		env := newEnv(t, Options{})
+		a, b := env.newStore(), env.newStore()
+		t0 := env.clock.Now()
+		mustJoin(t, a, "a1", "ann")
+		mustJoin(t, b, "b1", "ann")
+		checkFrames(t, env,
+			frame("join", member("ann", 1, t0), ""),
+			frame("update", member("ann", 2, t0), ""))
+		checkMembers(t, a, member("ann", 2, t0))
+		checkMembers(t, b, member("ann", 2, t0))
+		mustLeave(t, b, "b1")
+		mustLeave(t, a, "a1")
+		checkFrames(t, env,
+			frame("update", member("ann", 1, t0), ""),
+			frame("leave", member("ann", 0, t0), ReasonClosed))
+		checkMembers(t, a)
+	})
+
+	t.Run("leave grace", func(t *testing.T) {
+		env := newEnv(t, Options{LeaveGrace: 5 * time.Second})
+		a, b := env.newStore(), env.newStore()
+		t0 := env.clock.Now()
+		mustJoin(t, a, "c1", "ann")
+		mustLeave(t, a, "c1")
+		checkFrames(t, env,
+			frame("join", member("ann", 1, t0), ""),
+			frame("update", member("ann", 0, t0), ""))
+		checkMembers(t, a, member("ann", 0, t0))
+		checkRooms(t, a, RoomCount{Room: room, Members: 1})
+
+		// Back within the grace, on another instance: no leave, no join.
+		env.clock.Add(4 * time.Second)
+		if err := a.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustJoin(t, b, "c2", "ann")
+		checkFrames(t, env, frame("update", member("ann", 1, t0), ""))
+
+		mustLeave(t, b, "c2")
+		checkFrames(t, env, frame("update", member("ann", 0, t0), ""))
+		env.clock.Add(5*time.Second + time.Millisecond)
+		var wg sync.WaitGroup
+		for _, s := range []Store{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.Sweep(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		checkFrames(t, env, frame("leave", member("ann", 0, t0), ReasonClosed))
+		checkMembers(t, a)
+		checkRooms(t, a)
+	})
+
+	t.Run("timeout swept exactly once by concurrent sweepers", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second})
+		a, b := env.newStore(), env.newStore()
+		t0 := env.clock.Now()
+		mustJoin(t, a, "a1", "ann")
+		mustJoin(t, a, "a2", "ann")
+		mustJoin(t, b, "b1", "bob")
+		env.frames.take(t)
+
+		env.clock.Add(6 * time.Second)
+		if err := b.Heartbeat(ctx, []Session{{Room: room, Conn: "b1", User: "bob", Name: "Name bob"}}); err != nil {
+			t.Fatal(err)
+		}
+		// Not expired yet at exactly TTL.
+		env.clock.Add(4 * time.Second)
+		if err := b.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env)
+
+		env.clock.Add(time.Millisecond) // a1 and a2 lapsed: instance a crashed
+		var wg sync.WaitGroup
+		for range 4 {
+			for _, s := range []Store{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := s.Sweep(ctx); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		checkFrames(t, env,
+			frame("update", member("ann", 1, t0), ""),
+			frame("leave", member("ann", 0, t0), ReasonTimeout))
+		checkMembers(t, b, member("bob", 1, t0))
+		checkRooms(t, b, RoomCount{Room: room, Members: 1})
+	})
+
+	t.Run("meta", func(t *testing.T) {
+		env := newEnv(t, Options{})
+		s := env.newStore()
+		t0 := env.clock.Now()
+		name := `Zoë <"the" & /best/>`
+		m, err := s.Join(ctx, Session{Room: room, Conn: "c1", User: "u/<1>", Name: name, Meta: json.RawMessage(`{ "color" : "red", "tag": "<b>" }`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Member{ID: "u/<1>", Name: name, Meta: json.RawMessage(`{"color":"red","tag":"\u003cb\u003e"}`), Conns: 1, Since: t0.UnixMilli()}
+		checkFrames(t, env, frame("join", want, ""))
+		if string(Frame("join", room, m, "")) != frame("join", want, "") {
+			t.Fatalf("Join returned %+v", m)
+		}
+
+		// Replace, not merge.
+		m, err = s.SetMeta(ctx, room, "c1", json.RawMessage(`{"cursor":[1, 2.5,{"x":null}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Meta = json.RawMessage(`{"cursor":[1,2.5,{"x":null}]}`)
+		checkFrames(t, env, frame("update", want, ""))
+		if string(Frame("update", room, m, "")) != frame("update", want, "") {
+			t.Fatalf("SetMeta returned %+v", m)
+		}
+		checkMembers(t, s, want)
+
+		big := json.RawMessage(`{"x":"` + strings.Repeat("a", MaxMetaBytes) + `"}`)
+		if _, err := s.SetMeta(ctx, room, "c1", big); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("SetMeta too large: err %v, want ErrTooLarge", err)
+		}
+		if _, err := s.SetMeta(ctx, room, "c1", json.RawMessage(`[1]`)); !errors.Is(err, ErrNotObject) {
+			t.Fatalf("SetMeta array: err %v, want ErrNotObject", err)
+		}
+		if _, err := s.SetMeta(ctx, room, "nope", json.RawMessage(`{}`)); !errors.Is(err, ErrUnknownConn) {
+			t.Fatalf("SetMeta unknown conn: err %v, want ErrUnknownConn", err)
+		}
+		if _, err := s.Join(ctx, Session{Room: room, Conn: "c2", User: "x", Meta: big}); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("Join too large: err %v, want ErrTooLarge", err)
+		}
+		checkFrames(t, env)
+		checkMembers(t, s, want)
+
+		// An empty meta is the empty object.
+		if _, err := s.SetMeta(ctx, room, "c1", nil); err != nil {
+			t.Fatal(err)
+		}
+		want.Meta = json.RawMessage(`{}`)
+		checkFrames(t, env, frame("update", want, ""))
+	})
+
+	t.Run("heartbeat re-adds lost sessions", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second})
+		s := env.newStore()
+		sessions := []Session{
+			{Room: room, Conn: "c1", User: "ann", Name: "Name ann"},
+			{Room: room, Conn: "c2", User: "ann", Name: "Name ann"},
+			{Room: room, Conn: "c3", User: "bob", Name: "Name bob"},
+		}
+		for _, sess := range sessions {
+			if _, err := s.Join(ctx, sess); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env.frames.take(t)
+		if err := s.Heartbeat(ctx, sessions); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env)
+		if env.wipe == nil {
+			return // this backend cannot lose state
+		}
+		env.wipe()
+		checkMembers(t, s)
+		env.clock.Add(time.Second)
+		t1 := env.clock.Now()
+		if err := s.Heartbeat(ctx, sessions); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env,
+			frame("join", member("ann", 1, t1), ""),
+			frame("update", member("ann", 2, t1), ""),
+			frame("join", member("bob", 1, t1), ""))
+		checkMembers(t, s, member("ann", 2, t1), member("bob", 1, t1))
+		checkRooms(t, s, RoomCount{Room: room, Members: 2})
+		if err := s.Heartbeat(ctx, sessions); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env)
+	})
+
+	t.Run("heartbeat keeps sessions past their TTL", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second})
+		s := env.newStore()
+		t0 := env.clock.Now()
+		sess := Session{Room: room, Conn: "c1", User: "ann", Name: "Name ann"}
+		if _, err := s.Join(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			env.clock.Add(5 * time.Second)
+			if err := s.Heartbeat(ctx, []Session{sess}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkFrames(t, env, frame("join", member("ann", 1, t0), ""))
+		checkMembers(t, s, member("ann", 1, t0))
+	})
+}

@@ -11,9 +11,9 @@ import (
 
 // recorder is a Transport that keeps what was written.
 type recorder struct {
-	mu     sync.Mutex
-	frames []string
-	closed int
+	mu      sync.Mutex
+	frames  []string
+	closed  int
 	block   chan struct{} // when set, WriteFrames waits on it
 	entered chan struct{} // when set, WriteFrames signals it first
 	abort   atomic.Bool

@@ -134,7 +134,10 @@ export class Room {
     };
     this.#token = options.token;
     globalThis.addEventListener?.("online", this.#online);
-    queueMicrotask(() => this.#connect());
+    queueMicrotask(() => {
+      this.#setStatus("connecting");
+      this.#connect();
+    });
   }
 
   /** The meta last passed to setPresence, else this user's meta from the server. */

@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the UI files, served under /static/ and at / and /r/{room}.
 //
-//go:embed *.html *.js
+//go:embed *.html *.js *.css *.svg
 var FS embed.FS

@@ -1,0 +1,220 @@
+package browser
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Two people find each other through the landing page and an invite link,
+// draw together, and see each other come and go.
+func TestTwoUsersDrawTogether(t *testing.T) {
+	srv := startDev(t, "")
+	browser := startBrowser(t)
+
+	// Ada starts on the landing page, types her name and a room.
+	ada := newUser(t, browser, "ada")
+	ada.navigate(srv.URL + "/")
+	ada.do(
+		chromedp.WaitVisible(chromedp.ID("name")),
+		chromedp.SendKeys(chromedp.ID("name"), "Ada Lovelace"),
+		chromedp.SendKeys(chromedp.ID("room"), "Design review"),
+		chromedp.Click(chromedp.ID("join")),
+	)
+	ada.waitFor("the room page", `location.pathname === "/r/design-review" && new URLSearchParams(location.search).has("token")`)
+	ada.waitConnected()
+	ada.waitPeople("Ada Lovelace (you)")
+
+	// Grace opens the invite link, which has no token: the page asks for her name.
+	invite := srv.URL + "/r/design-review"
+	grace := newUser(t, browser, "grace")
+	grace.navigate(invite)
+	grace.do(
+		chromedp.WaitVisible(chromedp.ID("join-name")),
+		chromedp.SendKeys(chromedp.ID("join-name"), "Grace Hopper"),
+		chromedp.Click(chromedp.CSS(`#join-form button[type="submit"]`)),
+	)
+	grace.waitConnected()
+
+	grace.waitPeople("Ada Lovelace", "Grace Hopper (you)")
+	ada.waitPeople("Ada Lovelace (you)", "Grace Hopper")
+	ada.waitFor("a join toast", `[...document.querySelectorAll(".toast")].some((e) => e.textContent === "Grace Hopper joined")`)
+
+	// Ada draws a red wave with real pointer events; Grace sees it appear.
+	ada.do(chromedp.Click(chromedp.CSS(`input[aria-label="Red"]`)))
+	ada.draw(wave(40, 0.4, 0.15, 0))
+	mine := ada.strokes()
+	if len(mine) != 1 || !mine[0].Done || mine[0].Color != "#d7263d" || mine[0].Points < 30 {
+		t.Fatalf("ada's board after drawing: %+v, want one finished red stroke of about 41 points", mine)
+	}
+	ada.waitStrokeShown(mine[0].ID, mine[0].Points)
+	grace.waitStrokeShown(mine[0].ID, mine[0].Points)
+
+	// And Grace draws back in blue, while her cursor shows on Ada's board.
+	grace.do(chromedp.Click(chromedp.CSS(`input[aria-label="Blue"]`)))
+	grace.draw(wave(30, 0.7, 0.08, 1.5))
+	theirs := grace.strokes()
+	if len(theirs) != 2 {
+		t.Fatalf("grace's board: %+v, want 2 strokes", theirs)
+	}
+	ada.waitStrokeShown(theirs[1].ID, theirs[1].Points)
+	ada.waitFor("grace's cursor", `[...document.querySelectorAll("#cursors .cursor")].some((e) => e.textContent === "Grace Hopper")`)
+
+	ada.screenshot("two-users-ada.png")
+	png := grace.screenshot("two-users-grace.png")
+	if os.Getenv("ROOMCAST_UPDATE_DOCS") != "" {
+		// The README's screenshot: regenerate with ROOMCAST_UPDATE_DOCS=1.
+		_, file, _, _ := runtime.Caller(0)
+		path := filepath.Join(filepath.Dir(file), "..", "..", "docs", "whiteboard.png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Grace closes her window: she leaves Ada's sidebar.
+	grace.close()
+	ada.waitPeople("Ada Lovelace (you)")
+	ada.waitFor("a leave toast", `[...document.querySelectorAll(".toast")].some((e) => e.textContent === "Grace Hopper left")`)
+}
+
+// A late joiner sees everything drawn before it came, also a board too big
+// for one message, and then follows clears live. The late joiner is on a
+// phone-sized screen.
+func TestLateJoinerSeesBoard(t *testing.T) {
+	srv := startDev(t, "")
+	browser := startBrowser(t)
+	const room = "late-joiners"
+
+	ada := newUser(t, browser, "ada")
+	ada.openRoom(joinURL(t, srv, room, "ada", "Ada"))
+	bob := newUser(t, browser, "bob")
+	bob.openRoom(joinURL(t, srv, room, "bob", "Bob"))
+	ada.waitPeople("Ada (you)", "Bob")
+
+	// History from before anyone here came, below where the waves go: 60
+	// strokes of 250 points, about 240 KB, so the sync-state needs several
+	// messages.
+	eval[chromedp.Void](ada, `(() => {
+		const r = (v) => Math.round(v * 1e4) / 1e4;
+		for (let i = 0; i < 60; i++) {
+			const points = [];
+			for (let j = 0; j < 250; j++) points.push([r(0.05 + 0.9 * j / 249), r(0.78 + 0.2 * ((i * 0.0137 + j * 0.0007) % 1))]);
+			whiteboard.board.put({id: "old-" + i, color: "#7b2cbf", width: 2, points, done: true});
+		}
+	})()`)
+	ada.draw(wave(25, 0.3, 0.1, 0))
+	bob.do(chromedp.Click(chromedp.CSS(`input[aria-label="Green"]`)))
+	bob.draw(wave(25, 0.6, 0.1, 2))
+	ada.waitFor("bob's stroke", `whiteboard.board.strokes.size === 62 && [...whiteboard.board.strokes.values()].every((s) => s.done)`)
+	want := ada.strokes()
+
+	carol := newUser(t, browser, "carol")
+	carol.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	carol.openRoom(joinURL(t, srv, room, "carol", "Carol"))
+	carol.waitFor("the synced board", `document.getElementById("stage").dataset.synced === "true" && whiteboard.board.strokes.size === 62`)
+	got := carol.strokes()
+	if len(got) != len(want) {
+		t.Fatalf("carol has %d strokes, want %d", len(got), len(want))
+	}
+	// The same strokes in the same order (the order they are painted in).
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("carol's stroke %d is %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	carol.waitStrokeShown(want[60].ID, want[60].Points) // Ada's
+	carol.waitStrokeShown(want[61].ID, want[61].Points) // Bob's
+	carol.waitPeople("Ada", "Bob", "Carol (you)")
+
+	// Phone width: nothing sticks out sideways, the board fits, every
+	// control has an accessible name.
+	layout := eval[struct {
+		ScrollWidth, ViewWidth, BoardWidth float64
+		Unnamed                            []string
+	}](carol, `(() => {
+		const named = (el) => el.getAttribute("aria-label") || el.labels?.[0]?.textContent.trim() || el.textContent.trim();
+		return {
+			ScrollWidth: document.documentElement.scrollWidth,
+			ViewWidth: innerWidth,
+			BoardWidth: document.getElementById("board").getBoundingClientRect().width,
+			Unnamed: [...document.querySelectorAll("button, input, canvas, a")].filter((el) => !named(el)).map((el) => el.outerHTML),
+		};
+	})()`)
+	if layout.ScrollWidth > layout.ViewWidth || layout.BoardWidth < 300 || layout.BoardWidth > layout.ViewWidth {
+		t.Errorf("phone layout: %+v, want no sideways scroll and a board 300px..viewport wide", layout)
+	}
+	if len(layout.Unnamed) > 0 {
+		t.Errorf("controls without an accessible name: %v", layout.Unnamed)
+	}
+	carol.screenshot("late-joiner-phone.png")
+
+	// Clear goes to everyone live.
+	bob.do(chromedp.Click(chromedp.ID("clear")))
+	for _, p := range []*page{ada, carol, bob} {
+		p.waitFor("an empty board", `whiteboard.board.strokes.size === 0`)
+	}
+}
+
+// The server goes away twice (SIGTERM, then a crash) and comes back on the
+// same address: the pages show that they are reconnecting, come back on their
+// own with the right sidebar, and what was drawn while offline arrives.
+func TestReconnectAfterServerRestart(t *testing.T) {
+	srv := startDev(t, "")
+	addr := srv.Addr
+	browser := startBrowser(t)
+	const room = "restarts"
+
+	ada := newUser(t, browser, "ada")
+	ada.openRoom(joinURL(t, srv, room, "ada", "Ada"))
+	bob := newUser(t, browser, "bob")
+	bob.openRoom(joinURL(t, srv, room, "bob", "Bob"))
+	ada.waitPeople("Ada (you)", "Bob")
+	bob.waitPeople("Ada", "Bob (you)")
+	for _, p := range []*page{ada, bob} {
+		eval[chromedp.Void](p, `window.statusLog = []; whiteboard.room.on("status", (s) => statusLog.push(s))`)
+	}
+
+	for i, stop := range []func(){
+		func() {
+			if err, _ := srv.Stop(actionTimeout); err != nil {
+				t.Fatalf("stop server: %v", err)
+			}
+		},
+		func() { srv.Kill() },
+	} {
+		stop()
+		for _, p := range []*page{ada, bob} {
+			p.waitFor("the reconnecting status", `document.getElementById("status").dataset.status === "reconnecting" &&
+				document.getElementById("status").textContent === "Reconnecting…"`)
+		}
+		if i == 0 {
+			// A server that shuts down says so (1001): the SDK tries again at once.
+			first := eval[struct {
+				Code  int
+				Delay float64
+			}](ada, `statusLog.find((s) => s.status === "reconnecting")`)
+			if first.Code != 1001 || first.Delay != 0 {
+				t.Errorf("first reconnect after a shutdown: %+v, want code 1001 and no delay", first)
+			}
+		}
+
+		// Drawn while the server is down: queued, sent after the reconnect.
+		ada.draw(wave(20, 0.2+0.3*float64(i), 0.05, 0))
+		offline := ada.strokes()
+		last := offline[len(offline)-1]
+
+		srv = startDev(t, addr)
+		ada.waitConnected()
+		bob.waitConnected()
+		ada.waitPeople("Ada (you)", "Bob")
+		bob.waitPeople("Ada", "Bob (you)")
+		bob.waitStrokeShown(last.ID, last.Points)
+		if n := len(bob.strokes()); n != i+1 {
+			t.Errorf("after restart %d bob has %d strokes, want %d", i+1, n, i+1)
+		}
+		ada.waitFor("the reconnected toast", `[...document.querySelectorAll(".toast")].some((e) => e.textContent === "Reconnected")`)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,4 +400,27 @@ func TestRedisBrokerPublishQueueFull(t *testing.T) {
 		}
 	}
 	t.Fatal("Publish never reported the full queue")
+}
+
+// Close stops and waits for every goroutine the broker started.
+func TestRedisBrokerCloseStopsGoroutines(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := srv.Client(t)
+	b := NewRedisBroker(c, fastOptions())
+	ctx := context.Background()
+	if err := b.Start(ctx, newRecordingReceiver()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Subscribe(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Publish(ctx, "a", []byte("x"))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if strings.Contains(stacks, "(*RedisBroker)") {
+		t.Fatalf("broker goroutines still running after Close:\n%s", stacks)
+	}
 }

@@ -162,6 +162,7 @@ function startRoom(room, myId) {
 /** Pointer input: draws locally and sends the stroke as it grows. */
 function drawing(room, board, canvas, myColor) {
   let current = null; // the stroke under the pointer
+  let pointer = null; // id of the pointer drawing it (a second finger does not)
   let sent = 0; // points of current already sent as segments
   let timer = 0;
   const mine = []; // ids of strokes this tab drew, for undo
@@ -207,16 +208,19 @@ function drawing(room, board, canvas, myColor) {
 
   canvas.addEventListener("pointerdown", (ev) => {
     if (ev.button !== 0 || current) return;
-    canvas.setPointerCapture(ev.pointerId);
+    pointer = ev.pointerId;
+    canvas.setPointerCapture(pointer);
     begin(board.toPoint(ev));
   });
   canvas.addEventListener("pointermove", (ev) => {
     const point = board.toPoint(ev);
     room.setPresence({ color: myColor, cursor: { x: point[0], y: point[1] } });
-    if (!current) return;
+    if (!current || ev.pointerId !== pointer) return;
     for (const e of ev.getCoalescedEvents?.() ?? [ev]) add(board.toPoint(e));
   });
-  for (const type of ["pointerup", "pointercancel"]) canvas.addEventListener(type, () => finish());
+  for (const type of ["pointerup", "pointercancel"]) {
+    canvas.addEventListener(type, (ev) => ev.pointerId === pointer && finish());
+  }
   canvas.addEventListener("pointerleave", () => room.setPresence({ color: myColor, cursor: null }));
 
   function undo() {

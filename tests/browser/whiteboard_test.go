@@ -4,9 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/roomcast/roomcast/tests/testserver"
 )
 
 // Two people find each other through the landing page and an invite link,
@@ -22,8 +25,9 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("name")),
 		chromedp.SendKeys(chromedp.ID("name"), "Ada Lovelace"),
 		chromedp.SendKeys(chromedp.ID("room"), "Design review"),
-		chromedp.Click(chromedp.ID("join")),
 	)
+	ada.screenshot("landing.png")
+	ada.do(chromedp.Click(chromedp.ID("join")))
 	ada.waitFor("the room page", `location.pathname === "/r/design-review" && new URLSearchParams(location.search).has("token")`)
 	ada.waitConnected()
 	ada.waitPeople("Ada Lovelace (you)")
@@ -217,4 +221,60 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		}
 		ada.waitFor("the reconnected toast", `[...document.querySelectorAll(".toast")].some((e) => e.textContent === "Reconnected")`)
 	}
+}
+
+// With LEAVE_GRACE a user whose last tab went away stays listed, dimmed as
+// reconnecting; coming back within the grace is no leave at all, staying away
+// is.
+func TestLeaveGraceShowsReconnecting(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{Args: []string{"-dev"}, Env: map[string]string{
+		"ROOMCAST_LEAVE_GRACE": "2s",
+		"ROOMCAST_HEARTBEAT":   "250ms", // the sweep that ends graces runs every heartbeat
+	}})
+	browser := startBrowser(t)
+	const room = "grace"
+	ada := newUser(t, browser, "ada")
+	ada.openRoom(joinURL(t, srv, room, "ada", "Ada"))
+	bob := newUser(t, browser, "bob")
+	bob.openRoom(joinURL(t, srv, room, "bob", "Bob"))
+	ada.waitPeople("Ada (you)", "Bob")
+
+	const bobAway = `document.querySelector('#people [data-user="bob"]')?.classList.contains("away") &&
+		document.querySelector('#people [data-user="bob"] .detail').textContent === "reconnecting…"`
+	const bobBack = `document.querySelector('#people [data-user="bob"]')?.classList.contains("away") === false`
+	bob.close()
+	ada.waitFor("bob shown as reconnecting", bobAway)
+
+	bob = newUser(t, browser, "bob again")
+	bob.openRoom(joinURL(t, srv, room, "bob", "Bob"))
+	ada.waitFor("bob back", bobBack)
+
+	bob.close()
+	ada.waitFor("bob shown as reconnecting", bobAway)
+	ada.waitPeople("Ada (you)")
+	toasts := eval[[]string](ada, `[...document.querySelectorAll(".toast")].map((e) => e.textContent)`)
+	if n := len(slices.DeleteFunc(toasts, func(s string) bool { return s != "Bob left" })); n != 1 {
+		t.Errorf("toasts %v: want exactly one \"Bob left\"", toasts)
+	}
+}
+
+// Without -dev the server mints no tokens: the landing page and a join link
+// without a token explain where tokens come from, and a join link with one
+// works.
+func TestWithoutDevMode(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	browser := startBrowser(t)
+	p := newUser(t, browser, "visitor")
+
+	p.navigate(srv.URL + "/")
+	p.do(chromedp.WaitVisible(chromedp.ID("no-dev")))
+	p.waitFor("the name field hidden", `document.getElementById("name-field").hidden`)
+
+	p.navigate(srv.URL + "/r/board")
+	p.waitFor("the explanation", `!document.getElementById("problem").hidden &&
+		document.getElementById("problem-text").textContent.includes("?token=")`)
+
+	token := testserver.Token(t, "hopper", "Grace", 0, []string{"board"})
+	p.openRoom(srv.URL + "/r/board?token=" + token)
+	p.waitPeople("Grace (you)")
 }

@@ -180,8 +180,10 @@ function drawing(room, board, canvas, myColor) {
     timer = setInterval(sendSegment, SEGMENT_INTERVAL);
   }
 
+  // Offline, segments would only fill the SDK's queue: the finished stroke
+  // is enough.
   function sendSegment() {
-    if (!current || current.points.length === sent) return;
+    if (!current || current.points.length === sent || room.status !== "open") return;
     const { id, color, width, points } = current;
     send({ kind: "segment", id, color, width, points: points.slice(sent) });
     sent = points.length;

@@ -1,5 +1,6 @@
-// Who is at the keyboard (in -dev mode: the name typed, remembered in
-// localStorage), dev tokens, and the colours and initials that stand for a
+// Who is at the keyboard (in -dev mode: the name typed, remembered per tab
+// in sessionStorage, so a second window starts blank and becomes a second
+// person), dev tokens, and the colours and initials that stand for a
 // user on screen.
 
 const NAME_KEY = "roomcast.name";
@@ -15,11 +16,11 @@ export function newId() {
 }
 
 /** The name typed last time, to prefill the name field. */
-export const rememberedName = () => localStorage.getItem(NAME_KEY) ?? "";
+export const rememberedName = () => sessionStorage.getItem(NAME_KEY) ?? "";
 
 /** @param {string} name */
 export function rememberName(name) {
-  localStorage.setItem(NAME_KEY, name);
+  sessionStorage.setItem(NAME_KEY, name);
 }
 
 /**

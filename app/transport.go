@@ -32,7 +32,21 @@ const (
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func newWSTransport(ws *websocket.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
-	return &wsTransport{ws: ws, nc: ws.NetConn(), writeTimeout: writeTimeout, onWrite: onWrite}
+	return &wsTransport{ws: ws, nc: socketOf(ws), writeTimeout: writeTimeout, onWrite: onWrite}
+}
+
+// socketOf returns the TCP connection under ws. ws.NetConn() is fasthttp's
+// hijacked connection, whose Close does nothing (fasthttp closes the socket
+// only when the handler returns), so Abort through it could not end a
+// socket while the handler runs: a writer blocked on a peer that does not
+// read stayed blocked until the write timeout. Writes and deadlines are the
+// same on both; reads keep going through ws and its buffered reader.
+func socketOf(ws *websocket.Conn) net.Conn {
+	nc := ws.NetConn()
+	if h, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
+		return h.UnsafeConn()
+	}
+	return nc
 }
 
 func appendFrame(b []byte, op byte, payload []byte) []byte {

@@ -66,7 +66,8 @@ func run(cfg Config) error {
 }
 
 // printDevBanner prints, once and to stdout rather than the log, where to
-// start: the landing page, a ready-made join URL and the API key.
+// start: the room URL (each window picks a name and gets a /dev/token), a
+// ready-made join URL with a token for scripts, and the API key.
 func printDevBanner(s *Server, addr net.Addr) {
 	host := "localhost"
 	port := addr.(*net.TCPAddr).Port
@@ -76,7 +77,11 @@ func printDevBanner(s *Server, addr net.Addr) {
 	if err != nil {
 		return
 	}
-	fmt.Printf("roomcast dev mode\n  open:     %s/\n  join URL: %s/r/lobby?token=%s\n  API key:  %s\n", base, base, tok, s.cfg.APIKey)
+	fmt.Printf("roomcast dev mode\n"+
+		"  open %s/r/lobby in two windows and type a name in each\n"+
+		"  landing page:  %s/\n"+
+		"  join as 'dev': %s/r/lobby?token=%s\n"+
+		"  API key:       %s\n", base, base, base, tok, s.cfg.APIKey)
 }
 
 // mintCommand implements "roomcast token": it signs an HS256 token with the

@@ -1,13 +1,50 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
 )
 
-// buildRedisBackends wires the Redis broker and presence store.
-func (s *Server) buildRedisBackends(presence.Options, rooms.HubOptions) error {
-	return errors.New("ROOMCAST_REDIS_URL: the Redis backends are not wired yet")
+// buildRedisBackends wires the Redis broker and presence store: every
+// instance on the same Redis shares rooms and presence.
+func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOptions) error {
+	opt, err := redis.ParseURL(s.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("ROOMCAST_REDIS_URL: %w", err)
+	}
+	// A failed publish is reported, never retried blindly: a retry after a
+	// timeout could deliver a message twice.
+	opt.MaxRetries = -1
+	s.redis = redis.NewClient(opt)
+	s.broker = rooms.NewRedisBroker(s.redis, rooms.RedisBrokerOptions{
+		Logger: s.log,
+		OnGap:  func() { s.metrics.brokerGaps.Inc() },
+		OnPublishError: func(err error) {
+			s.log.Warn("publish batch lost", "err", err)
+		},
+	})
+	s.hub = rooms.NewHub(s.broker, hubOpts)
+	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log})
+	return nil
+}
+
+// resyncRooms runs on the broker's delivery goroutine after a pub/sub gap,
+// before any later payload: first re-assert this instance's sessions (Redis
+// may have restarted empty), then send each room its member list, so no
+// older snapshot can overtake a newer event.
+func (s *Server) resyncRooms(ctx context.Context, roomNames []string) {
+	s.keeper.Tick(ctx)
+	for _, name := range roomNames {
+		members, err := s.store.Members(ctx, name)
+		if err != nil {
+			s.log.Warn("resync: read members", "room", name, "err", err)
+			continue
+		}
+		s.hub.Broadcast(name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)}))
+	}
 }

@@ -117,25 +117,20 @@ func (s *Server) buildBackends() error {
 	return s.buildRedisBackends(popts, hubOpts)
 }
 
-// resync sends each listed local room a fresh member list after the broker
-// may have lost events for it.
+// resync answers a broker gap: the rooms' clients get a fresh member list.
 func (s *Server) resync(roomNames []string) {
-	s.metrics.brokerGaps.Inc()
-	for _, name := range roomNames {
-		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-		members, err := s.store.Members(ctx, name)
-		cancel()
-		if err != nil {
-			s.log.Warn("resync: read members", "room", name, "err", err)
-			continue
-		}
-		s.hub.Broadcast(name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)}))
-	}
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	s.resyncRooms(ctx, roomNames)
 }
 
 // Run serves on ln until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	if err := s.broker.Start(s.ctx, s.hub); err != nil {
+	startCtx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	err := s.broker.Start(startCtx, s.hub)
+	cancel()
+	if err != nil {
+		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
 	s.bg.Add(2)

@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 type Keeper struct {
 	store    Store
 	interval time.Duration
+	sweepInt time.Duration
 	log      *slog.Logger
 	onError  func(error)
 
@@ -27,10 +29,16 @@ type Keeper struct {
 
 type sessionKey struct{ room, conn string }
 
-// KeeperOptions configure a Keeper. Zero values: Interval 10s.
+// KeeperOptions configure a Keeper. Zero values: Interval 10s,
+// SweepInterval 1s (or Interval, when shorter).
 type KeeperOptions struct {
 	Interval time.Duration
-	Logger   *slog.Logger
+	// SweepInterval is how often expired connections and ended leave
+	// graces are swept. It is shorter than the heartbeat so that a crashed
+	// instance's users leave soon after their TTL and a grace ends on time;
+	// a sweep with nothing due is one cheap call.
+	SweepInterval time.Duration
+	Logger        *slog.Logger
 	// OnTick is called after every heartbeat with its error (nil on
 	// success), e.g. to count failures.
 	OnTick func(error)
@@ -41,10 +49,13 @@ func NewKeeper(store Store, o KeeperOptions) *Keeper {
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
 	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = min(time.Second, o.Interval)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Keeper{store: store, interval: o.Interval, log: o.Logger, onError: o.OnTick, sessions: make(map[sessionKey]Session)}
+	return &Keeper{store: store, interval: o.Interval, sweepInt: o.SweepInterval, log: o.Logger, onError: o.OnTick, sessions: make(map[sessionKey]Session)}
 }
 
 // Join adds a live session of this instance to the store and keeps it
@@ -102,16 +113,21 @@ func (k *Keeper) Sessions() []Session {
 	return out
 }
 
-// Run heartbeats and sweeps every interval until ctx ends.
+// Run heartbeats every Interval and sweeps every SweepInterval until ctx
+// ends.
 func (k *Keeper) Run(ctx context.Context) {
-	t := time.NewTicker(k.interval)
-	defer t.Stop()
+	beat := time.NewTicker(k.interval)
+	defer beat.Stop()
+	sweep := time.NewTicker(k.sweepInt)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-beat.C:
 			k.Tick(ctx)
+		case <-sweep.C:
+			k.report(k.sweep(ctx))
 		}
 	}
 }
@@ -124,12 +140,18 @@ func (k *Keeper) Tick(ctx context.Context) {
 	if err != nil {
 		k.log.Warn("presence heartbeat failed", "err", err)
 	}
-	if serr := k.store.Sweep(ctx); serr != nil {
-		k.log.Warn("presence sweep failed", "err", serr)
-		if err == nil {
-			err = serr
-		}
+	k.report(errors.Join(err, k.sweep(ctx)))
+}
+
+func (k *Keeper) sweep(ctx context.Context) error {
+	err := k.store.Sweep(ctx)
+	if err != nil {
+		k.log.Warn("presence sweep failed", "err", err)
 	}
+	return err
+}
+
+func (k *Keeper) report(err error) {
 	if k.onError != nil {
 		k.onError(err)
 	}

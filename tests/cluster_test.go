@@ -330,3 +330,41 @@ func TestClusterSnapshotConvergence(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// LEAVE_GRACE: a user whose last tab closes and who comes back on another
+// instance within the grace causes no leave and no join; one who stays away
+// leaves once, with reason closed, after the grace.
+func TestClusterLeaveGraceAcrossInstances(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 2, map[string]string{"ROOMCAST_LEAVE_GRACE": "2s"})
+	watcher := testserver.Join(t, s[0].WS, "grace", "watcher", "")
+	tab := testserver.Join(t, s[0].WS, "grace", "dana", "Dana")
+	watcher.Await(t, wait, "dana's join", isFrame("join", "dana"))
+	tab.Close()
+	watcher.Await(t, wait, "dana reconnecting (conns 0)", func(f testserver.Frame) bool {
+		return f.Type == "update" && f.Member.ID == "dana" && f.Member.Conns == 0
+	})
+	back := testserver.Join(t, s[1].WS, "grace", "dana", "Dana")
+	watcher.Await(t, wait, "dana back (conns 1)", func(f testserver.Frame) bool {
+		return f.Type == "update" && f.Member.ID == "dana" && f.Member.Conns == 1
+	})
+	// Past the grace: still no leave and only the first join.
+	if _, err := watcher.Try(3*time.Second, isFrame("leave", "dana")); err == nil {
+		t.Fatal("dana left although she came back within the grace")
+	}
+	if n := count(watcher, "join", "dana"); n != 1 {
+		t.Fatalf("%d joins of dana, want 1", n)
+	}
+	closed := time.Now()
+	back.Close()
+	l := watcher.Await(t, 2*time.Second+3*time.Second, "dana's leave after the grace", isFrame("leave", "dana"))
+	if l.Reason != "closed" {
+		t.Fatalf("leave reason %q", l.Reason)
+	}
+	if d := time.Since(closed); d < 2*time.Second-100*time.Millisecond {
+		t.Fatalf("leave %v after the close, before the 2s grace", d)
+	}
+	if n := count(watcher, "leave", "dana"); n != 1 {
+		t.Fatalf("%d leaves of dana", n)
+	}
+}

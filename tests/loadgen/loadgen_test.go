@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/tests/redisproc"
+	"github.com/roomcast/roomcast/tests/testserver"
+)
+
+// TestScenariosSmoke runs every scenario for a second or two with tiny
+// counts against the real server, so the tool cannot rot.
+func TestScenariosSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server")
+	}
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_RATE": "1000"}})
+	base := Config{Addrs: []string{s.Addr}, Secret: testserver.Secret, Pids: []int{s.Pid()}, ServerRate: 1000, Timeout: time.Minute}
+	ctx := context.Background()
+
+	t.Run("fanout", func(t *testing.T) {
+		c := base
+		c.Scenario = "fanout"
+		c.Rooms, c.Subs, c.Pubs = 2, 5, 2
+		c.Rates = []float64{250, 500} // delivered/s: 50 and 100 published/s
+		c.Duration, c.Warmup = time.Second, 200*time.Millisecond
+		res := runOK(t, ctx, c)
+		f := res.Fanout
+		if len(f.Steps) != 2 || f.Published == 0 || f.Expected != f.Published*5 || f.Delivered != f.Expected || f.Missing != 0 || f.Duplicates != 0 || f.Foreign != 0 {
+			t.Fatalf("fanout: %+v", f)
+		}
+		for _, st := range f.Steps {
+			if st.Latency.N == 0 || st.Latency.P99 <= 0 || st.Latency.P50 > st.Latency.P99 || st.Latency.P99 > st.Latency.Max || st.DeliveredPerS < 0.5*st.OfferedDelivered {
+				t.Fatalf("step %s: %+v", st.Name, st)
+			}
+		}
+		var svg bytes.Buffer
+		if err := writePlot(&svg, "t", "s", f.Steps); err != nil {
+			t.Fatal(err)
+		}
+		if err := xml.Unmarshal(svg.Bytes(), new(struct{})); err != nil || !strings.Contains(svg.String(), "<polyline") {
+			t.Fatalf("plot is not SVG (%v):\n%s", err, svg.String())
+		}
+	})
+
+	t.Run("connections", func(t *testing.T) {
+		c := base
+		c.Scenario = "connections"
+		c.Conns, c.Rooms = 60, 3
+		c.Settle, c.Duration = 300*time.Millisecond, 200*time.Millisecond
+		res := runOK(t, ctx, c)
+		cr := res.Connections
+		if cr.ConnectPerS <= 0 || len(cr.Instances) != 1 || cr.Instances[0].Reported < 60 || cr.GoroutinesPerConn <= 0 || cr.Instances[0].RSSAfter <= 0 {
+			t.Fatalf("connections: %+v", cr)
+		}
+	})
+
+	t.Run("presence", func(t *testing.T) {
+		c := base
+		c.Scenario = "presence"
+		c.Users, c.Observers, c.Ramp, c.Duration = 40, 2, 400*time.Millisecond, 10*time.Second
+		res := runOK(t, ctx, c)
+		p := res.Presence
+		if !p.CountsExact || p.NotConverged != 0 || len(p.ObserverJoins) != 2 || p.ObserverJoins[0] != 40 || p.ObserverLeaves[1] != 40 || p.Unknown != 0 {
+			t.Fatalf("presence: %+v", p)
+		}
+	})
+
+	t.Run("slow", func(t *testing.T) {
+		c := base
+		c.Scenario = "slow"
+		c.Subs, c.Pubs, c.Rate, c.Size = 3, 2, 200, 8192
+		c.Duration, c.Stuck = 700*time.Millisecond, 15*time.Second
+		res := runOK(t, ctx, c)
+		sl := res.Slow
+		if sl.SlowCloseCode != 4008 || sl.ServerDropped != 1 || sl.Before.Latency.N == 0 || sl.Room.Missing != 0 || sl.Room.Duplicates != 0 {
+			t.Fatalf("slow: %+v %+v", sl, sl.Room)
+		}
+	})
+}
+
+// TestPresenceAcrossInstancesSmoke is the presence storm over two
+// instances sharing a Redis, with Redis commands per join.
+func TestPresenceAcrossInstancesSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Redis and two servers")
+	}
+	rd := redisproc.Start(t)
+	var addrs []string
+	for range 2 {
+		s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_REDIS_URL": rd.URL()}})
+		addrs = append(addrs, s.Addr)
+	}
+	c := Config{Scenario: "presence", Addrs: addrs, Secret: testserver.Secret, Redis: rd.Addr(), Timeout: time.Minute,
+		Users: 40, Observers: 2, Ramp: 400 * time.Millisecond, Duration: 10 * time.Second}
+	res := runOK(t, context.Background(), c)
+	p := res.Presence
+	if !p.CountsExact || p.NotConverged != 0 || p.RedisJoinCmds <= 0 || p.RedisPerJoin <= 0 {
+		t.Fatalf("presence: %+v", p)
+	}
+}
+
+func runOK(t *testing.T, ctx context.Context, c Config) *Result {
+	t.Helper()
+	res, err := run(ctx, c)
+	var out bytes.Buffer
+	if res != nil {
+		writeTable(&out, res)
+		if err := writeJSON(io.Discard, res); err != nil {
+			t.Errorf("json: %v", err)
+		}
+	}
+	t.Logf("\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Closes) > 0 {
+		t.Fatalf("unexpected closes: %v", res.Closes)
+	}
+	return res
+}
+
+func TestRefusesNonLoopback(t *testing.T) {
+	for _, a := range []string{"10.0.0.1:8080", "example.com:80", "0.0.0.0:8080", "[2001:db8::1]:80"} {
+		if err := checkLoopback(a); err == nil {
+			t.Errorf("%s accepted", a)
+		}
+	}
+	for _, a := range []string{"127.0.0.1:8080", "127.1.2.3:1", "localhost:8080", "[::1]:8080"} {
+		if err := checkLoopback(a); err != nil {
+			t.Errorf("%s refused: %v", a, err)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := mainErr([]string{"-addr", "192.168.1.1:8080", "-secret", "x", "-q"}, io.Discard, &stderr); code == 0 || !strings.Contains(stderr.String(), "not loopback") {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestPublishFrameRoundTrip(t *testing.T) {
+	for _, size := range []int{48, 128, 2048} {
+		b := appendPublish(nil, 1795763488123456789, 42, 7, size)
+		var f struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(b, &f); err != nil || f.Type != "publish" {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if d := len(f.Data) - size; d < -2 || d > 30 {
+			t.Errorf("size %d: data is %d bytes", size, len(f.Data))
+		}
+		msg := `{"type":"message","room":"r","id":"x","from":{"user":"u","conn":"c"},"ts":1,"data":` + string(f.Data) + `}`
+		ts, seq, pub, ok := parseStamp([]byte(msg))
+		if !ok || ts != 1795763488123456789 || seq != 42 || pub != 7 {
+			t.Fatalf("parseStamp(%s) = %d %d %d %v", msg, ts, seq, pub, ok)
+		}
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	h := newHist()
+	for i := 1; i <= 10000; i++ {
+		h.record(time.Duration(i) * time.Microsecond) // 1 µs … 10 ms, uniform
+	}
+	s := h.summary()
+	check := func(name string, got, want float64) {
+		if got < want*0.97 || got > want*1.03 {
+			t.Errorf("%s = %.3f ms, want %.3f", name, got, want)
+		}
+	}
+	check("p50", s.P50, 5)
+	check("p99", s.P99, 9.9)
+	check("max", s.Max, 10)
+	last := -1
+	for us := uint64(0); us < 1<<30; us = us*11/10 + 1 {
+		i := histIndex(us)
+		if i < last || histValue(i) < float64(us)*0.98 && us > 200 {
+			t.Fatalf("bucket %d for %d µs (value %.0f) after %d", i, us, histValue(i), last)
+		}
+		last = i
+	}
+}
+
+func TestMemberScan(t *testing.T) {
+	s := &storm{n: 3, o: 1, prefix: "lg1-"}
+	m := &model{bits: make([]uint64, 1), observer: true, joins: make([]uint8, 3), leaves: make([]uint8, 3)}
+	s.apply(m, []byte(`{"type":"welcome","room":"r","conn":"c","me":{"id":"lg1-o0","name":"o","meta":{},"conns":1,"since":1},"members":[{"id":"lg1-o0","name":"o","meta":{},"conns":1,"since":1},{"id":"lg1-u2","name":"x","meta":{},"conns":1,"since":1}],"instance":"i"}`))
+	if m.users != 1 || m.obs != 1 {
+		t.Fatalf("after welcome: %d users %d observers", m.users, m.obs)
+	}
+	s.apply(m, []byte(`{"type":"join","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":1,"since":2}}`))
+	s.apply(m, []byte(`{"type":"update","room":"r","member":{"id":"lg1-u1","name":"a","meta":{},"conns":1,"since":2}}`))
+	if m.users != 3 || m.fullAt.Load() == 0 {
+		t.Fatalf("after join+update: %d users, fullAt %d", m.users, m.fullAt.Load())
+	}
+	s.apply(m, []byte(`{"type":"leave","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":0,"since":2},"reason":"closed"}`))
+	if m.users != 2 || m.fullAt.Load() != 0 || m.joins[0] != 1 || m.leaves[0] != 1 {
+		t.Fatalf("after leave: %d users, fullAt %d", m.users, m.fullAt.Load())
+	}
+	s.apply(m, []byte(`{"type":"sync","room":"r","members":[{"id":"lg1-u1","name":"a","meta":{},"conns":1,"since":2}]}`))
+	if m.users != 1 || m.obs != 0 || s.syncs.Load() != 1 {
+		t.Fatalf("after sync: %d users %d observers", m.users, m.obs)
+	}
+}

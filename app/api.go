@@ -101,8 +101,8 @@ func (s *Server) apiKeyOK(c *fiber.Ctx) bool {
 	if s.cfg.APIKey == "" {
 		return false
 	}
-	h, ok := strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h)), []byte(s.cfg.APIKey)) == 1
+	h, ok := bearerHeader(c)
+	return ok && subtle.ConstantTimeCompare([]byte(h), []byte(s.cfg.APIKey)) == 1
 }
 
 func (s *Server) requireAPIKey(c *fiber.Ctx) error {

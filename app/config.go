@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -155,7 +156,9 @@ func parseOrigins(v string) ([]string, error) {
 func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	cfg := defaultConfig()
 	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	// Parse errors come back as one line; -h prints the usage to stdout.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	vals := make(map[string]*string, len(settings))
 	var dev *bool
 	for _, s := range settings {
@@ -167,6 +170,11 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 		vals[s.name] = fs.String(s.name, "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env(), s.get(&cfg)))
 	}
 	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(os.Stdout)
+			fmt.Println("usage: roomcast [flags]   |   roomcast token -sub USER [-name NAME] [-room ROOMS] [-ttl 1h]")
+			fs.PrintDefaults()
+		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {

@@ -81,6 +81,9 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	v, err := auth.NewVerifier(authCfg)
 	if err != nil {
+		if cfg.JWTPublicKeyFile != "" {
+			return nil, fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY_FILE %s: %w", cfg.JWTPublicKeyFile, err)
+		}
 		return nil, fmt.Errorf("token verification: %w", err)
 	}
 	s.verifier = v

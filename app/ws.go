@@ -33,12 +33,20 @@ func apiError(c *fiber.Ctx, status int, code, msg string) error {
 
 // bearer returns the token of the request: ?token= or Authorization: Bearer.
 func bearer(c *fiber.Ctx) string {
-	if h := c.Get(fiber.HeaderAuthorization); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return utils.CopyString(strings.TrimSpace(t))
-		}
+	if t, ok := bearerHeader(c); ok {
+		return t
 	}
 	return utils.CopyString(c.Query("token"))
+}
+
+// bearerHeader returns the credentials of an Authorization header with the
+// Bearer scheme, which HTTP matches case-insensitively.
+func bearerHeader(c *fiber.Ctx) (string, bool) {
+	h := c.Get(fiber.HeaderAuthorization)
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	return utils.CopyString(strings.TrimSpace(h[7:])), true
 }
 
 // admitWS answers every refusal of an upgrade in plain HTTP, in the order

@@ -46,6 +46,9 @@ func TestInvalidConfig(t *testing.T) {
 		{"negative leave grace", map[string]string{"ROOMCAST_LEAVE_GRACE": "-1s"}, nil, "ROOMCAST_LEAVE_GRACE"},
 		{"bad origin", map[string]string{"ROOMCAST_ALLOWED_ORIGINS": "https://ok.example,ftp://files.example"}, nil, "ROOMCAST_ALLOWED_ORIGINS"},
 		{"bad dev", map[string]string{"ROOMCAST_DEV": "maybe"}, nil, "ROOMCAST_DEV"},
+		{"bad dev flag", nil, []string{"-dev=maybe"}, "-dev"},
+		{"unknown flag", nil, []string{"-no-such-setting"}, "-no-such-setting"},
+		{"public key file not a key", map[string]string{"ROOMCAST_JWT_SECRET": "", "ROOMCAST_JWT_PUBLIC_KEY_FILE": garbageKey}, nil, "ROOMCAST_JWT_PUBLIC_KEY_FILE"},
 		{"redis url with password", map[string]string{"ROOMCAST_REDIS_URL": "http://user:" + leak + "@cache:6379/0"}, nil, "ROOMCAST_REDIS_URL"},
 	}
 	for _, c := range cases {

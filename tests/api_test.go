@@ -70,7 +70,7 @@ func TestHTTPAPI(t *testing.T) {
 			t.Fatalf("members: %v", ms)
 		}
 		// The member list is what the last joiner's welcome said.
-		if got, want := modelOf(ms).String(), modelOf(bob.Welcome.Members).String(); got != want {
+		if got, want := testserver.ModelOf(ms).String(), testserver.ModelOf(bob.Welcome.Members).String(); got != want {
 			t.Fatalf("members %s, bob's welcome %s", got, want)
 		}
 		// A user token that allows the room works too.

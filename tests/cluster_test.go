@@ -119,11 +119,19 @@ func TestClusterSimultaneousTabsExactlyOneJoinAndLeave(t *testing.T) {
 			go func(i int) {
 				defer wg.Done()
 				<-start
-				tabs[i] = testserver.Join(t, s[i].WS, "race", user, user)
+				c, err := testserver.TryJoinURL(testserver.WSURL(s[i].WS, "race", testserver.Token(t, user, user, 0, nil)), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				tabs[i] = c
 			}(i)
 		}
 		close(start)
 		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
 		for _, o := range []*testserver.Client{obsA, obsB} {
 			o.Await(t, wait, user+" conns=2", func(f testserver.Frame) bool {
 				return f.Member != nil && f.Member.ID == user && f.Member.Conns == 2
@@ -250,7 +258,7 @@ func TestClusterSurvivesRedisRestart(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			from.Send(t, map[string]any{"type": "publish", "data": text})
-			if _, err := to.Try(500*time.Millisecond, func(f testserver.Frame) bool { return f.Type == "message" && string(f.Data) == `"`+text+`"` }); err == nil {
+			if _, err := to.TryAwait(500*time.Millisecond, func(f testserver.Frame) bool { return f.Type == "message" && string(f.Data) == `"`+text+`"` }); err == nil {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -283,8 +291,15 @@ func TestClusterSnapshotConvergence(t *testing.T) {
 			for i := 0; i < 6; i++ {
 				inst := s[(g+i)%3]
 				user := fmt.Sprint("u", (g*7+i)%5)
-				c := testserver.Join(t, inst.WS, "converge", user, user)
-				c.Send(t, map[string]any{"type": "presence", "meta": map[string]any{"g": g, "i": i}})
+				c, err := testserver.TryJoinURL(testserver.WSURL(inst.WS, "converge", testserver.Token(t, user, user, 0, nil)), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.WS.WriteJSON(map[string]any{"type": "presence", "meta": map[string]any{"g": g, "i": i}}); err != nil {
+					t.Error(err)
+					return
+				}
 				if i%2 == 0 {
 					c.Close()
 				} else {
@@ -296,6 +311,14 @@ func TestClusterSnapshotConvergence(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() {
+		for _, o := range observers {
+			o.Close()
+		}
+	})
 	ctx := context.Background()
 	var want string
 	deadline := time.Now().Add(10 * time.Second)
@@ -349,7 +372,7 @@ func TestClusterLeaveGraceAcrossInstances(t *testing.T) {
 		return f.Type == "update" && f.Member.ID == "dana" && f.Member.Conns == 1
 	})
 	// Past the grace: still no leave and only the first join.
-	if _, err := watcher.Try(3*time.Second, isFrame("leave", "dana")); err == nil {
+	if _, err := watcher.TryAwait(3*time.Second, isFrame("leave", "dana")); err == nil {
 		t.Fatal("dana left although she came back within the grace")
 	}
 	if n := count(watcher, "join", "dana"); n != 1 {

@@ -3,7 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +40,7 @@ func TestTwoTabs(t *testing.T) {
 
 	tab1 := testserver.Join(t, s.WS, "doc", "alice", "Alice")
 	if w := tab1.Welcome; w.Room != "doc" || len(w.Conn) != 36 || w.Instance == "" || w.Me == nil || w.Me.Conns != 1 ||
-		len(w.Members) != 2 || modelOf(w.Members)["observer"].ID == "" || modelOf(w.Members)["alice"].Conns != 1 {
+		len(w.Members) != 2 || testserver.ModelOf(w.Members)["observer"].ID == "" || testserver.ModelOf(w.Members)["alice"].Conns != 1 {
 		t.Fatalf("welcome: %s", w.Raw)
 	}
 	if j := obs.Await(t, wait, "alice's join", func(f testserver.Frame) bool { return f.Member != nil && f.Member.ID == "alice" }); j.Type != "join" || j.Member.Conns != 1 || j.Member.Name != "Alice" {
@@ -54,7 +53,7 @@ func TestTwoTabs(t *testing.T) {
 	if u := obs.Await(t, wait, "alice's update", func(f testserver.Frame) bool { return f.Member != nil && f.Member.ID == "alice" }); u.Type != "update" || u.Member.Conns != 2 {
 		t.Fatalf("presence frame for the second tab: %s, want update conns 2", u.Raw)
 	}
-	if ms := modelOf(members(t, s, "doc")); len(ms) != 2 || ms["alice"].Conns != 2 {
+	if ms := testserver.ModelOf(members(t, s, "doc")); len(ms) != 2 || ms["alice"].Conns != 2 {
 		t.Fatalf("members: %v", ms)
 	}
 	// A message from one tab reaches the other (same user, other connection).
@@ -79,7 +78,7 @@ func TestTwoTabs(t *testing.T) {
 	if len(joins) != 1 || len(leaves) != 1 || len(updates) != 2 {
 		t.Fatalf("observer saw %d joins, %d leaves, %d updates of alice; want 1, 1, 2", len(joins), len(leaves), len(updates))
 	}
-	if ms := modelOf(members(t, s, "doc")); len(ms) != 2 || ms["observer"].ID == "" || ms["carol"].ID == "" {
+	if ms := testserver.ModelOf(members(t, s, "doc")); len(ms) != 2 || ms["observer"].ID == "" || ms["carol"].ID == "" {
 		t.Fatalf("members after alice left: %v", ms)
 	}
 }
@@ -134,41 +133,6 @@ func TestTabsAtOnce(t *testing.T) {
 	if ms := members(t, s, "doc"); len(ms) != 1 {
 		t.Fatalf("members: %v", ms)
 	}
-}
-
-// model is a client's view of a room: welcome.members, then join and
-// update upsert, leave deletes, sync replaces.
-type model map[string]testserver.Member
-
-func (m model) apply(f testserver.Frame) {
-	switch f.Type {
-	case "welcome", "sync":
-		clear(m)
-		for _, x := range f.Members {
-			m[x.ID] = x
-		}
-	case "join", "update":
-		m[f.Member.ID] = *f.Member
-	case "leave":
-		delete(m, f.Member.ID)
-	}
-}
-
-func (m model) String() string {
-	var out []string
-	for _, x := range m {
-		out = append(out, memberString(x))
-	}
-	sort.Strings(out)
-	return strings.Join(out, " ")
-}
-
-func modelOf(ms []testserver.Member) model {
-	m := model{}
-	for _, x := range ms {
-		m[x.ID] = x
-	}
-	return m
 }
 
 // TestSnapshotPlusEvents: clients that join while other users churn
@@ -238,17 +202,14 @@ func TestSnapshotPlusEvents(t *testing.T) {
 			t.Fatalf("%s has meta %s", m.ID, m.Meta)
 		}
 	}
-	want2 := modelOf(api).String()
+	want2 := testserver.ModelOf(api).Full()
 	for i, w := range watchers {
 		// Fence: frames sent to the watcher before the pong are all read;
 		// the room is quiet, so the model is final.
 		fence(t, w)
-		m := model{}
-		for _, f := range w.Frames() {
-			m.apply(f)
-		}
+		m := w.Model()
 		t.Logf("watcher-%d: %d members in its welcome, %d frames after", i, len(w.Welcome.Members), len(w.Frames())-1)
-		if got := m.String(); got != want2 {
+		if got := m.Full(); got != want2 {
 			t.Fatalf("watcher-%d's model differs from GET members:\nmodel: %s\nAPI:   %s", i, got, want2)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 // ConnsResult is the connections scenario's figures.
 type ConnsResult struct {
 	Conns              int           `json:"conns"`
+	Opened             int           `json:"opened"`
 	Rooms              int           `json:"rooms"`
 	Concurrency        int           `json:"concurrency"`
 	RampS              float64       `json:"ramp_s"`
@@ -99,6 +100,7 @@ func (r *runner) connections(ctx context.Context) error {
 	res.RampS = time.Since(start).Seconds()
 	res.RampCPU = cpu.stop(ctx)
 	res.ConnectLat = lat.summary()
+	res.Opened = int(res.ConnectLat.N)
 	if err != nil {
 		return err
 	}

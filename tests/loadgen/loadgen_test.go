@@ -209,3 +209,27 @@ func TestMemberScan(t *testing.T) {
 		t.Fatalf("after sync: %d users %d observers", m.users, m.obs)
 	}
 }
+
+// TestReadPathAllocs: at 100,000 frames/s the client must not allocate
+// per message.
+func TestReadPathAllocs(t *testing.T) {
+	r := &runner{closes: map[string]int{}}
+	r.st.hist.Store(newHist())
+	g := &fanoutRig{r: r, pubs: []*publisher{{room: 0}}, pubLocal: []int{0}}
+	sub := &subscriber{room: 0, seq: make([]seqState, 1)}
+	data := appendPublish(nil, time.Now().UnixNano(), 0, 0, 128)
+	msg := []byte(`{"type":"message","room":"lg-r0","id":"7d1e","from":{"user":"lg-p0","conn":"5b0c"},"ts":1,"data":` + string(data[len(`{"type":"publish","data":`):len(data)-1]) + `}`)
+	if a := testing.AllocsPerRun(1000, func() { g.onSub(sub, msg) }); a != 0 {
+		t.Errorf("fanout subscriber: %.1f allocations per message", a)
+	}
+	if sub.seq[0].uniq != 1 || sub.seq[0].dup != 1000 {
+		t.Errorf("seq state %+v", sub.seq[0])
+	}
+	s := &storm{r: r, n: 3, o: 1, prefix: "lg1-"}
+	m := &model{bits: make([]uint64, 1)}
+	join := []byte(`{"type":"join","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":1,"since":2}}`)
+	leave := []byte(`{"type":"leave","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":0,"since":2},"reason":"closed"}`)
+	if a := testing.AllocsPerRun(1000, func() { s.apply(m, join); s.apply(m, leave) }); a != 0 {
+		t.Errorf("presence: %.1f allocations per join+leave", a)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -189,7 +190,7 @@ func (s *storm) apply(m *model, p []byte) {
 // memberID is member.id of a join/leave/update frame.
 func memberID(p []byte) []byte {
 	const k = `"member":{"id":"`
-	i := strings.Index(string(p), k)
+	i := bytes.Index(p, []byte(k))
 	if i < 0 {
 		return nil
 	}
@@ -209,13 +210,13 @@ func quoted(b []byte) []byte {
 // Members are {"id":…} objects whose meta this run left empty.
 func eachMember(p []byte, fn func(id []byte)) {
 	const list, k = `"members":[`, `{"id":"`
-	i := strings.Index(string(p), list)
+	i := bytes.Index(p, []byte(list))
 	if i < 0 {
 		return
 	}
 	rest := p[i+len(list):]
 	for {
-		j := strings.Index(string(rest), k)
+		j := bytes.Index(rest, []byte(k))
 		if j < 0 {
 			return
 		}

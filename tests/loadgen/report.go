@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 )
@@ -28,6 +29,11 @@ func writeTable(w io.Writer, res *Result) {
 		c := res.Connections
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "connections\t%d in %d rooms, %d dialers\n", c.Conns, c.Rooms, c.Concurrency)
+		if c.Opened < c.Conns {
+			fmt.Fprintf(tw, "FAILED\tafter opening %d of %d in %.2f s\n", c.Opened, c.Conns, c.RampS)
+			tw.Flush()
+			break
+		}
 		fmt.Fprintf(tw, "connect rate\t%.0f conns/s (%d in %.2f s; dial→welcome p50 %s p99 %s max %s)\n", c.ConnectPerS, c.Conns, c.RampS,
 			fmtMS(c.ConnectLat.P50), fmtMS(c.ConnectLat.P99), fmtMS(c.ConnectLat.Max))
 		fmt.Fprintf(tw, "server CPU (ramp)\t%.2f s, %.2f cores, %.0f µs per connect; tool %.2f cores\n", c.RampCPU.ServerS, c.RampCPU.ServerCores, c.ServerUSPerConnect, c.RampCPU.ToolCores)
@@ -88,9 +94,27 @@ func writeSteps(w io.Writer, steps []StepResult) {
 			s.CPU.ServerCores, s.ServerUSPerMsg, s.CPU.ToolCores, s.ToolUSPerMsg)
 	}
 	tw.Flush()
+	for _, s := range steps {
+		if len(s.CPU.PerInstanceS) > 1 && s.CPU.WindowS > 0 {
+			var parts []string
+			for _, a := range sortedKeys(s.CPU.PerInstanceS) {
+				parts = append(parts, fmt.Sprintf("%s %.2f", a, s.CPU.PerInstanceS[a]/s.CPU.WindowS))
+			}
+			fmt.Fprintf(w, "  %s: server cores by instance: %s\n", s.Name, strings.Join(parts, ", "))
+		}
+	}
 	if len(steps) > 0 {
 		fmt.Fprintf(w, "(server CPU from %s; µs/msg over every message frame the tool read)\n", steps[0].CPU.Source)
 	}
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 func writeLoss(w io.Writer, f *FanoutResult) {

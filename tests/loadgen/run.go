@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -337,7 +338,25 @@ func (r *runner) dialAll(ctx context.Context, n int, dial func(ctx context.Conte
 	if first == nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return first
+	return dialHint(first)
+}
+
+// dialHint explains the usual causes of failed dials in bulk.
+func dialHint(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "too many open files"):
+		return fmt.Errorf("%w (the tool's open-file limit: run `ulimit -n 65536` first)", err)
+	case strings.Contains(msg, "connection reset"), strings.Contains(msg, "EOF"), strings.Contains(msg, "connection refused"):
+		return fmt.Errorf("%w (a server at its open-file limit or accept backlog refuses connections: start it after `ulimit -n 65536`; "+
+			"check process_max_fds on its /metrics and net.core.somaxconn)", err)
+	case strings.Contains(msg, "cannot assign requested address"):
+		return fmt.Errorf("%w (out of ephemeral ports: widen net.ipv4.ip_local_port_range or use several 127.x addresses)", err)
+	}
+	return err
 }
 
 // hasType reports whether frame p is {"type":"<typ>",...}.
@@ -350,7 +369,7 @@ func hasType(p []byte, typ string) bool {
 // errorCode extracts the code of an error frame.
 func errorCode(p []byte) string {
 	const k = `"code":"`
-	i := strings.Index(string(p), k) // p is small; the conversion does not escape
+	i := bytes.Index(p, []byte(k))
 	if i < 0 {
 		return ""
 	}

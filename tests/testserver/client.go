@@ -250,8 +250,3 @@ func (c *Client) Close() {
 	_ = c.WS.Close()
 }
 
-// Try is Await without failing the test: it returns an error when no
-// matching frame arrives within the time.
-func (c *Client) Try(within time.Duration, match func(Frame) bool) (Frame, error) {
-	return c.next(within, match, true)
-}

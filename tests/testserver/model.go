@@ -32,7 +32,12 @@ func (m Model) Apply(f Frame) {
 
 // String is a canonical form for comparisons: id, name, conns and meta of
 // each member, sorted by id.
-func (m Model) String() string {
+func (m Model) String() string { return m.format(false) }
+
+// Full is String with each member's since as well.
+func (m Model) Full() string { return m.format(true) }
+
+func (m Model) format(since bool) string {
 	ids := make([]string, 0, len(m))
 	for id := range m {
 		ids = append(ids, id)
@@ -41,7 +46,11 @@ func (m Model) String() string {
 	var b strings.Builder
 	for _, id := range ids {
 		mem := m[id]
-		fmt.Fprintf(&b, "%s(%s,%d,%s) ", id, mem.Name, mem.Conns, compact(mem.Meta))
+		fmt.Fprintf(&b, "%s(%s,%d,%s", id, mem.Name, mem.Conns, compact(mem.Meta))
+		if since {
+			fmt.Fprintf(&b, ",%d", mem.Since)
+		}
+		b.WriteString(") ")
 	}
 	return strings.TrimSpace(b.String())
 }

@@ -249,4 +249,3 @@ func (c *Client) Close() {
 	timer.Stop()
 	_ = c.WS.Close()
 }
-

@@ -43,6 +43,11 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	r := &runner{cfg: cfg, id: runID(), closes: map[string]int{}}
+	if cfg.Scenario == "fanout" || cfg.Scenario == "slow" {
+		if err := r.checkPubRate(r.fanoutSteps(), max(cfg.Pubs, cfg.Rooms)); err != nil {
+			return nil, err
+		}
+	}
 	r.res = &Result{Scenario: cfg.Scenario, Addrs: cfg.Addrs, Started: time.Now(), Params: cfg.params()}
 	r.raiseFDLimit()
 	for i, a := range cfg.Addrs {

@@ -65,6 +65,7 @@ type fanoutRig struct {
 
 type subscriber struct {
 	c    *wsConn
+	idx  int
 	room int
 	seq  []seqState // by local publisher index; touched by the reader only
 }
@@ -139,7 +140,7 @@ func (r *runner) newFanoutRig(ctx context.Context, steps []stepPlan) (*fanoutRig
 	r.st.setPhase("connecting")
 	err := r.dialAll(ctx, len(g.subs), func(ctx context.Context, j int) error {
 		room := j / c.Subs
-		s := &subscriber{room: room, seq: make([]seqState, len(g.roomPubs[room]))}
+		s := &subscriber{idx: j, room: room, seq: make([]seqState, len(g.roomPubs[room]))}
 		addr := c.SubAddrs[j%len(c.SubAddrs)]
 		conn, err := r.dial(ctx, addr, g.rooms[room], fmt.Sprintf("%s-s%d", r.id, j), dialOptions{}, nil)
 		if err != nil {
@@ -160,7 +161,7 @@ func (r *runner) newFanoutRig(ctx context.Context, steps []stepPlan) (*fanoutRig
 			return err
 		}
 		p.c = conn
-		r.readLoop(conn, g.onPub)
+		r.readLoop(conn, func(b []byte) { g.onPub(p, b) })
 		return nil
 	})
 	if err != nil {
@@ -182,8 +183,8 @@ func (g *fanoutRig) onSub(s *subscriber, p []byte) {
 		g.bad.Add(1)
 		return
 	}
-	g.r.st.delivered.Add(1)
-	g.r.st.received.Add(1)
+	g.r.st.delivered.add(s.idx)
+	g.r.st.received.add(s.idx)
 	if h := g.r.st.hist.Load(); h != nil {
 		h.record(time.Duration(now - t))
 	}
@@ -201,9 +202,9 @@ func (g *fanoutRig) onSub(s *subscriber, p []byte) {
 	}
 }
 
-func (g *fanoutRig) onPub(p []byte) {
+func (g *fanoutRig) onPub(pub *publisher, p []byte) {
 	if hasType(p, "message") {
-		g.r.st.received.Add(1)
+		g.r.st.received.add(pub.k)
 	} else if hasType(p, "error") {
 		g.r.countErrorFrame(p)
 	}
@@ -363,7 +364,7 @@ func (r *runner) beginWindow(ctx context.Context) *window {
 	}
 	w.cpu = startCPU(ctx, r.cpu)
 	w.start = time.Now()
-	w.sent, w.del, w.recv = r.st.sent.Load(), r.st.delivered.Load(), r.st.received.Load()
+	w.sent, w.del, w.recv = r.st.sent.Load(), r.st.delivered.load(), r.st.received.load()
 	r.st.hist.Store(w.h)
 	return w
 }
@@ -373,8 +374,8 @@ func (w *window) end(ctx context.Context, name string, plan stepPlan) StepResult
 	el := time.Since(w.start).Seconds()
 	s := StepResult{
 		Name: name, OfferedDelivered: plan.delivered, OfferedPublished: plan.published,
-		Published: r.st.sent.Load() - w.sent, Delivered: r.st.delivered.Load() - w.del,
-		DeliveredAll: r.st.received.Load() - w.recv,
+		Published: r.st.sent.Load() - w.sent, Delivered: r.st.delivered.load() - w.del,
+		DeliveredAll: r.st.received.load() - w.recv,
 	}
 	s.CPU = w.cpu.stop(ctx)
 	s.Latency = w.h.summary()
@@ -395,10 +396,10 @@ func (w *window) end(ctx context.Context, name string, plan stepPlan) StepResult
 // drain waits until deliveries stop (or what was published has arrived).
 func (g *fanoutRig) drain(ctx context.Context, expected int64, within time.Duration) {
 	deadline := time.Now().Add(within)
-	last, stable := g.r.st.delivered.Load(), time.Now()
+	last, stable := g.r.st.delivered.load(), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
-		d := g.r.st.delivered.Load()
+		d := g.r.st.delivered.load()
 		if d >= expected {
 			return
 		}

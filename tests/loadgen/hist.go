@@ -8,12 +8,11 @@ import (
 
 // hist is a lock-free latency histogram in microseconds with log-linear
 // buckets (64 sub-buckets per power of two: under 1.6 % error), written
-// concurrently by every reader goroutine with one atomic add per value.
+// concurrently by every reader goroutine with one atomic add per value
+// (no shared total: counts are summed when read).
 type hist struct {
 	counts [histBuckets]atomic.Uint64
-	n      atomic.Uint64
 	max    atomic.Int64 // ns
-	sum    atomic.Int64 // µs
 }
 
 const (
@@ -53,8 +52,6 @@ func (h *hist) record(d time.Duration) {
 	}
 	us := uint64(d / time.Microsecond)
 	h.counts[histIndex(us)].Add(1)
-	h.n.Add(1)
-	h.sum.Add(int64(us))
 	for {
 		m := h.max.Load()
 		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
@@ -74,9 +71,18 @@ type latencies struct {
 	Max  float64 `json:"max_ms"`
 }
 
+// count is how many values were recorded.
+func (h *hist) count() uint64 {
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
+}
+
 // quantile returns the q-quantile in µs (0 when empty).
 func (h *hist) quantile(q float64) float64 {
-	n := h.n.Load()
+	n := h.count()
 	if n == 0 {
 		return 0
 	}
@@ -95,9 +101,13 @@ func (h *hist) quantile(q float64) float64 {
 }
 
 func (h *hist) summary() latencies {
-	n := h.n.Load()
+	n := h.count()
 	if n == 0 {
 		return latencies{}
+	}
+	var sum float64
+	for i := range h.counts {
+		sum += float64(h.counts[i].Load()) * histValue(i)
 	}
 	maxMS := float64(h.max.Load()) / 1e6
 	clip := func(us float64) float64 { // a bucket's middle may pass the max
@@ -109,7 +119,7 @@ func (h *hist) summary() latencies {
 	}
 	return latencies{
 		N:    n,
-		Mean: float64(h.sum.Load()) / float64(n) / 1e3,
+		Mean: sum / float64(n) / 1e3,
 		P50:  clip(h.quantile(0.50)),
 		P95:  clip(h.quantile(0.95)),
 		P99:  clip(h.quantile(0.99)),

@@ -20,14 +20,14 @@ func (r *runner) startProgress() (stop func()) {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		start := time.Now()
-		lastSent, lastDel := r.st.sent.Load(), r.st.delivered.Load()
+		lastSent, lastDel := r.st.sent.Load(), r.st.delivered.load()
 		lastCPU, lastAt := selfCPU(), start
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-t.C:
-				sent, del := r.st.sent.Load(), r.st.delivered.Load()
+				sent, del := r.st.sent.Load(), r.st.delivered.load()
 				cpu := selfCPU()
 				dt := now.Sub(lastAt).Seconds()
 				var b strings.Builder
@@ -39,7 +39,7 @@ func (r *runner) startProgress() (stop func()) {
 				if sent > 0 || del > 0 {
 					fmt.Fprintf(&b, "  sent %.0f/s  delivered %.0f/s", float64(sent-lastSent)/dt, float64(del-lastDel)/dt)
 				}
-				if h := r.st.hist.Load(); h != nil && h.n.Load() > 0 {
+				if h := r.st.hist.Load(); h != nil && h.count() > 0 {
 					fmt.Fprintf(&b, "  p99 %s", fmtMS(h.quantile(0.99)/1e3))
 				}
 				fmt.Fprintf(&b, "  tool cpu %.2f", (cpu-lastCPU)/dt)

@@ -81,7 +81,7 @@ func (c *Config) withDefaults() {
 		def(&c.Conns, 10000)
 		def(&c.Rooms, 100)
 		defD(&c.Duration, 3*time.Second)
-		defD(&c.Settle, 2*time.Second)
+		defD(&c.Settle, 3*time.Second)
 	case "presence":
 		def(&c.Users, 2000)
 		def(&c.Observers, 3)

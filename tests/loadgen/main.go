@@ -29,9 +29,12 @@ scenarios (each a preset; every flag left at 0 takes the preset):
                duplicates per subscriber, server CPU µs per delivered message.
                -rates 10000,25000,50000,100000 runs one step per offered load;
                -plot out.svg draws latency percentiles against it.
-  connections  -conns 10000 -rooms 100 -concurrency 64 -settle 2s -duration 3s
+  connections  -conns 10000 -rooms 100 -concurrency 64 -settle 3s -duration 3s
                opens idle connections; reports connects/s and, from /metrics
                before and after, RSS, heap, stacks and goroutines per connection.
+               Measure on a freshly started instance. fasthttp keeps up to
+               -concurrency idle accept workers for 10-20 s: with few connections
+               they show in goroutines per connection.
   presence     -users 2000 -ramp 2s -observers 3 -duration 20s
                users join one room over the ramp (spread over every -addr) and
                leave over the ramp; reports when every member list was right,
@@ -87,7 +90,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.ServerRate, "server-rate", max(envRate, 50), "the instances' ROOMCAST_RATE, per-connection frames/s (taken from $ROOMCAST_RATE when set)")
 	fs.IntVar(&c.Conns, "conns", 0, "connections: how many (10000)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "parallel dialers")
-	fs.DurationVar(&c.Settle, "settle", 0, "connections: wait after the ramp before reading /metrics (2s)")
+	fs.DurationVar(&c.Settle, "settle", 0, "connections: wait after the ramp before reading /metrics (3s)")
 	fs.IntVar(&c.Users, "users", 0, "presence: users (2000)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "presence: join (and leave) ramp (2s)")
 	fs.IntVar(&c.Observers, "observers", 0, "presence: clients that stay and verify exact join/leave counts (3)")

@@ -48,6 +48,10 @@ type Config struct {
 	// slow
 	Stuck time.Duration // longest wait for the slow client to be dropped
 
+	// GoReaders reads each connection on its own goroutine (Go's netpoller)
+	// instead of the epoll pollers.
+	GoReaders bool
+
 	Progress io.Writer // one line per second; nil: silent
 	Quiet    bool
 }

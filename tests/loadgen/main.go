@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,6 +99,9 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON instead of a table")
 	fs.StringVar(&plot, "plot", "", "fanout: write an SVG of latency percentiles versus offered load to this file")
 	fs.BoolVar(&c.Quiet, "q", false, "no progress line")
+	fs.BoolVar(&c.GoReaders, "go-readers", false, "read each connection on its own goroutine instead of epoll pollers (for comparison)")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -158,6 +162,18 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	}
 	if !c.Quiet {
 		c.Progress = stderr
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

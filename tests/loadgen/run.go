@@ -65,6 +65,14 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		r.checkServerFDs(a, s)
 	}
+	if !cfg.GoReaders {
+		if pl, err := newPollers(); err == nil {
+			r.pl = pl
+			defer pl.stop()
+		} else {
+			r.warn("no epoll (%v): one reader goroutine per connection", err)
+		}
+	}
 	stop := r.startProgress()
 	var err error
 	switch cfg.Scenario {
@@ -105,6 +113,7 @@ type runner struct {
 	readers sync.WaitGroup
 	// closingNow is set once the run closes its connections on purpose.
 	closingNow atomic.Bool
+	pl         *pollers
 }
 
 // stats are the live counters behind the progress line.
@@ -279,16 +288,25 @@ func (r *runner) dialToken(ctx context.Context, addr, room, tok string, o dialOp
 }
 
 // readLoop reads c until it ends, handing every data frame to handle, and
-// records how it ended unless the run closed it.
+// records how it ended unless the run closed it. The connection moves to a
+// poller (no goroutine of its own); a goroutine reads it if that fails.
 func (r *runner) readLoop(c *wsConn, handle func(p []byte)) {
 	r.readers.Add(1)
+	end := func(err error) {
+		r.noteEnd(c, err)
+		r.st.open.Add(-1)
+		r.readers.Done()
+	}
+	if r.pl != nil {
+		if err := r.pl.add(c, handle, end); err == nil {
+			return
+		}
+	}
 	go func() {
-		defer r.readers.Done()
-		defer r.st.open.Add(-1)
 		for {
 			_, p, err := c.next()
 			if err != nil {
-				r.noteEnd(c, err)
+				end(err)
 				return
 			}
 			handle(p)

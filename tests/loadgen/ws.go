@@ -33,7 +33,13 @@ type wsConn struct {
 	wbuf []byte
 	mask uint32
 
-	big []byte // frames larger than the read buffer, and fragmented messages
+	big  []byte // frames larger than the read buffer, and fragmented messages
+	frag bool   // poller: inside a fragmented message
+
+	// After detach (see poller) the socket is a raw non-blocking fd read
+	// by a poller; fdClosed (under wmu) once the poller closed it.
+	fd       int
+	fdClosed bool
 
 	// closing is set when this side ends the socket on purpose.
 	closing atomic.Bool
@@ -291,8 +297,44 @@ func (c *wsConn) writeFrame(op byte, payload []byte) error {
 		b[off+i] ^= key[i&3]
 	}
 	c.wbuf = b
+	if c.fd > 0 {
+		return c.writeFD(b)
+	}
 	_, err := c.nc.Write(b)
 	return err
+}
+
+// writeFD writes all of b to the detached socket (see poller), waiting
+// out a full send buffer. The caller holds wmu.
+func (c *wsConn) writeFD(b []byte) error {
+	if c.fdClosed {
+		return net.ErrClosed
+	}
+	deadline := time.Time{}
+	for len(b) > 0 {
+		n, err := syscall.Write(c.fd, b)
+		if n > 0 {
+			b = b[n:]
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if deadline.IsZero() {
+				deadline = time.Now().Add(10 * time.Second)
+			} else if time.Now().After(deadline) {
+				return errors.New("write: send buffer full for 10 s")
+			}
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		return err
+	}
+	return nil
 }
 
 func (c *wsConn) writeText(p []byte) error { return c.writeFrame(opText, p) }
@@ -300,6 +342,11 @@ func (c *wsConn) writeText(p []byte) error { return c.writeFrame(opText, p) }
 // close sends a normal close frame (best effort) and ends the socket.
 func (c *wsConn) close() {
 	c.closing.Store(true)
+	if c.fd > 0 {
+		_ = c.writeFrame(opClose, []byte{0x03, 0xe8})
+		c.shutdownFD()
+		return
+	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = c.writeFrame(opClose, []byte{0x03, 0xe8})
 	_ = c.nc.Close()
@@ -308,5 +355,19 @@ func (c *wsConn) close() {
 // abort ends the socket without a close frame.
 func (c *wsConn) abort() {
 	c.closing.Store(true)
+	if c.fd > 0 {
+		c.shutdownFD()
+		return
+	}
 	_ = c.nc.Close()
+}
+
+// shutdownFD ends a detached socket; its poller sees the end and closes
+// the descriptor (closing it here could race with a reused number).
+func (c *wsConn) shutdownFD() {
+	c.wmu.Lock()
+	if !c.fdClosed {
+		_ = syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+	}
+	c.wmu.Unlock()
 }

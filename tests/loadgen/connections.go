@@ -80,7 +80,7 @@ func (r *runner) connections(ctx context.Context) error {
 	for i := 0; i < c.Conns; i++ {
 		perAddr[c.Addrs[i%len(c.Addrs)]]++
 	}
-	cpu := startCPU(ctx, r.cpu)
+	cpu := r.startCPU(ctx)
 	start := time.Now()
 	err := r.dialAll(ctx, c.Conns, func(ctx context.Context, i int) error {
 		addr := c.Addrs[i%len(c.Addrs)]
@@ -112,7 +112,7 @@ func (r *runner) connections(ctx context.Context) error {
 		return ctx.Err()
 	}
 	r.st.setPhase("holding")
-	idle := startCPU(ctx, r.cpu)
+	idle := r.startCPU(ctx)
 	var dRSS, dHeap, dStack, dGor float64
 	for _, a := range c.Addrs {
 		s, err := scrape(ctx, a)

@@ -362,7 +362,7 @@ func (r *runner) beginWindow(ctx context.Context) *window {
 			w.frames[a] = s.get("roomcast_frames_out_total")
 		}
 	}
-	w.cpu = startCPU(ctx, r.cpu)
+	w.cpu = r.startCPU(ctx)
 	w.start = time.Now()
 	w.sent, w.del, w.recv = r.st.sent.Load(), r.st.delivered.load(), r.st.received.load()
 	r.st.hist.Store(w.h)

@@ -77,7 +77,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&subAddrs, "sub-addr", "", "fanout/slow: instances for subscribers (default: the last -addr)")
 	fs.StringVar(&c.Secret, "secret", "", "HS256 secret of the instances (default $ROOMCAST_JWT_SECRET; never printed)")
 	fs.StringVar(&pids, "pid", "", `server pids, one per -addr, for CPU from /proc/<pid>/stat; "auto" finds them`)
-	fs.StringVar(&c.Redis, "redis", "", "presence: Redis host:port or redis:// URL, for commands per join (INFO commandstats)")
+	fs.StringVar(&c.Redis, "redis", "", "Redis host:port or redis:// URL (loopback): its CPU next to the servers' (INFO cpu), and commands per join in presence (INFO commandstats)")
 	fs.DurationVar(&c.Duration, "duration", 0, "fanout: each step; connections: hold time; presence: convergence bound; slow: each window")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "fanout/slow: unmeasured start of each step (default min(2s, duration/4) for fanout, 0 for slow)")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "bound on the whole run")
@@ -212,7 +212,7 @@ func writePlotFile(path string, res *Result) error {
 	if res.Params["pub_addrs"] == res.Params["sub_addrs"] {
 		where = "one instance " + res.Params["pub_addrs"]
 	}
-	sub := fmt.Sprintf("%d rooms × %d subscribers, %d publishers, %d B data; %s; %s",
+	sub := fmt.Sprintf("%d rooms × %d subscribers, %d publisher connections, %d B data; %s; %s",
 		f.Rooms, f.SubsPerRoom, f.PubConns, f.Size, where, time.Now().Format("2006-01-02"))
 	var b strings.Builder
 	if err := writePlot(&b, title, sub, f.Steps); err != nil {

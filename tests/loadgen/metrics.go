@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // promSample is one scrape of an instance's /metrics: unlabelled series by
@@ -198,10 +200,15 @@ type cpuWindow struct {
 	start  time.Time
 	server []float64
 	self   float64
+	rdb    *redis.Client
+	redis  float64
 }
 
-func startCPU(ctx context.Context, srcs []cpuSource) *cpuWindow {
-	w := &cpuWindow{srcs: srcs, start: time.Now(), self: selfCPU()}
+func startCPU(ctx context.Context, srcs []cpuSource, rdb *redis.Client) *cpuWindow {
+	w := &cpuWindow{srcs: srcs, start: time.Now(), self: selfCPU(), rdb: rdb}
+	if rdb != nil {
+		w.redis, _ = redisCPU(ctx, rdb)
+	}
 	for _, s := range srcs {
 		v, err := s.read(ctx)
 		if err != nil {
@@ -218,6 +225,8 @@ type cpuFigures struct {
 	ServerS      float64            `json:"server_cpu_s"`
 	ServerCores  float64            `json:"server_cores"` // average cores busy
 	PerInstanceS map[string]float64 `json:"server_cpu_s_by_instance"`
+	RedisS       float64            `json:"redis_cpu_s,omitempty"` // with -redis: redis-server's CPU
+	RedisCores   float64            `json:"redis_cores,omitempty"`
 	ToolS        float64            `json:"tool_cpu_s"`
 	ToolCores    float64            `json:"tool_cores"`
 	Source       string             `json:"server_cpu_source"`
@@ -227,6 +236,11 @@ type cpuFigures struct {
 func (w *cpuWindow) stop(ctx context.Context) cpuFigures {
 	f := cpuFigures{WindowS: time.Since(w.start).Seconds(), PerInstanceS: map[string]float64{}}
 	f.ToolS = selfCPU() - w.self
+	if w.rdb != nil {
+		if v, err := redisCPU(ctx, w.rdb); err == nil {
+			f.RedisS = v - w.redis
+		}
+	}
 	src := "/metrics process_cpu_seconds_total"
 	for i, s := range w.srcs {
 		if s.pid > 0 {
@@ -245,6 +259,24 @@ func (w *cpuWindow) stop(ctx context.Context) cpuFigures {
 	if f.WindowS > 0 {
 		f.ServerCores = f.ServerS / f.WindowS
 		f.ToolCores = f.ToolS / f.WindowS
+		f.RedisCores = f.RedisS / f.WindowS
 	}
 	return f
+}
+
+// redisCPU is redis-server's used_cpu_user + used_cpu_sys (INFO cpu).
+func redisCPU(ctx context.Context, rdb *redis.Client) (float64, error) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total, nil
 }

@@ -241,18 +241,7 @@ func (r *runner) presence(ctx context.Context) error {
 		}
 		return m
 	}
-	var rdb *redis.Client
-	if c.Redis != "" {
-		opt, err := redisOptions(c.Redis)
-		if err != nil {
-			return err
-		}
-		rdb = redis.NewClient(opt)
-		defer rdb.Close()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("-redis %s: %v", c.Redis, err)
-		}
-	}
+	rdb := r.rdb
 	r.st.target.Store(int64(c.Users + c.Observers))
 
 	// Observers join first and stay to the end.
@@ -286,7 +275,7 @@ func (r *runner) presence(ctx context.Context) error {
 	users := make([]*model, c.Users)
 	conns := make([]*wsConn, c.Users)
 	var lastWelcome atomic.Int64
-	cpu := startCPU(ctx, r.cpu)
+	cpu := r.startCPU(ctx)
 	start := time.Now()
 	err = r.scheduled(ctx, c.Users, c.Ramp, func(ctx context.Context, i int) error {
 		m := newModel(false)
@@ -333,7 +322,7 @@ func (r *runner) presence(ctx context.Context) error {
 	r.st.setPhase("leave storm")
 	s.leaving.Store(true)
 	var lastClose atomic.Int64
-	cpu = startCPU(ctx, r.cpu)
+	cpu = r.startCPU(ctx)
 	start = time.Now()
 	_ = r.scheduled(ctx, c.Users, c.Ramp, func(ctx context.Context, i int) error {
 		conns[i].close()

@@ -50,9 +50,9 @@ func writeTable(w io.Writer, res *Result) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "presence storm\t%d users + %d observers in one room over %d instance(s)\n", p.Users, p.Observers, p.Instances)
 		fmt.Fprintf(tw, "join\tramp %.2f s; every client's list right %.1f ms after the last join (%d clients not)\n", p.JoinRampS, p.JoinConverge*1e3, p.NotConverged)
-		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per join; tool %.2f cores\n", p.JoinCPU.ServerS, p.ServerUSJoin, p.JoinCPU.ToolCores)
+		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per join; redis-server %.2f s; tool %.2f cores\n", p.JoinCPU.ServerS, p.ServerUSJoin, p.JoinCPU.RedisS, p.JoinCPU.ToolCores)
 		fmt.Fprintf(tw, "leave\tramp %.2f s; every observer's list empty %.1f ms after the last leave\n", p.LeaveRampS, p.LeaveConverge*1e3)
-		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per leave\n", p.LeaveCPU.ServerS, p.ServerUSLeave)
+		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per leave; redis-server %.2f s\n", p.LeaveCPU.ServerS, p.ServerUSLeave, p.LeaveCPU.RedisS)
 		if p.RedisJoinBy != nil {
 			fmt.Fprintf(tw, "redis\t%.1f commands per join (%s)\n", p.RedisPerJoin, topCalls(p.RedisJoinBy, 5))
 			fmt.Fprintf(tw, "\t%.1f commands per leave (%s)\n", p.RedisPerLeave, topCalls(p.RedisLeaveBy, 5))
@@ -95,6 +95,9 @@ func writeSteps(w io.Writer, steps []StepResult) {
 	}
 	tw.Flush()
 	for _, s := range steps {
+		if s.CPU.RedisS > 0 && s.DeliveredAll > 0 {
+			fmt.Fprintf(w, "  %s: redis-server %.2f cores, %.2f µs/msg\n", s.Name, s.CPU.RedisCores, s.CPU.RedisS*1e6/float64(s.DeliveredAll))
+		}
 		if len(s.CPU.PerInstanceS) > 1 && s.CPU.WindowS > 0 {
 			var parts []string
 			for _, a := range sortedKeys(s.CPU.PerInstanceS) {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/roomcast/roomcast/auth"
 )
 
@@ -73,6 +75,17 @@ func run(ctx context.Context, cfg Config) (*Result, error) {
 			r.warn("no epoll (%v): one reader goroutine per connection", err)
 		}
 	}
+	if cfg.Redis != "" {
+		opt, err := redisOptions(cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		r.rdb = redis.NewClient(opt)
+		defer r.rdb.Close()
+		if err := r.rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("-redis %s: %v", cfg.Redis, err)
+		}
+	}
 	stop := r.startProgress()
 	var err error
 	switch cfg.Scenario {
@@ -114,6 +127,11 @@ type runner struct {
 	// closingNow is set once the run closes its connections on purpose.
 	closingNow atomic.Bool
 	pl         *pollers
+	rdb        *redis.Client // -redis: commands and CPU of the shared Redis
+}
+
+func (r *runner) startCPU(ctx context.Context) *cpuWindow {
+	return startCPU(ctx, r.cpu, r.rdb)
 }
 
 // stats are the live counters behind the progress line.

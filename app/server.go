@@ -205,7 +205,9 @@ func (s *Server) pingLoop(ctx context.Context) {
 		case now := <-t.C:
 			for _, c := range s.hub.Conns("") {
 				if now.UnixNano()-c.LastRead() > int64(idleLimit) {
-					c.Close(rooms.CloseGoingAway, "idle")
+					// Not even a pong for two pings: the peer is gone, and
+					// a close frame would wait behind unacknowledged data.
+					c.Abort()
 					continue
 				}
 				c.SendControl(opPing, nil)

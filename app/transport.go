@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -17,8 +18,10 @@ import (
 type wsTransport struct {
 	ws           *websocket.Conn
 	nc           net.Conn
+	raw          syscall.RawConn // nil when the socket has no file descriptor
 	writeTimeout time.Duration
-	buf          []byte
+	armed        time.Time // when the write deadline was last pushed forward
+	pending      []byte    // the unwritten rest of a TryWrite, written first
 	onWrite      func(frames int)
 }
 
@@ -32,7 +35,13 @@ const (
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func newWSTransport(ws *websocket.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
-	return &wsTransport{ws: ws, nc: socketOf(ws), writeTimeout: writeTimeout, onWrite: onWrite}
+	t := &wsTransport{ws: ws, nc: socketOf(ws), writeTimeout: writeTimeout, onWrite: onWrite}
+	if sc, ok := t.nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			t.raw = raw
+		}
+	}
+	return t
 }
 
 // socketOf returns the TCP connection under ws. ws.NetConn() is fasthttp's
@@ -65,12 +74,83 @@ func appendFrame(b []byte, op byte, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// write writes b whole, after what a TryWrite left pending. The write
+// deadline bounds a write to a peer that stopped reading; pushing it forward
+// costs a timer update, so it is re-armed at most once a second (a write
+// then has between writeTimeout-1s and writeTimeout).
 func (t *wsTransport) write(b []byte) error {
-	if err := t.nc.SetWriteDeadline(time.Now().Add(t.writeTimeout)); err != nil {
+	if err := t.arm(); err != nil {
 		return err
+	}
+	if len(t.pending) > 0 {
+		if _, err := t.nc.Write(t.pending); err != nil {
+			return err
+		}
+		t.pending = t.pending[:0]
 	}
 	_, err := t.nc.Write(b)
 	return err
+}
+
+// arm pushes the write deadline forward when it was last set over a second
+// ago. Inline writes need it too: the poller refuses any write, raw ones
+// included, once the deadline has passed.
+func (t *wsTransport) arm() error {
+	if now := time.Now(); now.Sub(t.armed) > time.Second {
+		if err := t.nc.SetWriteDeadline(now.Add(t.writeTimeout)); err != nil {
+			return err
+		}
+		t.armed = now
+	}
+	return nil
+}
+
+// TryWrite implements rooms.InlineWriter: one non-blocking write(2) of the
+// frame from the caller's goroutine, so a delivery to a connection that
+// keeps up costs no goroutine and no scheduler hand-off. Whatever the
+// socket buffer did not take is kept and written first by the writer.
+func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
+	if t.raw == nil || len(t.pending) > 0 {
+		return false, nil
+	}
+	if err := t.arm(); err != nil {
+		return false, err
+	}
+	bp := bufPool.Get().(*[]byte)
+	b := appendFrame((*bp)[:0], opText, frame)
+	var n int
+	var werr error
+	err := t.raw.Write(func(fd uintptr) bool {
+		// Go sockets are non-blocking: returning true makes this a single
+		// attempt instead of waiting for the socket to become writable.
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	if err == nil && werr != nil && werr != syscall.EAGAIN {
+		err = werr
+	}
+	if n < 0 {
+		n = 0
+	}
+	if err == nil && n < len(b) {
+		t.pending = append(t.pending[:0], b[n:]...)
+	}
+	done := err == nil && n == len(b)
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		return false, err
+	}
+	if t.onWrite != nil && n > 0 {
+		t.onWrite(1)
+	}
+	return done, nil
 }
 
 // WriteFrames implements rooms.Transport.

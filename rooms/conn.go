@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -30,6 +31,14 @@ type Transport interface {
 	Abort()
 }
 
+// InlineWriter is a Transport that can also try one non-blocking write
+// from the caller's goroutine. done is false when the socket did not take
+// the whole frame; the transport keeps the rest and writes it before the
+// next WriteFrames.
+type InlineWriter interface {
+	TryWrite(frame []byte) (done bool, err error)
+}
+
 // Conn is one local WebSocket connection in a room. Frames are queued with
 // Send and written by a writer goroutine that exists only while there is
 // something to write, so an idle connection costs no goroutine besides its
@@ -43,6 +52,7 @@ type Conn struct {
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 
 	t        Transport
+	inline   InlineWriter // nil when t cannot write inline
 	maxQueue int
 	onSlow   func(*Conn)
 
@@ -50,6 +60,7 @@ type Conn struct {
 	queue      [][]byte
 	spare      [][]byte
 	controls   []control // pings and pongs, written before queued frames
+	flushRest  bool      // the transport holds the rest of an inline write
 	held       bool      // frames wait until Start puts the welcome first
 	writing    bool
 	closing    bool
@@ -81,9 +92,10 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 256
 	}
+	iw, _ := t.(InlineWriter)
 	return &Conn{
 		ID: id, Room: room, User: user,
-		t: t, maxQueue: o.QueueSize, onSlow: o.OnSlow,
+		t: t, inline: iw, maxQueue: o.QueueSize, onSlow: o.OnSlow,
 		held: true,
 		done: make(chan struct{}),
 	}
@@ -125,8 +137,36 @@ func (c *Conn) Send(frame []byte) bool {
 		}
 		return false
 	}
+	if c.inline != nil && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
+		return c.sendInline(frame)
+	}
 	c.queue = append(c.queue, frame)
 	c.kickLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// sendInline writes frame from the caller's goroutine while no writer
+// runs; it is entered with c.mu held and releases it. Frames sent
+// meanwhile queue behind it, and a writer takes over whatever is left.
+func (c *Conn) sendInline(frame []byte) bool {
+	c.writing = true
+	c.mu.Unlock()
+	done, err := c.inline.TryWrite(frame)
+	c.mu.Lock()
+	c.writing = false
+	if err != nil {
+		c.failLocked()
+		c.mu.Unlock()
+		c.t.Abort()
+		return false
+	}
+	if !done {
+		c.flushRest = true
+		c.forceWriterLocked()
+	} else {
+		c.kickLocked()
+	}
 	c.mu.Unlock()
 	return true
 }
@@ -159,6 +199,10 @@ func (c *Conn) MarkRead(now int64) { c.lastRead.Store(now) }
 // LastRead returns when a frame last arrived, as recorded by MarkRead.
 func (c *Conn) LastRead() int64 { return c.lastRead.Load() }
 
+// Abort ends the socket at once, without a close frame: for a peer that
+// stopped answering.
+func (c *Conn) Abort() { c.t.Abort() }
+
 // Done is closed once the close frame was written (or writing failed).
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
@@ -172,14 +216,19 @@ func (c *Conn) Closing() (bool, int) {
 // Wait blocks until no writer goroutine runs. Call it after the reader has
 // ended, so that no goroutine outlives the connection.
 func (c *Conn) Wait() {
-	c.mu.Lock()
-	ch := c.writerDone
-	c.mu.Unlock()
-	for ch != nil {
-		<-ch
+	for {
 		c.mu.Lock()
-		ch = c.writerDone
+		writing, ch := c.writing, c.writerDone
 		c.mu.Unlock()
+		switch {
+		case !writing:
+			return
+		case ch != nil:
+			<-ch
+		default:
+			// An inline write, one non-blocking system call, is finishing.
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -237,6 +286,15 @@ func (c *Conn) kickLocked() {
 	if len(c.queue) == 0 && len(c.controls) == 0 && (!c.closing || c.closeSent) {
 		return
 	}
+	c.forceWriterLocked()
+}
+
+// forceWriterLocked starts a writer, also with nothing queued: the
+// transport may hold the rest of an inline write.
+func (c *Conn) forceWriterLocked() {
+	if c.writing {
+		return
+	}
 	c.writing = true
 	c.writerDone = make(chan struct{})
 	go c.writeLoop(c.writerDone)
@@ -245,6 +303,23 @@ func (c *Conn) kickLocked() {
 func (c *Conn) writeLoop(exit chan struct{}) {
 	for {
 		c.mu.Lock()
+		if c.flushRest && !c.closeSent {
+			// Every transport write goes out after the rest; with nothing
+			// else to write, an empty batch sends just the rest.
+			c.flushRest = false
+			if len(c.queue) == 0 && len(c.controls) == 0 && !c.closing {
+				c.mu.Unlock()
+				if err := c.t.WriteFrames(nil); err != nil {
+					c.mu.Lock()
+					c.failLocked()
+					c.stopLocked(exit)
+					c.mu.Unlock()
+					c.t.Abort()
+					return
+				}
+				continue
+			}
+		}
 		if len(c.controls) > 0 && !c.closing {
 			ctl := c.controls[0]
 			c.controls = c.controls[1:]

@@ -230,3 +230,80 @@ func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
 	close(stuck.block)
 	c.Wait()
 }
+
+// inlineRecorder writes inline until told the socket is full; then it
+// keeps the frame as pending, like a socket buffer taking nothing.
+type inlineRecorder struct {
+	recorder
+	full    atomic.Bool
+	pending []string
+	inline  atomic.Int64
+}
+
+func (r *inlineRecorder) TryWrite(frame []byte) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.full.Load() || len(r.pending) > 0 {
+		r.pending = append(r.pending, string(frame))
+		return false, nil
+	}
+	r.inline.Add(1)
+	r.frames = append(r.frames, string(frame))
+	return true, nil
+}
+
+func (r *inlineRecorder) WriteFrames(fs [][]byte) error {
+	r.mu.Lock()
+	r.frames = append(r.frames, r.pending...)
+	r.pending = nil
+	r.mu.Unlock()
+	return r.recorder.WriteFrames(fs)
+}
+
+// Inline writes, a partial inline write and queued frames from many
+// goroutines keep one order per sender and lose nothing.
+func TestInlineWritesKeepOrderAndLoseNothing(t *testing.T) {
+	rec := &inlineRecorder{}
+	c := NewConn("c", "r", "u", rec, ConnOptions{QueueSize: 1 << 16})
+	c.Start([]byte("w"))
+	c.Wait()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				if i == 250 && g == 0 {
+					rec.full.Store(true)
+				}
+				if i == 300 && g == 0 {
+					rec.full.Store(false)
+				}
+				if !c.Send([]byte(fmt.Sprintf("%d:%d", g, i))) {
+					t.Error("send refused")
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	c.Close(CloseNormal, "")
+	<-c.Done()
+	c.Wait()
+	frames, code := rec.snapshot()
+	if code != CloseNormal || len(frames) != 1+8*500 {
+		t.Fatalf("%d frames, close %d", len(frames), code)
+	}
+	next := make([]int, 8)
+	for _, f := range frames[1:] {
+		var g, i int
+		fmt.Sscanf(f, "%d:%d", &g, &i)
+		if i != next[g] {
+			t.Fatalf("sender %d: frame %d after %d", g, i, next[g]-1)
+		}
+		next[g]++
+	}
+	if rec.inline.Load() == 0 {
+		t.Fatal("no frame was written inline")
+	}
+}

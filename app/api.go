@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io/fs"
 	"strings"
+	"sync"
 	"time"
 
 	fws "github.com/gofiber/contrib/websocket"
@@ -45,7 +46,15 @@ func (s *Server) routes() *fiber.App {
 		},
 	})
 
-	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{ReadBufferSize: 1024, WriteBufferSize: 256}))
+	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{
+		// Frames are read through this buffer in pieces, so it bounds
+		// nothing but the read size; small keeps idle sockets cheap.
+		ReadBufferSize: 512,
+		// Every write goes out through wsTransport, never the library's
+		// writer; with a pool the library takes a write buffer only when
+		// it writes, so none is allocated per connection.
+		WriteBufferSize: 256, WriteBufferPool: &sync.Pool{},
+	}))
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -127,7 +128,6 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	ws := fc.Conn
 	start := time.Now()
 	id := uuid.NewString()
-	log := s.log.With("room", room, "user", claims.Subject, "conn", id)
 
 	t := newWSTransport(ws, writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
@@ -152,12 +152,12 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	defer s.metrics.connections.Dec()
 
 	if err := s.join(conn, claims); err != nil {
-		log.Warn("join failed", "err", err)
+		s.logConn(slog.LevelWarn, conn, "join failed", "err", err)
 		conn.Close(1011, "could not join the room; connect again")
 		s.finish(conn, t)
 		return
 	}
-	log.Info("connected")
+	s.logConn(slog.LevelInfo, conn, "connected")
 
 	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
 		conn.Close(rooms.CloseTokenExpired, "token expired")
@@ -168,12 +168,22 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	s.hub.Remove(ctx, conn)
 	if err := s.keeper.Leave(ctx, room, id); err != nil {
-		log.Warn("leave failed; the sweeper will expire the connection", "err", err)
+		s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
 	}
 	cancel()
 	s.finish(conn, t)
 	_, code := conn.Closing()
-	log.Info("disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+	s.logConn(slog.LevelInfo, conn, "disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+}
+
+// logConn logs a line about conn with its room, user and id. It builds the
+// attributes per line rather than keeping a child logger per connection,
+// which would hold its pre-formatted attributes for the socket's lifetime.
+func (s *Server) logConn(level slog.Level, conn *rooms.Conn, msg string, args ...any) {
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	s.log.Log(context.Background(), level, msg, append([]any{"room", conn.Room, "user", conn.User, "conn", conn.ID}, args...)...)
 }
 
 // join registers conn in its room and sends the welcome: subscribe first,

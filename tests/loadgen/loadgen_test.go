@@ -190,6 +190,7 @@ func TestHistogram(t *testing.T) {
 
 func TestMemberScan(t *testing.T) {
 	s := &storm{n: 3, o: 1, prefix: "lg1-"}
+	s.want.Store(3)
 	m := &model{bits: make([]uint64, 1), observer: true, joins: make([]uint8, 3), leaves: make([]uint8, 3)}
 	s.apply(m, []byte(`{"type":"welcome","room":"r","conn":"c","me":{"id":"lg1-o0","name":"o","meta":{},"conns":1,"since":1},"members":[{"id":"lg1-o0","name":"o","meta":{},"conns":1,"since":1},{"id":"lg1-u2","name":"x","meta":{},"conns":1,"since":1}],"instance":"i"}`))
 	if m.users != 1 || m.obs != 1 {
@@ -226,6 +227,7 @@ func TestReadPathAllocs(t *testing.T) {
 		t.Errorf("seq state %+v", sub.seq[0])
 	}
 	s := &storm{r: r, n: 3, o: 1, prefix: "lg1-"}
+	s.want.Store(3)
 	m := &model{bits: make([]uint64, 1)}
 	join := []byte(`{"type":"join","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":1,"since":2}}`)
 	leave := []byte(`{"type":"leave","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":0,"since":2},"reason":"closed"}`)

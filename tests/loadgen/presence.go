@@ -45,8 +45,13 @@ type PresenceResult struct {
 	// Joins for a member a client already held (allowed: a race with its
 	// welcome snapshot) and sync frames seen.
 	RepeatJoins int64 `json:"repeat_joins"`
-	Syncs       int64 `json:"syncs"`
-	Unknown     int64 `json:"unknown_members"`
+	// Users whose connection failed before its welcome (the storm goes on
+	// without them; observers still owe them one join and one leave).
+	FailedJoins  int            `json:"failed_joins"`
+	ObserverEnds []string       `json:"observer_ends,omitempty"`
+	FailReasons  map[string]int `json:"fail_reasons,omitempty"`
+	Syncs        int64          `json:"syncs"`
+	Unknown      int64          `json:"unknown_members"`
 }
 
 // model is one client's member list, as a bitset over this run's users
@@ -71,6 +76,9 @@ type storm struct {
 	unk    atomic.Int64
 	// leaving is set when the leave storm starts.
 	leaving atomic.Bool
+	// want is how many storm users a complete list holds: n less the
+	// users whose join failed.
+	want atomic.Int64
 }
 
 // index parses "<run>-u12" → 12 and "<run>-o1" → n+1.
@@ -149,7 +157,7 @@ func (s *storm) reset(m *model) {
 // not) and, in the leave phase, when it held no storm user any more.
 func (s *storm) check(m *model) {
 	now := time.Now().UnixNano()
-	if m.users == s.n && m.obs == s.o {
+	if m.users == int(s.want.Load()) && m.obs == s.o {
 		if m.fullAt.Load() == 0 {
 			m.fullAt.Store(now)
 		}
@@ -232,6 +240,7 @@ func (r *runner) presence(ctx context.Context) error {
 	res := &PresenceResult{Users: c.Users, Observers: c.Observers, Instances: len(c.Addrs)}
 	r.res.Presence = res
 	s := &storm{r: r, n: c.Users, o: c.Observers, prefix: r.id + "-"}
+	s.want.Store(int64(c.Users))
 	room := r.id + "-storm"
 	words := (c.Users + c.Observers + 63) / 64
 	newModel := func(observer bool) *model {
@@ -247,6 +256,7 @@ func (r *runner) presence(ctx context.Context) error {
 	// Observers join first and stay to the end.
 	r.st.setPhase("observers")
 	observers := make([]*model, c.Observers)
+	obsConns := make([]*wsConn, c.Observers)
 	for j := range observers {
 		m := newModel(true)
 		observers[j] = m
@@ -255,6 +265,7 @@ func (r *runner) presence(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		obsConns[j] = conn
 		r.readLoop(conn, func(p []byte) { s.apply(m, p) })
 	}
 	tokens := make([]string, c.Users)
@@ -275,6 +286,7 @@ func (r *runner) presence(ctx context.Context) error {
 	users := make([]*model, c.Users)
 	conns := make([]*wsConn, c.Users)
 	var lastWelcome atomic.Int64
+	var failMu sync.Mutex
 	cpu := r.startCPU(ctx)
 	start := time.Now()
 	err = r.scheduled(ctx, c.Users, c.Ramp, func(ctx context.Context, i int) error {
@@ -286,7 +298,24 @@ func (r *runner) presence(ctx context.Context) error {
 				s.apply(m, p)
 			})
 		if err != nil {
-			return fmt.Errorf("user %d: %w", i, err)
+			if ctx.Err() != nil {
+				return err
+			}
+			// A failed join is a finding, not the end of the storm.
+			s.want.Add(-1)
+			users[i] = nil
+			msg := err.Error()
+			if j := strings.Index(msg, ": "); j > 0 {
+				msg = msg[j+2:] // drop the address
+			}
+			failMu.Lock()
+			if res.FailReasons == nil {
+				res.FailReasons = map[string]int{}
+			}
+			res.FailedJoins++
+			res.FailReasons[msg]++
+			failMu.Unlock()
+			return nil
 		}
 		conns[i] = conn
 		r.readLoop(conn, func(p []byte) { s.apply(m, p) })
@@ -297,7 +326,15 @@ func (r *runner) presence(ctx context.Context) error {
 	}
 	res.JoinRampS = time.Duration(lastWelcome.Load() - start.UnixNano()).Seconds()
 	r.st.setPhase("join converging")
-	all := append(append([]*model{}, observers...), users...)
+	if res.FailedJoins > 0 {
+		r.warn("%d of %d users failed to join: %s", res.FailedJoins, c.Users, sortedCloses(res.FailReasons))
+	}
+	all := append([]*model{}, observers...)
+	for _, m := range users {
+		if m != nil {
+			all = append(all, m)
+		}
+	}
 	deadline := time.Unix(0, lastWelcome.Load()).Add(c.Duration)
 	for ctx.Err() == nil && time.Now().Before(deadline) && countNot(all, func(m *model) bool { return m.fullAt.Load() > 0 }) > 0 {
 		time.Sleep(5 * time.Millisecond)
@@ -325,6 +362,9 @@ func (r *runner) presence(ctx context.Context) error {
 	cpu = r.startCPU(ctx)
 	start = time.Now()
 	_ = r.scheduled(ctx, c.Users, c.Ramp, func(ctx context.Context, i int) error {
+		if conns[i] == nil {
+			return nil
+		}
 		conns[i].close()
 		storeMax(&lastClose, time.Now().UnixNano())
 		return nil
@@ -350,6 +390,12 @@ func (r *runner) presence(ctx context.Context) error {
 	// A moment for late duplicates to show before counting.
 	sleepCtx(ctx, 300*time.Millisecond)
 	r.closeAll()
+	for j, oc := range obsConns {
+		if oc.CloseCode != 0 {
+			res.ObserverEnds = append(res.ObserverEnds, fmt.Sprintf("observer %d on %s was closed by the server: %d %s (its counts stop there)",
+				j, c.Addrs[j%len(c.Addrs)], oc.CloseCode, oc.CloseReason))
+		}
+	}
 	if rdb != nil {
 		res.RedisJoinBy, res.RedisJoinCmds = diffCalls(cmds0, cmds1)
 		res.RedisLeaveBy, res.RedisLeaveCmds = diffCalls(cmds1, cmds2)
@@ -380,6 +426,9 @@ func (r *runner) presence(ctx context.Context) error {
 	}
 	if !res.CountsExact {
 		return fmt.Errorf("join/leave counts not exact: %s", strings.Join(res.Violations, " | "))
+	}
+	if res.FailedJoins > 0 {
+		return fmt.Errorf("%d of %d users failed to join: %s", res.FailedJoins, c.Users, sortedCloses(res.FailReasons))
 	}
 	return ctx.Err()
 }

@@ -49,6 +49,9 @@ func writeTable(w io.Writer, res *Result) {
 		p := res.Presence
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "presence storm\t%d users + %d observers in one room over %d instance(s)\n", p.Users, p.Observers, p.Instances)
+		if p.FailedJoins > 0 {
+			fmt.Fprintf(tw, "FAILED JOINS\t%d of %d: %s\n", p.FailedJoins, p.Users, sortedCloses(p.FailReasons))
+		}
 		fmt.Fprintf(tw, "join\tramp %.2f s; every client's list right %.1f ms after the last join (%d clients not)\n", p.JoinRampS, p.JoinConverge*1e3, p.NotConverged)
 		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per join; redis-server %.2f s; tool %.2f cores\n", p.JoinCPU.ServerS, p.ServerUSJoin, p.JoinCPU.RedisS, p.JoinCPU.ToolCores)
 		fmt.Fprintf(tw, "leave\tramp %.2f s; every observer's list empty %.1f ms after the last leave\n", p.LeaveRampS, p.LeaveConverge*1e3)
@@ -62,6 +65,9 @@ func writeTable(w io.Writer, res *Result) {
 			exact = "NOT EXACT: " + strings.Join(p.Violations, " | ")
 		}
 		fmt.Fprintf(tw, "counts\t%s (joins %v, leaves %v)\n", exact, p.ObserverJoins, p.ObserverLeaves)
+		for _, e := range p.ObserverEnds {
+			fmt.Fprintf(tw, "\t%s\n", e)
+		}
 		fmt.Fprintf(tw, "\trepeat joins %d (allowed: snapshot races), syncs %d, unknown members %d\n", p.RepeatJoins, p.Syncs, p.Unknown)
 		tw.Flush()
 	case res.Slow != nil:

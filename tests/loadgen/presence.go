@@ -365,8 +365,8 @@ func (r *runner) presence(ctx context.Context) error {
 		if conns[i] == nil {
 			return nil
 		}
-		conns[i].close()
 		storeMax(&lastClose, time.Now().UnixNano())
+		conns[i].close()
 		return nil
 	})
 	res.LeaveRampS = time.Duration(lastClose.Load() - start.UnixNano()).Seconds()
@@ -421,6 +421,9 @@ func (r *runner) presence(ctx context.Context) error {
 		}
 	}
 	res.RepeatJoins, res.Syncs, res.Unknown = s.repeat.Load(), s.syncs.Load(), s.unk.Load()
+	if len(res.ObserverEnds) > 0 {
+		return fmt.Errorf("%s", strings.Join(res.ObserverEnds, "; "))
+	}
 	if notEmpty > 0 {
 		return fmt.Errorf("%d of %d observers still held users %v after the last leave", notEmpty, len(observers), c.Duration)
 	}

@@ -200,14 +200,30 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
 		s.hub.Remove(ctx, conn)
 		return fmt.Errorf("add presence: %w", err)
 	}
-	members, err := s.store.Members(ctx, conn.Room)
-	if err != nil {
-		s.hub.Remove(ctx, conn)
-		_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
-		return fmt.Errorf("read members: %w", err)
+	// Events held while the snapshot is read may overflow the queue in a
+	// busy room; then the snapshot is read again, a few times at most.
+	for attempt := 0; ; attempt++ {
+		members, err := s.store.Members(ctx, conn.Room)
+		if err != nil {
+			s.hub.Remove(ctx, conn)
+			_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
+			return fmt.Errorf("read members: %w", err)
+		}
+		for _, m := range members {
+			if m.ID == me.ID {
+				me = m
+			}
+		}
+		welcome := encode(welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID})
+		if conn.Start(welcome) {
+			return nil
+		}
+		if attempt == 3 {
+			s.hub.Remove(ctx, conn)
+			_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
+			return errors.New("room too busy to take a consistent snapshot")
+		}
 	}
-	conn.Start(encode(welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID}))
-	return nil
 }
 
 // finish waits for the close frame to go out, then for the writer to end.

@@ -399,6 +399,7 @@ func (b *RedisBroker) session() (wasUp bool, err error) {
 	if err := ps.Ping(b.ctx); err != nil {
 		return false, fmt.Errorf("ping: %w", err)
 	}
+	var heard time.Time
 	for {
 		msg, err := ps.Receive(b.ctx)
 		if err != nil {
@@ -410,6 +411,17 @@ func (b *RedisBroker) session() (wasUp bool, err error) {
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
+			// A message is as good a sign of life as a pong. Under load
+			// the pongs wait behind the messages this loop is still
+			// delivering; replacing the connection then would throw away
+			// everything queued on it and cause the very gap it guards
+			// against.
+			if now := time.Now(); now.Sub(heard) > 100*time.Millisecond {
+				heard = now
+				b.mu.Lock()
+				b.lastPong = now
+				b.mu.Unlock()
+			}
 			b.deliver(m)
 		case *redis.Pong:
 			b.mu.Lock()

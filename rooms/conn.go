@@ -61,6 +61,7 @@ type Conn struct {
 	spare      [][]byte
 	controls   []control // pings and pongs, written before queued frames
 	flushRest  bool      // the transport holds the rest of an inline write
+	stale      bool      // held frames were dropped: the welcome must be rebuilt
 	held       bool      // frames wait until Start puts the welcome first
 	writing    bool
 	closing    bool
@@ -102,13 +103,21 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 }
 
 // Start queues first ahead of every frame held so far and starts writing.
-func (c *Conn) Start(first []byte) {
+// It returns false, and starts nothing, when held frames had to be dropped
+// for the queue bound since the last call: first may predate them, so the
+// caller builds it again from a fresh snapshot and calls Start again.
+func (c *Conn) Start(first []byte) bool {
 	c.mu.Lock()
+	if c.stale && !c.closing {
+		c.stale = false
+		c.mu.Unlock()
+		return false
+	}
 	if c.closing {
 		c.held = false
 		c.kickLocked()
 		c.mu.Unlock()
-		return
+		return true
 	}
 	c.queue = append(c.queue, nil)
 	copy(c.queue[1:], c.queue)
@@ -116,6 +125,7 @@ func (c *Conn) Start(first []byte) {
 	c.held = false
 	c.kickLocked()
 	c.mu.Unlock()
+	return true
 }
 
 // Send queues frame for writing. The frame's bytes are shared, never
@@ -127,6 +137,15 @@ func (c *Conn) Send(frame []byte) bool {
 	if c.closing {
 		c.mu.Unlock()
 		return false
+	}
+	if len(c.queue) >= c.maxQueue && c.held {
+		// Before the welcome every queued frame is an event the snapshot
+		// will be read after; drop them and have Start ask for a fresh
+		// snapshot instead of dropping a connection that has not begun.
+		c.queue = nil
+		c.stale = true
+		c.mu.Unlock()
+		return true
 	}
 	if len(c.queue) >= c.maxQueue {
 		c.queue = nil

@@ -307,3 +307,33 @@ func TestInlineWritesKeepOrderAndLoseNothing(t *testing.T) {
 		t.Fatal("no frame was written inline")
 	}
 }
+
+// Before its welcome a connection is never dropped for a full queue: the
+// held events are discarded and Start asks for a fresh snapshot.
+func TestHeldOverflowAsksForFreshSnapshot(t *testing.T) {
+	rec := &recorder{}
+	c := NewConn("c", "r", "u", rec, ConnOptions{QueueSize: 4})
+	for i := 0; i < 10; i++ {
+		if !c.Send([]byte(fmt.Sprint(i))) {
+			t.Fatalf("held frame %d refused", i)
+		}
+	}
+	if closing, _ := c.Closing(); closing {
+		t.Fatal("connection dropped before its welcome")
+	}
+	if c.Start([]byte("stale welcome")) {
+		t.Fatal("Start accepted a welcome older than dropped events")
+	}
+	if !c.Start([]byte("fresh welcome")) {
+		t.Fatal("Start refused the fresh welcome")
+	}
+	c.Close(CloseNormal, "")
+	<-c.Done()
+	c.Wait()
+	frames, _ := rec.snapshot()
+	// 0..7 overflowed twice (4 kept, then dropped at the 5th, and so on);
+	// what survives follows the fresh welcome.
+	if frames[0] != "fresh welcome" || len(frames) > 5 {
+		t.Fatalf("frames %v", frames)
+	}
+}

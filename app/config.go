@@ -31,6 +31,7 @@ type Config struct {
 	AllowedOrigins   []string // nil: every origin
 	InstanceID       string
 	Dev              bool
+	PingInterval     time.Duration
 	ShutdownTimeout  time.Duration
 }
 
@@ -42,6 +43,7 @@ func defaultConfig() Config {
 		MaxMessageBytes: 65536,
 		SendQueue:       256,
 		Rate:            50,
+		PingInterval:    25 * time.Second,
 		ShutdownTimeout: 8 * time.Second,
 	}
 }
@@ -108,6 +110,7 @@ var settings = []setting{
 	durationSetting("presence-ttl", "how long a connection stays present without a heartbeat", func(c *Config) *time.Duration { return &c.PresenceTTL }),
 	durationSetting("heartbeat", "presence heartbeat interval", func(c *Config) *time.Duration { return &c.Heartbeat }),
 	durationSetting("leave-grace", "delay before a user whose last connection closed leaves", func(c *Config) *time.Duration { return &c.LeaveGrace }),
+	durationSetting("ping-interval", "ping a connection silent for this long; abort it after 2.5 times as long", func(c *Config) *time.Duration { return &c.PingInterval }),
 	intSetting("max-message-bytes", "largest frame a client may send", 512, func(c *Config) *int { return &c.MaxMessageBytes }),
 	intSetting("send-queue", "frames queued per connection before it is closed as too slow", 1, func(c *Config) *int { return &c.SendQueue }),
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
@@ -214,6 +217,8 @@ func (c Config) validate() error {
 		return errors.New("no token key: set ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY_FILE (or run with -dev)")
 	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
 		return errors.New("ROOMCAST_JWT_SECRET must be at least 32 bytes")
+	case c.PingInterval < 100*time.Millisecond:
+		return errors.New("ROOMCAST_PING_INTERVAL must be at least 100ms")
 	case c.PresenceTTL < time.Second:
 		return errors.New("ROOMCAST_PRESENCE_TTL must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
@@ -236,7 +241,7 @@ func (c Config) logAttrs() []any {
 	}
 	return []any{
 		"addr", c.Addr, "mode", mode, "dev", c.Dev,
-		"presence_ttl", c.PresenceTTL.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
+		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"os"
@@ -26,9 +27,8 @@ import (
 const (
 	opTimeout      = 5 * time.Second  // a presence or broker call made for one client
 	writeTimeout   = 10 * time.Second // one socket write
-	pingInterval   = 25 * time.Second // server pings keep proxies open and find dead peers
-	idleLimit      = 2*pingInterval + 10*time.Second
-	closeWait      = 2 * time.Second // for the peer to answer our close frame
+	pingSlots      = 10               // each ping interval is spread over this many ticks
+	closeWait      = 2 * time.Second  // for the peer to answer our close frame
 	devTokenTTL    = 24 * time.Hour
 	readyzDeadline = time.Second
 )
@@ -193,28 +193,37 @@ func (s *Server) stop() {
 	}
 }
 
-// pingLoop pings every connection each pingInterval and ends those from
-// which nothing arrived for idleLimit: a peer that vanished without a FIN.
+// pingLoop pings each connection from which nothing arrived for a ping
+// interval, and aborts those from which nothing, not even a pong, arrived
+// for two and a half: a peer that vanished without a FIN. The pings of an
+// interval are spread over pingSlots ticks by connection id, so 10,000
+// sockets are not all pinged (and all answer) in the same instant.
 func (s *Server) pingLoop(ctx context.Context) {
-	t := time.NewTicker(pingInterval)
+	interval := s.cfg.PingInterval
+	idleLimit := int64(interval * 5 / 2)
+	t := time.NewTicker(interval / pingSlots)
 	defer t.Stop()
-	for {
+	for tick := uint64(0); ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			slot := tick % pingSlots
 			for _, c := range s.hub.Conns("") {
-				if now.UnixNano()-c.LastRead() > int64(idleLimit) {
-					// Not even a pong for two pings: the peer is gone, and
-					// a close frame would wait behind unacknowledged data.
+				idle := now.UnixNano() - c.LastRead()
+				switch {
+				case idle > idleLimit:
+					// A close frame would wait behind unacknowledged data.
 					c.Abort()
-					continue
+				case idle > int64(interval) && maphash.String(pingSeed, c.ID)%pingSlots == slot:
+					c.SendControl(opPing, nil)
 				}
-				c.SendControl(opPing, nil)
 			}
 		}
 	}
 }
+
+var pingSeed = maphash.MakeSeed()
 
 // ready reports why the instance cannot take connections, or nil.
 func (s *Server) ready(ctx context.Context) error {

@@ -135,11 +135,17 @@ func (s *Server) serveWS(fc *fws.Conn) {
 		OnSlow:    func(*rooms.Conn) { s.metrics.slowDropped.Inc() },
 	})
 	conn.MarkRead(start.UnixNano())
+	// Control frames never leave NextReader, so they mark the connection
+	// alive here: a client that only listens still answers our pings.
 	ws.SetPingHandler(func(data string) error {
+		conn.MarkRead(time.Now().UnixNano())
 		conn.SendControl(opPong, []byte(data))
 		return nil
 	})
-	ws.SetPongHandler(func(string) error { return nil })
+	ws.SetPongHandler(func(string) error {
+		conn.MarkRead(time.Now().UnixNano())
+		return nil
+	})
 	ws.SetCloseHandler(func(code int, _ string) error {
 		if code == websocket.CloseNoStatusReceived {
 			code = rooms.CloseNormal

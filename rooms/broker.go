@@ -30,12 +30,14 @@ type Broker interface {
 
 // Receiver is what a Broker delivers to; the Hub is one.
 type Receiver interface {
-	// Deliver is called for every payload of a subscribed room, in order,
-	// from one goroutine per broker. It must not block.
+	// Deliver is called for every payload of a subscribed room, in the
+	// room's order; payloads of one room come from one goroutine at a
+	// time, different rooms may be delivered concurrently. It must not
+	// block.
 	Deliver(room string, payload []byte)
 	// Resync is called after a gap in which payloads for rooms may have
 	// been lost (for example a pub/sub reconnect), once the subscriptions
-	// are active again.
+	// are active again, in order with the rooms' payloads.
 	Resync(rooms []string)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type RedisBroker struct {
 	outageLogged bool
 
 	lastPublishErrLog time.Time // publisher goroutine only
+
+	shards []chan delivery // set by Start; see broker_redis_shards.go
 }
 
 type subscription struct {
@@ -97,6 +100,10 @@ type RedisBrokerOptions struct {
 	// OnGap, if set, is called each time the pub/sub connection is lost
 	// (payloads published until it is back are lost), e.g. to count gaps.
 	OnGap func()
+	// DeliveryShards is how many goroutines fan payloads out to local
+	// connections; a room always uses the same one. Zero value means
+	// GOMAXPROCS.
+	DeliveryShards int
 	// OnPublishError, if set, is called with each failed publish batch
 	// (its payloads are lost), e.g. to count errors.
 	OnPublishError func(error)
@@ -110,6 +117,9 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.DeliveryShards <= 0 {
+		o.DeliveryShards = runtime.GOMAXPROCS(0)
 	}
 	if o.PublishQueue <= 0 {
 		o.PublishQueue = 8192
@@ -156,6 +166,7 @@ func (b *RedisBroker) Start(ctx context.Context, r Receiver) error {
 	}
 	b.recv = r
 	b.started = true
+	b.startShards(b.o.DeliveryShards)
 	b.wg.Add(3)
 	go b.run()
 	go b.pinger()
@@ -453,12 +464,11 @@ func (b *RedisBroker) connectedNow() {
 func (b *RedisBroker) deliver(m *redis.Message) {
 	b.mu.RLock()
 	s := b.subs[m.Channel]
-	recv := b.recv
 	b.mu.RUnlock()
 	if s == nil {
 		return // unsubscribed meanwhile
 	}
-	recv.Deliver(s.room, []byte(m.Payload))
+	b.dispatch(b.shardOf(s.room), delivery{room: s.room, payload: []byte(m.Payload)})
 }
 
 // confirmed records Redis's confirmation of a SUBSCRIBE. A room is active
@@ -501,11 +511,10 @@ func (b *RedisBroker) resyncIfActive() {
 		}
 	}
 	clear(b.resync)
-	recv := b.recv
 	b.mu.Unlock()
 	if len(rooms) > 0 {
 		b.log.Info("redis pub/sub resubscribed after a gap; resyncing rooms", "rooms", len(rooms))
-		recv.Resync(rooms)
+		b.dispatchResync(rooms)
 	}
 }
 

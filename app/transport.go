@@ -16,7 +16,6 @@ import (
 // goes through the connection's writer, which is what makes this safe: the
 // reader never writes (ping and close replies are queued, see ws.go).
 type wsTransport struct {
-	ws           *websocket.Conn
 	nc           net.Conn
 	raw          syscall.RawConn // nil when the socket has no file descriptor
 	writeTimeout time.Duration
@@ -34,8 +33,9 @@ const (
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-func newWSTransport(ws *websocket.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
-	t := &wsTransport{ws: ws, nc: socketOf(ws), writeTimeout: writeTimeout, onWrite: onWrite}
+// newWSTransport writes to nc, the socket under a WebSocket (socketOf).
+func newWSTransport(nc net.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
+	t := &wsTransport{nc: nc, writeTimeout: writeTimeout, onWrite: onWrite}
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			t.raw = raw

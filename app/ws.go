@@ -129,7 +129,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(ws, writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(socketOf(ws), writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize: s.cfg.SendQueue,
 		OnSlow:    func(*rooms.Conn) { s.metrics.slowDropped.Inc() },

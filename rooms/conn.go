@@ -329,11 +329,7 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			if len(c.queue) == 0 && len(c.controls) == 0 && !c.closing {
 				c.mu.Unlock()
 				if err := c.t.WriteFrames(nil); err != nil {
-					c.mu.Lock()
-					c.failLocked()
-					c.stopLocked(exit)
-					c.mu.Unlock()
-					c.t.Abort()
+					c.writerFailed(exit)
 					return
 				}
 				continue
@@ -344,11 +340,7 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			c.controls = c.controls[1:]
 			c.mu.Unlock()
 			if err := c.t.WriteControl(ctl.op, ctl.payload); err != nil {
-				c.mu.Lock()
-				c.failLocked()
-				c.stopLocked(exit)
-				c.mu.Unlock()
-				c.t.Abort()
+				c.writerFailed(exit)
 				return
 			}
 			continue
@@ -363,14 +355,11 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			if c.spare == nil {
 				c.spare = batch[:0]
 			}
+			c.mu.Unlock()
 			if err != nil {
-				c.failLocked()
-				c.stopLocked(exit)
-				c.mu.Unlock()
-				c.t.Abort()
+				c.writerFailed(exit)
 				return
 			}
-			c.mu.Unlock()
 			continue
 		}
 		if c.closing && !c.closeSent {
@@ -391,6 +380,16 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 		c.mu.Unlock()
 		return
 	}
+}
+
+// writerFailed ends the writer after a failed write: the connection is
+// over, and its socket too.
+func (c *Conn) writerFailed(exit chan struct{}) {
+	c.mu.Lock()
+	c.failLocked()
+	c.stopLocked(exit)
+	c.mu.Unlock()
+	c.t.Abort()
 }
 
 // failLocked records a failed write: the connection is over.

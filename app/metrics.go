@@ -34,7 +34,7 @@ func newMetrics(localRooms func() int) *metrics {
 	m.slowDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_slow_consumers_dropped_total", Help: "Connections closed with 4008 because their send queue was full."})
 	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_rate_limited_total", Help: "Client frames dropped for exceeding the rate."})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_auth_failures_total", Help: "Refused connections and API calls, by reason."}, []string{"reason"})
-	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections closed by the server, by close code."}, []string{"code"})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections that ended with a close frame from the server, by its code (1000 answers a client's close; 0 is not counted: the socket just dropped)."}, []string{"code"})
 	m.brokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_broker_gaps_total", Help: "Pub/sub reconnects after which rooms were resynchronised."})
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,

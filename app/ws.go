@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -179,6 +180,9 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	cancel()
 	s.finish(conn, t)
 	_, code := conn.Closing()
+	if code != 0 {
+		s.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+	}
 	s.logConn(slog.LevelInfo, conn, "disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
 }
 

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -197,5 +198,30 @@ func TestHTTPAPI(t *testing.T) {
 	})
 	if out := s.Output(); strings.Contains(out, userTok) || strings.Contains(out, key) || strings.Contains(out, testserver.Secret) {
 		t.Fatalf("a token, the API key or the secret is in the server's output:\n%s", out)
+	}
+}
+
+// The close codes the server sends are counted in /metrics.
+func TestMetricsCountCloses(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_MAX_MESSAGE_BYTES": "1024"}})
+	c := testserver.Join(t, s.WS, "metrics", "big-sender", "")
+	c.Send(t, strings.Repeat("x", 2000))
+	if code := c.WaitClose(t, wait); code != 1009 {
+		t.Fatalf("close %d, want 1009", code)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		_, body, err := testserver.Get(context.Background(), s.URL+"/metrics", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(body), `roomcast_closes_total{code="1009"} 1`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no roomcast_closes_total{code=\"1009\"} 1 in /metrics")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -29,8 +29,26 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		},
 	})
 	s.hub = rooms.NewHub(s.broker, hubOpts)
-	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log})
+	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})
 	return nil
+}
+
+// syncCluster sends every client of rooms, on every instance, the rooms'
+// member lists: after a Redis flush, the store forgot users whose last
+// socket closed before the next heartbeat, and no leave will ever say so.
+// It goes through the room channels, so it follows the re-added sessions'
+// events; an instance that re-asserts later sends its own joins after it.
+func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
+	for _, name := range roomNames {
+		members, err := s.store.Members(ctx, name)
+		if err != nil {
+			s.log.Warn("sync after re-assert: read members", "room", name, "err", err)
+			continue
+		}
+		if err := s.hub.Publish(ctx, name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)})); err != nil {
+			s.log.Warn("sync after re-assert: publish", "room", name, "err", err)
+		}
+	}
 }
 
 // resyncRooms runs on the broker's delivery goroutine after a pub/sub gap,

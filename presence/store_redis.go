@@ -60,6 +60,7 @@ type RedisStore struct {
 	// and every instance shares one clock.
 	serverTime bool
 	keep       time.Duration
+	onReassert func(ctx context.Context, rooms []string)
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -75,6 +76,13 @@ type RedisOptions struct {
 	Prefix string
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
+	// OnReassert, if set, is called by Heartbeat with the rooms in which
+	// it had to re-add sessions the store had lost (a flush, a restart).
+	// Whatever else was lost with them — a user whose last socket closed
+	// while the store had forgotten it leaves no leave behind — is
+	// invisible to the scripts, so the caller sends those rooms a fresh
+	// member list.
+	OnReassert func(ctx context.Context, rooms []string)
 }
 
 // NewRedisStore returns a store on client. Room keys expire on their own
@@ -95,6 +103,7 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 		log:        o.Logger,
 		serverTime: serverTime,
 		keep:       2*opts.TTL + opts.LeaveGrace + time.Minute,
+		onReassert: o.OnReassert,
 	}
 }
 
@@ -294,17 +303,21 @@ func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
 	if err != nil {
 		return fmt.Errorf("presence: heartbeat %d sessions in %d rooms: %w", len(sessions), len(order), err)
 	}
-	readded, inRooms := 0, 0
-	for _, c := range cmds {
+	readded := 0
+	var lostRooms []string
+	for i, c := range cmds {
 		if n, _ := c.Int(); n > 0 {
 			readded += n
-			inRooms++
+			lostRooms = append(lostRooms, order[i])
 		}
 	}
 	if readded > 0 {
 		// Redis was flushed or restarted, or this instance stalled past
 		// the TTL and was swept.
-		s.log.Warn("presence: heartbeat re-added sessions the store had lost", "sessions", readded, "rooms", inRooms)
+		s.log.Warn("presence: heartbeat re-added sessions the store had lost", "sessions", readded, "rooms", len(lostRooms))
+		if s.onReassert != nil {
+			s.onReassert(ctx, lostRooms)
+		}
 	}
 	return nil
 }

@@ -391,3 +391,31 @@ func TestClusterLeaveGraceAcrossInstances(t *testing.T) {
 		t.Fatalf("%d leaves of dana", n)
 	}
 }
+
+// Redis flushed (the pub/sub connection survives, so no gap is seen): a
+// user who leaves before the next heartbeat re-asserts the room must not
+// stay in anyone's sidebar, and users still connected come back.
+func TestClusterRedisFlushLeavesNoGhost(t *testing.T) {
+	t.Parallel()
+	r, s := cluster(t, 2, nil)
+	alice := testserver.Join(t, s[0].WS, "flush", "alice", "Alice")
+	bob := testserver.Join(t, s[1].WS, "flush", "bob", "Bob")
+	carol := testserver.Join(t, s[1].WS, "flush", "carol", "Carol")
+	alice.Await(t, wait, "carol's join", isFrame("join", "carol"))
+	if err := r.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	carol.Close() // before any heartbeat: the store no longer knows her
+	want := "alice(Alice,1,{}) bob(Bob,1,{})"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := testserver.Members(context.Background(), s[0].URL, "flush")
+		if err == nil && m.String() == want && alice.Model().String() == want && bob.Model().String() == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the flush: members %v (%v), alice sees %s, bob sees %s; want %s", m, err, alice.Model(), bob.Model(), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -114,6 +114,9 @@ func (c *Conn) Start(first []byte) bool {
 		return false
 	}
 	if c.closing {
+		// Closed before it began: the close frame is all it gets; held
+		// events must not follow it, nor go out without a welcome.
+		c.queue = nil
 		c.held = false
 		c.kickLocked()
 		c.mu.Unlock()
@@ -269,13 +272,12 @@ func (c *Conn) closeLocked(code int, reason string) {
 		return
 	}
 	c.closing, c.closeCode, c.closeText = true, code, reason
-	if code == CloseTooSlow {
-		// The writer may be stuck in a write to a peer that does not read;
-		// a close frame cannot pass either, so end the socket.
-		if c.writing {
-			go c.abortAfterWriter()
-			return
-		}
+	if c.writing {
+		// The writer may be stuck in a write to a peer that does not read,
+		// and the close frame waits behind it: give it slowGrace, then end
+		// the socket (for 4001 and 1001 as much as for 4008).
+		go c.abortAfterWriter()
+		return
 	}
 	c.kickLocked()
 }
@@ -345,7 +347,7 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			}
 			continue
 		}
-		if len(c.queue) > 0 && !c.held {
+		if len(c.queue) > 0 && !c.held && !c.closeSent {
 			batch := c.queue
 			c.queue, c.spare = c.spare[:0], nil
 			c.mu.Unlock()

@@ -208,8 +208,8 @@ func TestConcurrentJoinLeaveKeepsOneSubscriptionPerRoom(t *testing.T) {
 }
 
 func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
-	defer func(g time.Duration) { slowGrace = g }(slowGrace)
-	slowGrace = 100 * time.Millisecond
+	defer slowGrace.Store(slowGrace.Load())
+	slowGrace.Store(int64(100 * time.Millisecond))
 	stuck := &recorder{block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	c := NewConn("slow", "r", "u", stuck, ConnOptions{QueueSize: 1})
 	c.Start([]byte("w"))
@@ -222,7 +222,7 @@ func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
 	}
 	start := time.Now()
 	for !stuck.abort.Load() {
-		if time.Since(start) > slowGrace+5*time.Second {
+		if time.Since(start) > time.Duration(slowGrace.Load())+5*time.Second {
 			t.Fatal("stuck socket never aborted")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -335,5 +335,20 @@ func TestHeldOverflowAsksForFreshSnapshot(t *testing.T) {
 	// what survives follows the fresh welcome.
 	if frames[0] != "fresh welcome" || len(frames) > 5 {
 		t.Fatalf("frames %v", frames)
+	}
+}
+
+// Closed before its welcome (shutdown during a join): the close frame is
+// all the connection gets, never held events after it.
+func TestCloseBeforeStartSendsOnlyTheClose(t *testing.T) {
+	rec := &recorder{}
+	c := NewConn("c", "r", "u", rec, ConnOptions{})
+	c.Send([]byte("event-before-welcome"))
+	c.Close(CloseGoingAway, "server shutting down")
+	<-c.Done()
+	c.Start([]byte("welcome"))
+	c.Wait()
+	if frames, code := rec.snapshot(); len(frames) != 0 || code != CloseGoingAway {
+		t.Fatalf("frames %v close %d; want only the close frame", frames, code)
 	}
 }

@@ -162,17 +162,32 @@ func (s *Server) Shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 
+	// A handler that joins from now on sees draining and closes itself
+	// (see join), so this snapshot misses no connection.
 	conns := s.hub.Conns("")
 	for _, c := range conns {
 		c.Close(rooms.CloseGoingAway, "server shutting down")
 	}
-	if err := s.live.closeAndWait(ctx); err != nil {
-		s.log.Warn("shutdown: connections still open", "err", err)
+	// Peers get a moment to answer the close; a socket stuck behind a peer
+	// that stopped reading is then ended, so its handler leaves presence
+	// while there is still time.
+	waitCtx, waitCancel := context.WithTimeout(ctx, 2*closeWait)
+	err := s.live.closeAndWait(waitCtx)
+	waitCancel()
+	if err != nil {
+		for _, c := range s.hub.Conns("") {
+			c.Abort()
+		}
+		if err := s.live.closeAndWait(ctx); err != nil {
+			s.log.Warn("shutdown: connections still open", "err", err)
+		}
 	}
-	if err := s.keeper.LeaveAll(ctx); err != nil {
+	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), opTimeout)
+	if err := s.keeper.LeaveAll(leaveCtx); err != nil {
 		s.log.Warn("shutdown: remove presence", "err", err)
 	}
-	err := s.app.ShutdownWithContext(ctx)
+	leaveCancel()
+	err = s.app.ShutdownWithContext(ctx)
 	s.stop()
 	s.log.Info("roomcast stopped", "closed_conns", len(conns), "took", time.Since(start).Round(time.Millisecond).String())
 	if err != nil {

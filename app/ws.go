@@ -158,7 +158,11 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	s.metrics.connects.Inc()
 	defer s.metrics.connections.Dec()
 
-	if err := s.join(conn, claims); err != nil {
+	if err := s.join(conn, claims); errors.Is(err, errDraining) {
+		conn.Close(rooms.CloseGoingAway, "server shutting down")
+		s.finish(conn, t)
+		return
+	} else if err != nil {
 		s.logConn(slog.LevelWarn, conn, "join failed", "err", err)
 		conn.Close(1011, "could not join the room; connect again")
 		s.finish(conn, t)
@@ -205,9 +209,17 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
 	if err := s.hub.Add(ctx, conn); err != nil {
 		return err
 	}
+	if s.draining.Load() {
+		// Shutdown may have listed the connections before this one was
+		// added; leave now rather than be missed.
+		s.undoJoin(conn, false)
+		return errDraining
+	}
 	me, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta})
 	if err != nil {
-		s.hub.Remove(ctx, conn)
+		// The store may have added the connection before the call failed
+		// (a timeout after the script ran): remove it too.
+		s.undoJoin(conn, true)
 		return fmt.Errorf("add presence: %w", err)
 	}
 	// Events held while the snapshot is read may overflow the queue in a
@@ -215,8 +227,7 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
 	for attempt := 0; ; attempt++ {
 		members, err := s.store.Members(ctx, conn.Room)
 		if err != nil {
-			s.hub.Remove(ctx, conn)
-			_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
+			s.undoJoin(conn, true)
 			return fmt.Errorf("read members: %w", err)
 		}
 		for _, m := range members {
@@ -229,12 +240,32 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
 			return nil
 		}
 		if attempt == 3 {
-			s.hub.Remove(ctx, conn)
-			_ = s.keeper.Leave(ctx, conn.Room, conn.ID)
+			s.undoJoin(conn, true)
 			return errors.New("room too busy to take a consistent snapshot")
 		}
 	}
 }
+
+// undoJoin takes a connection whose join failed out of its room, and out of
+// presence when presence may have it. It uses a context of its own: the
+// join's may be what ran out, and an unsubscribe cut short by a dead
+// context would make the pub/sub client reconnect under every room.
+func (s *Server) undoJoin(conn *rooms.Conn, presenceToo bool) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	s.hub.Remove(ctx, conn)
+	if presenceToo {
+		if err := s.keeper.Leave(ctx, conn.Room, conn.ID); err != nil {
+			s.logConn(slog.LevelWarn, conn, "undo join: leave presence", "err", err)
+		}
+		// Not tracked when Join itself failed; the store may still hold it.
+		if err := s.store.Leave(ctx, conn.Room, conn.ID); err != nil {
+			s.logConn(slog.LevelWarn, conn, "undo join: remove presence", "err", err)
+		}
+	}
+}
+
+var errDraining = errors.New("instance is shutting down")
 
 // finish waits for the close frame to go out, then for the writer to end.
 func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {

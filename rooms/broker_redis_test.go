@@ -182,8 +182,41 @@ func TestMemoryBroker(t *testing.T) {
 	})
 }
 
+// fastOptions use one delivery shard: fence relies on one order across
+// rooms. TestRedisBrokerShardsKeepRoomOrder covers several shards.
 func fastOptions() RedisBrokerOptions {
-	return RedisBrokerOptions{Prefix: "test:", PingInterval: 50 * time.Millisecond, PongTimeout: 300 * time.Millisecond}
+	return RedisBrokerOptions{Prefix: "test:", PingInterval: 50 * time.Millisecond, PongTimeout: 300 * time.Millisecond, DeliveryShards: 1}
+}
+
+// With several delivery shards, rooms are delivered concurrently but each
+// room keeps its order.
+func TestRedisBrokerShardsKeepRoomOrder(t *testing.T) {
+	srv := redisproc.Start(t)
+	r := newRecordingReceiver()
+	o := fastOptions()
+	o.DeliveryShards = 4
+	b := startRedisBroker(t, srv, r, o)
+	ctx := context.Background()
+	rooms := []string{"a", "b", "c", "d", "e", "f"}
+	for _, room := range rooms {
+		if err := b.Subscribe(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := numbered("m", 300)
+	for _, p := range want {
+		for _, room := range rooms {
+			if err := b.Publish(ctx, room, []byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, room := range rooms {
+		eventually(t, "room "+room+" complete", func() bool { return len(r.payloads(room)) >= len(want) })
+		if got := r.payloads(room); !slices.Equal(got, want) {
+			t.Fatalf("room %s got %d payloads out of order or duplicated", room, len(got))
+		}
+	}
 }
 
 func startRedisBroker(t *testing.T, srv *redisproc.Server, r Receiver, o RedisBrokerOptions) *RedisBroker {

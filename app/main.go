@@ -58,6 +58,9 @@ func run(cfg Config) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	if cfg.Dev {
+		if cfg.JWTSecret != "" {
+			log.Warn("dev mode with ROOMCAST_JWT_SECRET: /dev/token signs tokens for any user and room with that secret; never expose this instance")
+		}
 		printDevBanner(s, ln.Addr())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

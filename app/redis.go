@@ -55,10 +55,16 @@ func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
 // before any later payload: first re-assert this instance's sessions (Redis
 // may have restarted empty), then send each room its member list, so no
 // older snapshot can overtake a newer event.
-func (s *Server) resyncRooms(ctx context.Context, roomNames []string) {
+func (s *Server) resyncRooms(roomNames []string) {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	s.keeper.Tick(ctx)
+	cancel()
+	// Each room gets its own deadline: with many rooms one shared deadline
+	// would run out part way and leave the rest without their sync.
 	for _, name := range roomNames {
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 		members, err := s.store.Members(ctx, name)
+		cancel()
 		if err != nil {
 			s.log.Warn("resync: read members", "room", name, "err", err)
 			continue

@@ -122,9 +122,7 @@ func (s *Server) buildBackends() error {
 
 // resync answers a broker gap: the rooms' clients get a fresh member list.
 func (s *Server) resync(roomNames []string) {
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	defer cancel()
-	s.resyncRooms(ctx, roomNames)
+	s.resyncRooms(roomNames)
 }
 
 // Run serves on ln until ctx ends, then shuts down gracefully.

@@ -111,6 +111,9 @@ func (t *wsTransport) arm() error {
 // socket buffer did not take is kept and written first by the writer.
 func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
 	if t.raw == nil || len(t.pending) > 0 {
+		// No inline write possible: keep the frame for the writer, which
+		// sends what is pending before anything else.
+		t.pending = appendFrame(t.pending, opText, frame)
 		return false, nil
 	}
 	if err := t.arm(); err != nil {

@@ -185,7 +185,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	s.finish(conn, t)
 	_, code := conn.Closing()
 	if code != 0 {
-		s.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+		s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
 	}
 	s.logConn(slog.LevelInfo, conn, "disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
 }
@@ -266,6 +266,18 @@ func (s *Server) undoJoin(conn *rooms.Conn, presenceToo bool) {
 }
 
 var errDraining = errors.New("instance is shutting down")
+
+// closeLabel is the metric label of a close code. A client's close is
+// echoed with the client's code, so codes other than the server's own are
+// one label: a client must not be able to mint series.
+func closeLabel(code int) string {
+	switch code {
+	case rooms.CloseNormal, rooms.CloseGoingAway, rooms.CloseTooBig, 1011,
+		rooms.CloseTokenExpired, rooms.CloseTooSlow, rooms.CloseRateLimited:
+		return strconv.Itoa(code)
+	}
+	return "other"
+}
 
 // finish waits for the close frame to go out, then for the writer to end.
 func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {

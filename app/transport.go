@@ -22,6 +22,8 @@ type wsTransport struct {
 	armed        time.Time // when the write deadline was last pushed forward
 	pending      []byte    // the unwritten rest of a TryWrite, written first
 	onWrite      func(frames int)
+	rw           rawWrite
+	rwFn         func(fd uintptr) bool // rw.do
 }
 
 const (
@@ -36,6 +38,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // newWSTransport writes to nc, the socket under a WebSocket (socketOf).
 func newWSTransport(nc net.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
 	t := &wsTransport{nc: nc, writeTimeout: writeTimeout, onWrite: onWrite}
+	t.rwFn = t.rw.do
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			t.raw = raw
@@ -121,18 +124,10 @@ func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
 	}
 	bp := bufPool.Get().(*[]byte)
 	b := appendFrame((*bp)[:0], opText, frame)
-	var n int
-	var werr error
-	err := t.raw.Write(func(fd uintptr) bool {
-		// Go sockets are non-blocking: returning true makes this a single
-		// attempt instead of waiting for the socket to become writable.
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true
-			}
-		}
-	})
+	t.rw.b = b
+	err := t.raw.Write(t.rwFn)
+	n, werr := t.rw.n, t.rw.err
+	t.rw = rawWrite{}
 	if err == nil && werr != nil && werr != syscall.EAGAIN {
 		err = werr
 	}
@@ -154,6 +149,26 @@ func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
 		t.onWrite(1)
 	}
 	return done, nil
+}
+
+// rawWrite is one non-blocking write(2) through syscall.RawConn.Write. Its
+// method value is made once per transport: a closure per call would be an
+// allocation per delivered frame.
+type rawWrite struct {
+	b   []byte
+	n   int
+	err error
+}
+
+// do makes a single attempt: Go sockets are non-blocking, and returning
+// true tells RawConn.Write not to wait for the socket to become writable.
+func (w *rawWrite) do(fd uintptr) bool {
+	for {
+		w.n, w.err = syscall.Write(int(fd), w.b)
+		if w.err != syscall.EINTR {
+			return true
+		}
+	}
 }
 
 // WriteFrames implements rooms.Transport.

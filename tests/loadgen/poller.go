@@ -236,29 +236,12 @@ func (c *wsConn) consume(b []byte, handle func([]byte)) (int, error) {
 		if len(f) < 2 {
 			return used, nil
 		}
-		fin := f[0]&0x80 != 0
-		op := f[0] & 0x0f
-		masked := f[1]&0x80 != 0
-		n := int(f[1] & 0x7f)
-		hl := 2
-		switch n {
-		case 126:
-			if len(f) < 4 {
-				return used, nil
-			}
-			n, hl = int(binary.BigEndian.Uint16(f[2:4])), 4
-		case 127:
-			if len(f) < 10 {
-				return used, nil
-			}
-			n64 := binary.BigEndian.Uint64(f[2:10])
-			if n64 > 1<<30 {
-				return used, fmt.Errorf("websocket: frame of %d bytes", n64)
-			}
-			n, hl = int(n64), 10
+		if len(f) < headerLen(f) {
+			return used, nil
 		}
-		if masked {
-			hl += 4
+		fin, op, masked, n, hl, err := parseHeader(f)
+		if err != nil {
+			return used, err
 		}
 		if len(f) < hl+n {
 			return used, nil

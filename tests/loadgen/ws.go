@@ -141,6 +141,43 @@ const (
 	opPong  = 0xA
 )
 
+// headerLen is the length of the frame header that h (at least 2 bytes)
+// starts: 2 to 14 bytes, with the extended length and the mask key.
+func headerLen(h []byte) int {
+	hl := 2
+	switch h[1] & 0x7f {
+	case 126:
+		hl = 4
+	case 127:
+		hl = 10
+	}
+	if h[1]&0x80 != 0 {
+		hl += 4
+	}
+	return hl
+}
+
+// parseHeader reads the frame header at the start of h, which holds at
+// least headerLen(h) bytes; hl includes the mask key when masked.
+func parseHeader(h []byte) (fin bool, op byte, masked bool, n, hl int, err error) {
+	fin, op, masked = h[0]&0x80 != 0, h[0]&0x0f, h[1]&0x80 != 0
+	n, hl = int(h[1]&0x7f), 2
+	switch n {
+	case 126:
+		n, hl = int(binary.BigEndian.Uint16(h[2:4])), 4
+	case 127:
+		n64 := binary.BigEndian.Uint64(h[2:10])
+		if n64 > 1<<30 {
+			return fin, op, masked, 0, 0, fmt.Errorf("websocket: frame of %d bytes", n64)
+		}
+		n, hl = int(n64), 10
+	}
+	if masked {
+		hl += 4
+	}
+	return fin, op, masked, n, hl, nil
+}
+
 // next returns the next data message (text or binary). Pings are answered
 // and pongs skipped here. The payload is valid until the next call. After a
 // close frame it answers it and returns errClosed with CloseCode set.
@@ -152,37 +189,16 @@ func (c *wsConn) next() (op byte, payload []byte, err error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		fin := h[0]&0x80 != 0
-		fop := h[0] & 0x0f
-		masked := h[1]&0x80 != 0
-		n := int(h[1] & 0x7f)
-		hl := 2
-		switch n {
-		case 126:
-			h, err = c.br.Peek(4)
-			if err != nil {
-				return 0, nil, err
-			}
-			n, hl = int(binary.BigEndian.Uint16(h[2:4])), 4
-		case 127:
-			h, err = c.br.Peek(10)
-			if err != nil {
-				return 0, nil, err
-			}
-			n64 := binary.BigEndian.Uint64(h[2:10])
-			if n64 > 1<<30 {
-				return 0, nil, fmt.Errorf("websocket: frame of %d bytes", n64)
-			}
-			n, hl = int(n64), 10
+		if h, err = c.br.Peek(headerLen(h)); err != nil {
+			return 0, nil, err
+		}
+		fin, fop, masked, n, hl, err := parseHeader(h)
+		if err != nil {
+			return 0, nil, err
 		}
 		var key [4]byte
 		if masked {
-			h, err = c.br.Peek(hl + 4)
-			if err != nil {
-				return 0, nil, err
-			}
-			copy(key[:], h[hl:hl+4])
-			hl += 4
+			copy(key[:], h[hl-4:hl])
 		}
 		if _, err := c.br.Discard(hl); err != nil {
 			return 0, nil, err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -261,19 +260,7 @@ func (c *wsConn) consume(b []byte, handle func([]byte)) (int, error) {
 			}
 		case opPong:
 		case opClose:
-			code, reason := 1005, ""
-			if len(p) >= 2 {
-				code, reason = int(binary.BigEndian.Uint16(p[:2])), string(p[2:])
-			}
-			c.CloseCode, c.CloseReason = code, reason
-			var reply [2]byte
-			binary.BigEndian.PutUint16(reply[:], uint16(code))
-			if code == 1005 {
-				_ = c.writeFrame(opClose, nil)
-			} else {
-				_ = c.writeFrame(opClose, reply[:])
-			}
-			return used, errClosed
+			return used, c.answerClose(p)
 		case opText, opBin:
 			if fin {
 				handle(p)

@@ -141,6 +141,24 @@ const (
 	opPong  = 0xA
 )
 
+// answerClose records the server's close frame (payload p), echoes its
+// code and returns errClosed.
+func (c *wsConn) answerClose(p []byte) error {
+	code, reason := 1005, ""
+	if len(p) >= 2 {
+		code, reason = int(binary.BigEndian.Uint16(p[:2])), string(p[2:])
+	}
+	c.CloseCode, c.CloseReason = code, reason
+	if code == 1005 {
+		_ = c.writeFrame(opClose, nil)
+	} else {
+		var reply [2]byte
+		binary.BigEndian.PutUint16(reply[:], uint16(code))
+		_ = c.writeFrame(opClose, reply[:])
+	}
+	return errClosed
+}
+
 // headerLen is the length of the frame header that h (at least 2 bytes)
 // starts: 2 to 14 bytes, with the extended length and the mask key.
 func headerLen(h []byte) int {
@@ -247,21 +265,7 @@ func (c *wsConn) next() (op byte, payload []byte, err error) {
 		case opPong:
 			continue
 		case opClose:
-			code := 1005
-			reason := ""
-			if len(p) >= 2 {
-				code = int(binary.BigEndian.Uint16(p[:2]))
-				reason = string(p[2:])
-			}
-			c.CloseCode, c.CloseReason = code, reason
-			var reply [2]byte
-			binary.BigEndian.PutUint16(reply[:], uint16(code))
-			if code == 1005 {
-				_ = c.writeFrame(opClose, nil)
-			} else {
-				_ = c.writeFrame(opClose, reply[:])
-			}
-			return 0, nil, errClosed
+			return 0, nil, c.answerClose(p)
 		case opText, opBin:
 			if fin {
 				return fop, p, nil

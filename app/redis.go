@@ -40,35 +40,13 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 // events; an instance that re-asserts later sends its own joins after it.
 func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
 	for _, name := range roomNames {
-		members, err := s.store.Members(ctx, name)
+		frame, err := s.syncFrameOf(ctx, name)
 		if err != nil {
-			s.log.Warn("sync after re-assert: read members", "room", name, "err", err)
+			s.log.Warn("sync after re-assert", "room", name, "err", err)
 			continue
 		}
-		if err := s.hub.Publish(ctx, name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)})); err != nil {
+		if err := s.hub.Publish(ctx, name, "", frame); err != nil {
 			s.log.Warn("sync after re-assert: publish", "room", name, "err", err)
 		}
-	}
-}
-
-// resyncRooms runs on the broker's delivery goroutine after a pub/sub gap,
-// before any later payload: first re-assert this instance's sessions (Redis
-// may have restarted empty), then send each room its member list, so no
-// older snapshot can overtake a newer event.
-func (s *Server) resyncRooms(roomNames []string) {
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	s.keeper.Tick(ctx)
-	cancel()
-	// Each room gets its own deadline: with many rooms one shared deadline
-	// would run out part way and leave the rest without their sync.
-	for _, name := range roomNames {
-		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-		members, err := s.store.Members(ctx, name)
-		cancel()
-		if err != nil {
-			s.log.Warn("resync: read members", "room", name, "err", err)
-			continue
-		}
-		s.hub.Broadcast(name, "", encode(syncFrame{Type: "sync", Room: name, Members: nonNil(members)}))
 	}
 }

@@ -120,9 +120,35 @@ func (s *Server) buildBackends() error {
 	return s.buildRedisBackends(popts, hubOpts)
 }
 
-// resync answers a broker gap: the rooms' clients get a fresh member list.
+// resync answers a broker gap. It runs on the broker's delivery goroutine
+// of the rooms, before any later payload: first re-assert this instance's
+// sessions (Redis may have restarted empty), then send each room's local
+// clients the member list, so no older snapshot can overtake a newer event.
 func (s *Server) resync(roomNames []string) {
-	s.resyncRooms(roomNames)
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	s.keeper.Tick(ctx)
+	cancel()
+	// Each room gets its own deadline: with many rooms one shared deadline
+	// would run out part way and leave the rest without their sync.
+	for _, name := range roomNames {
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		frame, err := s.syncFrameOf(ctx, name)
+		cancel()
+		if err != nil {
+			s.log.Warn("resync", "room", name, "err", err)
+			continue
+		}
+		s.hub.Broadcast(name, "", frame)
+	}
+}
+
+// syncFrameOf reads the room's members and encodes its sync frame.
+func (s *Server) syncFrameOf(ctx context.Context, room string) ([]byte, error) {
+	members, err := s.store.Members(ctx, room)
+	if err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	return encode(syncFrame{Type: "sync", Room: room, Members: nonNil(members)}), nil
 }
 
 // Run serves on ln until ctx ends, then shuts down gracefully.

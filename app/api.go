@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	fws "github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
@@ -65,6 +66,9 @@ func (s *Server) routes() *fiber.App {
 	api.Get("/rooms", s.requireAPIKey, s.listRooms)
 	api.Get("/rooms/:room/members", s.roomParam, s.listMembers)
 	api.Post("/rooms/:room/messages", s.roomParam, s.requireAPIKey, s.postMessage)
+	api.Get("/rooms/:room/messages", s.roomParam, s.listMessages)
+	api.Get("/rooms/:room/state", s.roomParam, s.getState)
+	api.Delete("/rooms/:room", s.roomParam, s.requireAPIKey, s.deleteRoom)
 
 	if s.devKey != nil {
 		app.Get("/dev/token", s.devToken)
@@ -160,8 +164,13 @@ func (s *Server) listMembers(c *fiber.Ctx) error {
 
 func (s *Server) postMessage(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
+	if !utf8.Valid(c.Body()) {
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "body is not valid UTF-8")
+	}
 	var body struct {
-		Data json.RawMessage `json:"data"`
+		Data      json.RawMessage `json:"data"`
+		Ephemeral bool            `json:"ephemeral"`
+		Key       *string         `json:"key"`
 	}
 	if err := json.Unmarshal(c.Body(), &body); err != nil {
 		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "body must be a JSON object {\"data\": ...}")
@@ -172,12 +181,22 @@ func (s *Server) postMessage(c *fiber.Ctx) error {
 	if len(body.Data) > s.cfg.MaxMessageBytes {
 		return apiError(c, fiber.StatusRequestEntityTooLarge, codeTooLarge, "data is over ROOMCAST_MAX_MESSAGE_BYTES")
 	}
+	key := ""
+	if body.Key != nil {
+		if key = utils.CopyString(*body.Key); key == "" || len([]rune(key)) > maxKeyChars {
+			return apiError(c, fiber.StatusBadRequest, codeBadRequest, "key is 1 to 64 characters")
+		}
+	}
 	data := append(json.RawMessage(nil), body.Data...)
-	id, err := s.publish(room, sender{User: "server"}, data, "")
+	p, err := s.publish(room, sender{User: "server"}, data, "", !body.Ephemeral, key)
 	if err != nil {
 		return s.unavailable(c, "publish", err)
 	}
-	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"id": id})
+	out := fiber.Map{"id": p.ID}
+	if p.Position.Seq > 0 {
+		out["seq"] = p.Position.Seq
+	}
+	return c.Status(fiber.StatusAccepted).JSON(out)
 }
 
 func (s *Server) unavailable(c *fiber.Ctx, what string, err error) error {

@@ -33,6 +33,9 @@ type Config struct {
 	Dev              bool
 	PingInterval     time.Duration
 	ShutdownTimeout  time.Duration
+	HistorySize      int
+	HistoryTTL       time.Duration
+	MaxStateBytes    int
 }
 
 func defaultConfig() Config {
@@ -45,6 +48,9 @@ func defaultConfig() Config {
 		Rate:            50,
 		PingInterval:    25 * time.Second,
 		ShutdownTimeout: 8 * time.Second,
+		HistorySize:     1000,
+		HistoryTTL:      24 * time.Hour,
+		MaxStateBytes:   1 << 20,
 	}
 }
 
@@ -114,6 +120,9 @@ var settings = []setting{
 	intSetting("max-message-bytes", "largest frame a client may send", 512, func(c *Config) *int { return &c.MaxMessageBytes }),
 	intSetting("send-queue", "frames queued per connection before it is closed as too slow", 1, func(c *Config) *int { return &c.SendQueue }),
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
+	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
+	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
+	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
 		set: func(c *Config, v string) error {
@@ -221,6 +230,10 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_PING_INTERVAL must be at least 100ms")
 	case c.PresenceTTL < time.Second:
 		return errors.New("ROOMCAST_PRESENCE_TTL must be at least 1s")
+	case c.HistorySize > 100000:
+		return errors.New("ROOMCAST_HISTORY_SIZE must be at most 100000")
+	case c.HistoryTTL < time.Second:
+		return errors.New("ROOMCAST_HISTORY_TTL must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -243,6 +256,7 @@ func (c Config) logAttrs() []any {
 		"addr", c.Addr, "mode", mode, "dev", c.Dev,
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
+		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

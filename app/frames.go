@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/roomcast/roomcast/presence"
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // Server frames other than join/leave/update (built by presence).
@@ -15,6 +16,14 @@ type welcomeFrame struct {
 	Me       presence.Member   `json:"me"`
 	Members  []presence.Member `json:"members"`
 	Instance string            `json:"instance"`
+	// The room's position as of the welcome (absent with storing off).
+	Epoch string  `json:"epoch,omitempty"`
+	Seq   *uint64 `json:"seq,omitempty"`
+	// Whether the since=<epoch>:<seq> asked for was resumed; absent
+	// without one.
+	Recovered *bool `json:"recovered,omitempty"`
+	// The room's state, for since=start (and a resume that failed).
+	State *rooms.State `json:"state,omitempty"`
 }
 
 type syncFrame struct {
@@ -41,6 +50,7 @@ type ackFrame struct {
 	Type string `json:"type"`
 	Ref  string `json:"ref"`
 	ID   string `json:"id,omitempty"`
+	Seq  uint64 `json:"seq,omitempty"`
 }
 
 type errorFrame struct {
@@ -57,12 +67,18 @@ type pongFrame struct {
 
 // clientFrame is any frame a client sends.
 type clientFrame struct {
-	Type string          `json:"type"`
-	Ref  *string         `json:"ref"`
-	Data json.RawMessage `json:"data"`
-	Echo bool            `json:"echo"`
-	Meta json.RawMessage `json:"meta"`
+	Type      string          `json:"type"`
+	Ref       *string         `json:"ref"`
+	Data      json.RawMessage `json:"data"`
+	Echo      bool            `json:"echo"`
+	Ephemeral bool            `json:"ephemeral"`
+	Key       *string         `json:"key"`
+	Meta      json.RawMessage `json:"meta"`
+	Seq       *uint64         `json:"seq"`
 }
+
+// maxKeyChars bounds a publish key.
+const maxKeyChars = 64
 
 // Error codes of error frames and HTTP error bodies.
 const (
@@ -71,6 +87,8 @@ const (
 	codeRateLimited = "rate_limited"
 	codeInternal    = "internal"
 	codeUnavailable = "unavailable"
+	codeStaleState  = "stale_state"
+	codeBadSince    = "bad_since"
 )
 
 func encode(v any) []byte {

@@ -20,6 +20,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	closes       *prometheus.CounterVec
 	brokerGaps   prometheus.Counter
+	streamGaps   *prometheus.CounterVec
 	heartbeatErr prometheus.Counter
 }
 
@@ -36,9 +37,10 @@ func newMetrics(localRooms func() int) *metrics {
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_auth_failures_total", Help: "Refused connections and API calls, by reason."}, []string{"reason"})
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections that ended with a close frame from the server, by its code (1000 answers a client's close; 0 is not counted: the socket just dropped)."}, []string{"code"})
 	m.brokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_broker_gaps_total", Help: "Pub/sub reconnects after which rooms were resynchronised."})
+	m.streamGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_stream_gaps_total", Help: "Gaps in a room's stored messages seen on delivery: filled from the history, or lost (the room's connections closed with 4010)."}, []string{"outcome"})
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
-		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.heartbeatErr,
+		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.heartbeatErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

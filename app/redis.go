@@ -27,6 +27,7 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		OnPublishError: func(err error) {
 			s.log.Warn("publish batch lost", "err", err)
 		},
+		Stream: s.streamOptions(),
 	})
 	s.hub = rooms.NewHub(s.broker, hubOpts)
 	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})

@@ -109,15 +109,29 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 // when ROOMCAST_REDIS_URL is set.
 func (s *Server) buildBackends() error {
 	popts := presence.Options{TTL: s.cfg.PresenceTTL, LeaveGrace: s.cfg.LeaveGrace}
-	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync}
+	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap}
 	if s.cfg.RedisURL == "" {
-		b := rooms.NewMemoryBroker()
+		b := rooms.NewMemoryBroker(s.streamOptions())
 		s.broker = b
 		s.hub = rooms.NewHub(b, hubOpts)
 		s.store = presence.NewMemoryStore(popts, s.hub)
 		return nil
 	}
 	return s.buildRedisBackends(popts, hubOpts)
+}
+
+func (s *Server) streamOptions() rooms.StreamOptions {
+	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL}
+}
+
+// streamGap counts a gap in a room's stored messages.
+func (s *Server) streamGap(room string, missing uint64, filled bool) {
+	outcome := "filled"
+	if !filled {
+		outcome = "lost"
+	}
+	s.metrics.streamGaps.WithLabelValues(outcome).Inc()
+	s.log.Info("gap in stored messages", "room", room, "missing", missing, "outcome", outcome)
 }
 
 // resync answers a broker gap. It runs on the broker's delivery goroutine

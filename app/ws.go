@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fasthttp/websocket"
 	fws "github.com/gofiber/contrib/websocket"
@@ -26,6 +27,8 @@ import (
 const (
 	localClaims = "roomcast.claims"
 	localRoom   = "roomcast.room"
+	localSince  = "roomcast.since"
+	localState  = "roomcast.state"
 )
 
 // apiError is the JSON body of every HTTP error.
@@ -61,6 +64,18 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	if !rooms.ValidName(room) {
 		return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 	}
+	from, err := parseSince(c.Query("since"))
+	if err != nil {
+		return apiError(c, fiber.StatusBadRequest, codeBadSince, err.Error())
+	}
+	stateCapable := false
+	switch c.Query("state") {
+	case "", "0":
+	case "1":
+		stateCapable = true
+	default:
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "state is 1 (this client answers state requests) or 0")
+	}
 	claims, err := s.verifier.Verify(bearer(c))
 	if err != nil {
 		return s.refuseToken(c, err)
@@ -87,6 +102,8 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	}
 	c.Locals(localClaims, claims)
 	c.Locals(localRoom, room)
+	c.Locals(localSince, from)
+	c.Locals(localState, stateCapable)
 	return c.Next()
 }
 
@@ -126,6 +143,8 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	defer s.live.leave()
 	claims := fc.Locals(localClaims).(*auth.Claims)
 	room := fc.Locals(localRoom).(string)
+	from := fc.Locals(localSince).(since)
+	stateCapable := fc.Locals(localState).(bool)
 	ws := fc.Conn
 	start := time.Now()
 	id := uuid.NewString()
@@ -135,6 +154,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 		QueueSize: s.cfg.SendQueue,
 		OnSlow:    func(*rooms.Conn) { s.metrics.slowDropped.Inc() },
 	})
+	conn.StateCapable = stateCapable
 	conn.MarkRead(start.UnixNano())
 	// Control frames never leave NextReader, so they mark the connection
 	// alive here: a client that only listens still answers our pings.
@@ -158,7 +178,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	s.metrics.connects.Inc()
 	defer s.metrics.connections.Dec()
 
-	if err := s.join(conn, claims); errors.Is(err, errDraining) {
+	if err := s.join(conn, claims, from); errors.Is(err, errDraining) {
 		conn.Close(rooms.CloseGoingAway, "server shutting down")
 		s.finish(conn, t)
 		return
@@ -203,7 +223,7 @@ func (s *Server) logConn(level slog.Level, conn *rooms.Conn, msg string, args ..
 // join registers conn in its room and sends the welcome: subscribe first,
 // then add presence, then read the snapshot, so no event after the snapshot
 // is missed (an event already in it is applied again harmlessly).
-func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
+func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
 	if err := s.hub.Add(ctx, conn); err != nil {
@@ -235,8 +255,13 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims) error {
 				me = m
 			}
 		}
-		welcome := encode(welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID})
-		if conn.Start(welcome) {
+		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID}
+		frames, pos, err := s.welcomeFrames(ctx, conn, w, from)
+		if err != nil {
+			s.undoJoin(conn, true)
+			return fmt.Errorf("read the room's stream: %w", err)
+		}
+		if conn.StartAt(frames, pos) {
 			return nil
 		}
 		if attempt == 3 {
@@ -272,8 +297,8 @@ var errDraining = errors.New("instance is shutting down")
 // one label: a client must not be able to mint series.
 func closeLabel(code int) string {
 	switch code {
-	case rooms.CloseNormal, rooms.CloseGoingAway, rooms.CloseTooBig, 1011,
-		rooms.CloseTokenExpired, rooms.CloseTooSlow, rooms.CloseRateLimited:
+	case rooms.CloseNormal, rooms.CloseGoingAway, rooms.CloseInvalidUTF8, rooms.CloseTooBig, 1011,
+		rooms.CloseTokenExpired, rooms.CloseTooSlow, rooms.CloseResync, rooms.CloseRateLimited:
 		return strconv.Itoa(code)
 	}
 	return "other"
@@ -297,7 +322,9 @@ func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {
 // the close frame is not lost to a reset.
 func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Claims) {
 	lim := newRateLimit(s.cfg.Rate, time.Now())
-	max := s.cfg.MaxMessageBytes
+	maxMsg := s.cfg.MaxMessageBytes
+	// A state frame may be as large as its data may be, plus its fields.
+	maxRead := max(maxMsg, s.cfg.MaxStateBytes+4096)
 	for {
 		mt, r, err := ws.NextReader()
 		if err != nil {
@@ -309,12 +336,20 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 			continue
 		}
 		s.metrics.messagesIn.Inc()
-		data, tooBig, err := readLimited(r, max)
+		data, tooBig, err := readLimited(r, maxRead)
 		if err != nil {
 			return
 		}
-		if tooBig {
-			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", max))
+		isState := len(data) > maxMsg && mt == websocket.TextMessage && frameType(data) == "state"
+		if tooBig && isState {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return
+			}
+			s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
+			continue
+		}
+		if tooBig || len(data) > maxMsg && !isState {
+			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
 			continue
 		}
 		if ok, cut := lim.allow(now); !ok {
@@ -328,6 +363,12 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 		}
 		if mt != websocket.TextMessage {
 			s.sendError(conn, "", codeBadRequest, "binary frames are not accepted; send JSON text frames")
+			continue
+		}
+		// Nothing relayed or stored may be invalid UTF-8: a browser
+		// drops its socket on such a frame.
+		if !utf8.Valid(data) {
+			conn.Close(rooms.CloseInvalidUTF8, "text frame is not valid UTF-8")
 			continue
 		}
 		s.handleFrame(conn, claims, data)
@@ -360,24 +401,11 @@ func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, data []byte)
 	}
 	switch f.Type {
 	case "publish":
-		if len(f.Data) == 0 {
-			s.sendError(conn, ref, codeBadRequest, "publish needs a data field")
-			return
-		}
-		exclude := conn.ID
-		if f.Echo {
-			exclude = ""
-		}
-		id, err := s.publish(conn.Room, sender{User: claims.Subject, Conn: conn.ID}, f.Data, exclude)
-		if err != nil {
-			s.sendError(conn, ref, codeUnavailable, "message not sent: the broker is unavailable")
-			return
-		}
-		if ref != "" {
-			conn.Send(encode(ackFrame{Type: "ack", Ref: ref, ID: id}))
-		}
+		s.handlePublish(conn, sender{User: claims.Subject, Conn: conn.ID}, &f, ref)
+	case "state":
+		s.handleState(conn, &f, ref)
 	case "presence":
-		if len(f.Meta) == 0 {
+		if len(f.Meta) == 0 || string(f.Meta) == "null" {
 			s.sendError(conn, ref, codeBadRequest, "presence needs a meta object")
 			return
 		}
@@ -406,17 +434,4 @@ func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, data []byte)
 	default:
 		s.sendError(conn, ref, codeBadRequest, fmt.Sprintf("unknown frame type %q", f.Type))
 	}
-}
-
-// publish encodes a message frame once and hands it to the room.
-func (s *Server) publish(room string, from sender, data json.RawMessage, exclude string) (string, error) {
-	id := uuid.NewString()
-	frame := encode(messageFrame{Type: "message", Room: room, ID: id, From: from, TS: time.Now().UnixMilli(), Data: data})
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	defer cancel()
-	if err := s.hub.Publish(ctx, room, exclude, frame); err != nil {
-		return "", err
-	}
-	s.metrics.published.Inc()
-	return id, nil
 }

@@ -1,4 +1,5 @@
--- Shared by every presence script: Go prepends this file to each of them.
+-- Shared by every presence script: Go prepends rooms/wire's envelope.lua
+-- and this file to each of them.
 --
 -- KEYS (one room, all with the {room} hash tag, then two cluster-wide indexes)
 --   1 conns       ZSET conn -> expiry (unix ms)
@@ -54,13 +55,13 @@ local function member_json(rec, conns)
 end
 
 -- publish sends a presence frame to the room in the broker's envelope
--- format ("<exclude>|<frame>", nobody excluded).
+-- (rooms/wire envelope.lua, prepended by Go): nobody excluded, no position.
 local function publish(typ, member, reason)
   local f = '{"type":"' .. typ .. '","room":' .. ROOM_JSON .. ',"member":' .. member
   if reason then
     f = f .. ',"reason":"' .. reason .. '"'
   end
-  redis.call('PUBLISH', CHANNEL, '|' .. f .. '}')
+  redis.call('PUBLISH', CHANNEL, envelope('', '', f .. '}'))
 end
 
 local function conn_count(user)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/wire"
 )
 
 // The scripts share presence_lib.lua, which is prepended to each, and take
@@ -35,11 +35,11 @@ var (
 	//go:embed due_rooms.lua
 	dueRoomsLua string
 
-	joinScript      = redis.NewScript(presenceLib + joinLua)
-	leaveScript     = redis.NewScript(presenceLib + leaveLua)
-	setMetaScript   = redis.NewScript(presenceLib + setMetaLua)
-	heartbeatScript = redis.NewScript(presenceLib + heartbeatLua)
-	sweepScript     = redis.NewScript(presenceLib + sweepLua)
+	joinScript      = redis.NewScript(wire.EnvelopeLua + presenceLib + joinLua)
+	leaveScript     = redis.NewScript(wire.EnvelopeLua + presenceLib + leaveLua)
+	setMetaScript   = redis.NewScript(wire.EnvelopeLua + presenceLib + setMetaLua)
+	heartbeatScript = redis.NewScript(wire.EnvelopeLua + presenceLib + heartbeatLua)
+	sweepScript     = redis.NewScript(wire.EnvelopeLua + presenceLib + sweepLua)
 	dueRoomsScript  = redis.NewScript(dueRoomsLua)
 )
 
@@ -50,7 +50,7 @@ const sweepBatch = 1000
 // RedisStore is the Store of a cluster: presence lives in Redis and every
 // change and its frame happen in one Lua script, so joins and leaves are
 // published exactly once across instances. Frames go straight from Redis
-// to the room's broker channel (rooms.Channel), not through a Publisher.
+// to the room's broker channel (wire.Keys.Channel), not through a Publisher.
 type RedisStore struct {
 	client redis.UniversalClient
 	o      Options
@@ -72,7 +72,7 @@ type RedisOptions struct {
 	// all instances share one clock; set it only to control time in tests.
 	Options
 	// Prefix starts every key and channel name. Zero value means
-	// "roomcast:". It must match the broker's prefix.
+	// wire.DefaultPrefix. It must match the broker's prefix.
 	Prefix string
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
@@ -90,7 +90,7 @@ type RedisOptions struct {
 func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 	serverTime := o.Now == nil
 	if o.Prefix == "" {
-		o.Prefix = "roomcast:"
+		o.Prefix = wire.DefaultPrefix
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -110,20 +110,12 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 // Keys of a room. The {room} hash tag keeps them, and the room's channel,
 // in one Redis Cluster slot.
 func (s *RedisStore) roomKeys(room string) []string {
-	p := s.prefix + "{" + room + "}:"
-	return []string{
-		p + "conns",
-		p + "conn_user",
-		p + "conn_count",
-		p + "members",
-		p + "grace",
-		s.roomsKey(),
-		s.dueKey(),
-	}
+	k := wire.RoomKeys(s.prefix, room)
+	return []string{k.Conns, k.ConnUser, k.ConnCount, k.Members, k.Grace, s.roomsKey(), s.dueKey()}
 }
 
-func (s *RedisStore) roomsKey() string { return s.prefix + "rooms" }
-func (s *RedisStore) dueKey() string   { return s.prefix + "due" }
+func (s *RedisStore) roomsKey() string { return wire.RoomsIndex(s.prefix) }
+func (s *RedisStore) dueKey() string   { return wire.DueIndex(s.prefix) }
 
 func (s *RedisStore) now() string {
 	if s.serverTime {
@@ -142,7 +134,7 @@ func (s *RedisStore) args(room string, extra ...any) []any {
 		s.keep.Milliseconds(),
 		room,
 		jsonString(room),
-		rooms.Channel(s.prefix, room),
+		wire.RoomKeys(s.prefix, room).Channel,
 	)
 	return append(a, extra...)
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/wire"
 	"github.com/roomcast/roomcast/tests/redisproc"
 )
 
@@ -73,12 +73,12 @@ func subscribeFrames(t *testing.T, c *redis.Client, prefix string) *frameLog {
 				fences <- m.Payload
 				continue
 			}
-			exclude, f, ok := rooms.OpenEnvelope([]byte(m.Payload))
-			if !ok || exclude != "" {
-				log.add("not an envelope for everyone: " + m.Payload)
+			e, ok := wire.Open([]byte(m.Payload))
+			if !ok || e.Exclude != "" || e.Stored() {
+				log.add("not an unstored envelope for everyone: " + m.Payload)
 				continue
 			}
-			log.add(string(f))
+			log.add(string(e.Frame))
 		}
 	}()
 	t.Cleanup(func() {

@@ -5,16 +5,19 @@ import (
 	"errors"
 )
 
-// Broker carries opaque payloads for a room to every instance subscribed to
-// that room, including the publishing one. Payloads of one room arrive in
-// the order the broker accepted them.
+// Broker carries a room's payloads to every instance subscribed to that
+// room, including the publishing one, and owns the room's stream: the
+// stored messages with their positions, and the room's state. Payloads of
+// one room arrive in the order the broker accepted them, so stored
+// messages arrive in seq order (with gaps only where a connection to the
+// broker was lost; the Hub fills them from History).
 type Broker interface {
 	// Start begins delivering subscribed rooms' payloads to r. It returns
 	// once the broker is ready to subscribe.
 	Start(ctx context.Context, r Receiver) error
-	// Publish hands payload to the broker for room. It does not wait for
-	// remote delivery; it may return ErrBrokerDown when the broker cannot
-	// accept payloads.
+	// Publish hands an unstored payload (a wire envelope) to the broker
+	// for room. It does not wait for remote delivery; it may return
+	// ErrBrokerDown when the broker cannot accept payloads.
 	Publish(ctx context.Context, room string, payload []byte) error
 	// Subscribe makes this instance receive the room's payloads. It returns
 	// only once the subscription is active, so a caller that reads a
@@ -26,14 +29,44 @@ type Broker interface {
 	Ready(ctx context.Context) error
 	// Close stops the broker's goroutines and waits for them.
 	Close() error
+
+	Stream
+}
+
+// Stream is the durable side of a Broker: positions, history and state.
+type Stream interface {
+	// PublishMessage stores m (unless it is not Stored) and publishes it,
+	// in one step, so the room's pub/sub order is its seq order. A
+	// message whose Key was published within KeyWindow is neither stored
+	// nor published again: the result is the first one's, Duplicate set.
+	PublishMessage(ctx context.Context, room string, m Message) (Published, error)
+	// Position returns the room's epoch and latest seq, starting a new
+	// epoch when the room has none.
+	Position(ctx context.Context, room string) (Position, error)
+	// History returns up to limit stored messages after seq after (from
+	// the oldest held when the history no longer reaches back that far).
+	History(ctx context.Context, room string, after uint64, limit int) (History, error)
+	// SaveState keeps data as the room's state at seq, or returns
+	// ErrStaleState when the room holds a later state or seq is ahead of
+	// the room's.
+	SaveState(ctx context.Context, room string, seq uint64, data []byte) error
+	// State returns the room's position and its latest state, if any.
+	State(ctx context.Context, room string) (Position, *State, error)
+	// Reset forgets the room's history and state and starts a new epoch;
+	// every instance closes the room's connections with CloseResync.
+	Reset(ctx context.Context, room string) (Position, error)
+	// ClaimStateRequest reports whether this instance is the one to ask a
+	// connection for the room's state at seq (once per request,
+	// cluster-wide).
+	ClaimStateRequest(ctx context.Context, room string, seq uint64) (bool, error)
 }
 
 // Receiver is what a Broker delivers to; the Hub is one.
 type Receiver interface {
 	// Deliver is called for every payload of a subscribed room, in the
 	// room's order; payloads of one room come from one goroutine at a
-	// time, different rooms may be delivered concurrently. It must not
-	// block.
+	// time, different rooms may be delivered concurrently. It should not
+	// block; filling a gap from History is the exception.
 	Deliver(room string, payload []byte)
 	// Resync is called after a gap in which payloads for rooms may have
 	// been lost (for example a pub/sub reconnect), once the subscriptions
@@ -43,3 +76,7 @@ type Receiver interface {
 
 // ErrBrokerDown is returned when the broker cannot accept a payload.
 var ErrBrokerDown = errors.New("rooms: broker unavailable")
+
+// ErrStaleState is returned by SaveState for a state older than the room's
+// or ahead of the room's seq.
+var ErrStaleState = errors.New("rooms: state older than the stored one or ahead of the room")

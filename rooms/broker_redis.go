@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms/wire"
 )
 
 // RedisBroker is the Broker of a cluster: one Redis pub/sub channel per room
@@ -66,18 +68,20 @@ type subscription struct {
 	ready  chan struct{} // closed when active
 }
 
+// outgoing is a plain PUBLISH of payload on channel, or a script call.
 type outgoing struct {
 	channel string
 	payload []byte
+	call    *scriptCall
 }
 
 var _ Broker = (*RedisBroker)(nil)
 
 // RedisBrokerOptions configure a RedisBroker.
 type RedisBrokerOptions struct {
-	// Prefix starts every channel name. Zero value means "roomcast:". It
-	// must match the presence store's, whose scripts publish to the same
-	// channels.
+	// Prefix starts every key and channel name (rooms/wire). Zero value
+	// means wire.DefaultPrefix. The presence store's must be the same:
+	// its scripts publish to the same channels.
 	Prefix string
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
@@ -107,17 +111,20 @@ type RedisBrokerOptions struct {
 	// OnPublishError, if set, is called with each failed publish batch
 	// (its payloads are lost), e.g. to count errors.
 	OnPublishError func(error)
+	// Stream configures stored messages (zero value: none stored).
+	Stream StreamOptions
 }
 
 // NewRedisBroker returns a broker on client. Call Start before anything
 // else and Close when done.
 func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBroker {
 	if o.Prefix == "" {
-		o.Prefix = "roomcast:"
+		o.Prefix = wire.DefaultPrefix
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Stream = o.Stream.withDefaults()
 	if o.DeliveryShards <= 0 {
 		o.DeliveryShards = runtime.GOMAXPROCS(0)
 	}
@@ -193,7 +200,7 @@ func (b *RedisBroker) Publish(_ context.Context, room string, payload []byte) er
 		return ErrBrokerDown
 	}
 	select {
-	case b.queue <- outgoing{Channel(b.o.Prefix, room), payload}:
+	case b.queue <- outgoing{channel: wire.RoomKeys(b.o.Prefix, room).Channel, payload: payload}:
 		return nil
 	default:
 		return fmt.Errorf("redis publish queue full (%d payloads): %w", cap(b.queue), ErrBrokerDown)
@@ -203,7 +210,7 @@ func (b *RedisBroker) Publish(_ context.Context, room string, payload []byte) er
 // Subscribe implements Broker: it returns once Redis confirmed the
 // subscription.
 func (b *RedisBroker) Subscribe(ctx context.Context, room string) error {
-	ch := Channel(b.o.Prefix, room)
+	ch := wire.RoomKeys(b.o.Prefix, room).Channel
 	b.mu.Lock()
 	if b.closed || !b.started {
 		b.mu.Unlock()
@@ -263,7 +270,7 @@ func (b *RedisBroker) forget(ch string, s *subscription) {
 // Unsubscribe implements Broker. Delivery for the room stops at once, even
 // if Redis has not confirmed yet.
 func (b *RedisBroker) Unsubscribe(ctx context.Context, room string) error {
-	ch := Channel(b.o.Prefix, room)
+	ch := wire.RoomKeys(b.o.Prefix, room).Channel
 	b.mu.Lock()
 	if _, ok := b.subs[ch]; !ok {
 		b.mu.Unlock()
@@ -637,12 +644,37 @@ func (b *RedisBroker) flush(batch []outgoing) {
 }
 
 func (b *RedisBroker) send(ctx context.Context, batch []outgoing) {
-	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, o := range batch {
-			p.Publish(ctx, o.channel, o.payload)
+	cmds := make([]redis.Cmder, len(batch))
+	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, o := range batch {
+			if o.call != nil {
+				cmds[i] = o.call.script.EvalSha(ctx, p, o.call.keys, o.call.args...)
+			} else {
+				cmds[i] = p.Publish(ctx, o.channel, o.payload)
+			}
 		}
 		return nil
 	})
+	var err error
+	for i, o := range batch {
+		if o.call == nil {
+			if cerr := cmds[i].Err(); cerr != nil && err == nil {
+				err = cerr
+			}
+			continue
+		}
+		c := cmds[i].(*redis.Cmd)
+		val, cerr := c.Result()
+		if cerr != nil && redis.HasErrorPrefix(cerr, "NOSCRIPT") {
+			// Redis restarted and forgot the script: it did not run, so
+			// running it again (in order) cannot store twice.
+			val, cerr = o.call.script.Run(ctx, b.client, o.call.keys, o.call.args...).Result()
+		}
+		if cerr != nil && err == nil {
+			err = cerr
+		}
+		o.call.done <- scriptResult{val: val, err: cerr}
+	}
 	if err == nil {
 		return
 	}

@@ -173,7 +173,7 @@ func testBroker(t *testing.T, newBroker newTestBroker) {
 
 func TestMemoryBroker(t *testing.T) {
 	testBroker(t, func(t *testing.T, r Receiver) Broker {
-		b := NewMemoryBroker()
+		b := NewMemoryBroker(StreamOptions{})
 		if err := b.Start(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}

@@ -10,9 +10,11 @@ import (
 const (
 	CloseNormal       = 1000
 	CloseGoingAway    = 1001
+	CloseInvalidUTF8  = 1007
 	CloseTooBig       = 1009
 	CloseTokenExpired = 4001
 	CloseTooSlow      = 4008
+	CloseResync       = 4010
 	CloseRateLimited  = 4029
 )
 
@@ -48,6 +50,9 @@ type Conn struct {
 	ID   string
 	Room string
 	User string
+	// StateCapable: the client joined with state=1 and answers
+	// state_request frames.
+	StateCapable bool
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 
@@ -56,18 +61,26 @@ type Conn struct {
 	maxQueue int
 	onSlow   func(*Conn)
 
-	mu         sync.Mutex
-	queue      [][]byte
-	spare      [][]byte
-	controls   []control // pings and pongs, written before queued frames
-	flushRest  bool      // the transport holds the rest of an inline write
-	stale      bool      // held frames were dropped: the welcome must be rebuilt
-	held       bool      // frames wait until Start puts the welcome first
-	writing    bool
-	closing    bool
-	closeCode  int
-	closeText  string
-	closeSent  bool
+	mu        sync.Mutex
+	queue     [][]byte
+	spare     [][]byte
+	controls  []control // pings and pongs, written before queued frames
+	flushRest bool      // the transport holds the rest of an inline write
+	stale     bool      // held frames were dropped: the welcome must be rebuilt
+	held      bool      // frames wait until Start puts the welcome first
+	writing   bool
+	closing   bool
+	closeCode int
+	closeText string
+	closeSent bool
+	// The position of the last stored message queued: a stored frame is
+	// queued only when it is the next one, so the client's stream has no
+	// gap and no duplicate.
+	epoch string
+	seq   uint64
+	// While held, the seq of each queued frame (0 for unstored ones), so
+	// StartAt can drop those its replay already covers.
+	heldSeq    []uint64
 	done       chan struct{} // closed when the writer has sent the close frame or failed
 	writerDone chan struct{} // closed each time a writer exits; nil while none runs
 }
@@ -102,33 +115,140 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	}
 }
 
-// Start queues first ahead of every frame held so far and starts writing.
-// It returns false, and starts nothing, when held frames had to be dropped
-// for the queue bound since the last call: first may predate them, so the
-// caller builds it again from a fresh snapshot and calls Start again.
+// Start queues first ahead of every frame held so far and starts writing,
+// keeping the connection's position. See StartAt.
 func (c *Conn) Start(first []byte) bool {
 	c.mu.Lock()
+	pos := Position{Epoch: c.epoch, Seq: c.seq}
+	c.mu.Unlock()
+	return c.StartAt([][]byte{first}, pos)
+}
+
+// Position returns the position of the last stored message queued.
+func (c *Conn) Position() Position {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Position{Epoch: c.epoch, Seq: c.seq}
+}
+
+// setPosition is the Hub's, before the connection gets any frame.
+func (c *Conn) setPosition(p Position) {
+	c.mu.Lock()
+	c.epoch, c.seq = p.Epoch, p.Seq
+	c.mu.Unlock()
+}
+
+// StartAt queues first (the welcome and any replay, which cover the stream
+// up to pos) ahead of every frame held so far and starts writing. Held
+// stored frames that pos covers are dropped, and later ones must follow
+// pos without a gap. It returns false, and starts nothing, when held
+// frames had to be dropped for the queue bound since the last call: first
+// may predate them, so the caller builds it again from a fresh snapshot
+// and calls StartAt again.
+func (c *Conn) StartAt(first [][]byte, pos Position) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.stale && !c.closing {
 		c.stale = false
-		c.mu.Unlock()
 		return false
 	}
 	if c.closing {
 		// Closed before it began: the close frame is all it gets; held
 		// events must not follow it, nor go out without a welcome.
-		c.queue = nil
+		c.queue, c.heldSeq = nil, nil
 		c.held = false
 		c.kickLocked()
+		return true
+	}
+	switch {
+	case pos.Epoch != c.epoch:
+		c.dropHeldStoredLocked(^uint64(0))
+		c.epoch, c.seq = pos.Epoch, pos.Seq
+	case pos.Seq >= c.seq:
+		c.dropHeldStoredLocked(pos.Seq)
+		c.seq = pos.Seq
+	default:
+		// Held frames start after pos+1: the first ones are missing.
+		if held := c.firstHeldStoredLocked(); held == 0 || held > pos.Seq+1 {
+			c.queue, c.heldSeq = nil, nil
+			c.held = false
+			c.closeLocked(CloseResync, "missed messages: reconnect with since")
+			return true
+		}
+		c.dropHeldStoredLocked(pos.Seq)
+	}
+	q := make([][]byte, 0, len(first)+len(c.queue))
+	q = append(append(q, first...), c.queue...)
+	c.queue, c.heldSeq = q, nil
+	c.held = false
+	c.kickLocked()
+	return true
+}
+
+// dropHeldStoredLocked drops held stored frames with seq <= upTo.
+func (c *Conn) dropHeldStoredLocked(upTo uint64) {
+	q := c.queue[:0]
+	for i, f := range c.queue {
+		if seq := c.heldSeq[i]; seq != 0 && seq <= upTo {
+			continue
+		}
+		q = append(q, f)
+	}
+	clear(c.queue[len(q):])
+	c.queue = q
+}
+
+func (c *Conn) firstHeldStoredLocked() uint64 {
+	for _, seq := range c.heldSeq {
+		if seq != 0 {
+			return seq
+		}
+	}
+	return 0
+}
+
+// SendStored queues the stored frame at epoch:seq when it is the
+// connection's next one (a nil frame only moves the position past it). A frame it already has is skipped; one of another
+// epoch, or after a gap, closes the connection with CloseResync: the
+// client reconnects with its position and gets what it missed.
+func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	switch {
+	case epoch != c.epoch:
+		c.queue = nil
+		c.closeLocked(CloseResync, "the room's history was reset: reconnect with since")
+		c.mu.Unlock()
+		return false
+	case seq <= c.seq:
+		c.mu.Unlock()
+		return true
+	case seq != c.seq+1:
+		c.closeLocked(CloseResync, "missed messages: reconnect with since")
+		c.mu.Unlock()
+		return false
+	}
+	c.seq = seq
+	if frame == nil {
+		// The sender's own message, not echoed: only the position moves.
 		c.mu.Unlock()
 		return true
 	}
-	c.queue = append(c.queue, nil)
-	copy(c.queue[1:], c.queue)
-	c.queue[0] = first
-	c.held = false
-	c.kickLocked()
+	return c.sendLocked(frame, seq)
+}
+
+// ResetEpoch closes the connection with CloseResync unless it is already
+// at epoch: the room's history was reset.
+func (c *Conn) ResetEpoch(epoch string) {
+	c.mu.Lock()
+	if c.epoch != epoch && !c.held {
+		c.queue = nil
+		c.closeLocked(CloseResync, "the room's history was reset: reconnect with since")
+	}
 	c.mu.Unlock()
-	return true
 }
 
 // Send queues frame for writing. The frame's bytes are shared, never
@@ -141,11 +261,16 @@ func (c *Conn) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
+	return c.sendLocked(frame, 0)
+}
+
+// sendLocked queues frame (stored at seq, or 0); it releases c.mu.
+func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
 	if len(c.queue) >= c.maxQueue && c.held {
 		// Before the welcome every queued frame is an event the snapshot
 		// will be read after; drop them and have Start ask for a fresh
 		// snapshot instead of dropping a connection that has not begun.
-		c.queue = nil
+		c.queue, c.heldSeq = nil, c.heldSeq[:0]
 		c.stale = true
 		c.mu.Unlock()
 		return true
@@ -163,6 +288,9 @@ func (c *Conn) Send(frame []byte) bool {
 		return c.sendInline(frame)
 	}
 	c.queue = append(c.queue, frame)
+	if c.held {
+		c.heldSeq = append(c.heldSeq, seq)
+	}
 	c.kickLocked()
 	c.mu.Unlock()
 	return true
@@ -209,7 +337,7 @@ func (c *Conn) SendControl(op byte, payload []byte) {
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if code == CloseTooSlow {
-		c.queue = nil
+		c.queue, c.heldSeq = nil, nil
 	}
 	c.closeLocked(code, reason)
 	c.mu.Unlock()

@@ -4,20 +4,29 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms/wire"
 )
 
 // Hub owns the rooms of this instance and fans payloads out to their local
 // connections. It subscribes the broker to a room on the room's first local
 // connection and unsubscribes after its last.
+//
+// For stored messages the Hub is the gate every delivery passes: it keeps
+// the position up to which this instance delivered each room, fills a gap
+// from the broker's History before delivering on, and each connection
+// takes a stored frame only as its next one (Conn.SendStored).
 type Hub struct {
 	broker Broker
 	log    *slog.Logger
+	o      HubOptions
 
 	mu    sync.Mutex
 	rooms map[string]*room
-
-	onResync func(rooms []string)
 }
 
 type room struct {
@@ -26,6 +35,14 @@ type room struct {
 
 	subMu      sync.Mutex // serialises Subscribe/Unsubscribe of this room
 	subscribed bool
+	inited     bool // the stream position below was read after subscribing; guarded by subMu
+
+	// streamMu serialises stored deliveries with connections taking
+	// their starting position.
+	streamMu  sync.Mutex
+	epoch     string
+	seq       uint64 // last stored message delivered here
+	lastAsked *Conn  // the last connection sent a state_request
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
@@ -35,8 +52,16 @@ type room struct {
 type HubOptions struct {
 	Logger *slog.Logger
 	// OnResync is called by Resync with the local rooms that may have
-	// missed payloads; it typically sends each a fresh presence snapshot.
+	// missed payloads, once their stored messages were filled in; it
+	// typically sends each a fresh presence snapshot.
 	OnResync func(rooms []string)
+	// FillLimit is the most stored messages read from History in one
+	// call while filling a gap. Zero value means 1000.
+	FillLimit int
+	// OnGap, if set, is called for each gap in a room's stored messages:
+	// filled reports whether History held every missing message (if not,
+	// the room's connections are closed with CloseResync).
+	OnGap func(room string, missing uint64, filled bool)
 }
 
 // NewHub returns a hub publishing through b. Call b.Start(ctx, hub) to
@@ -45,14 +70,19 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Hub{broker: b, log: o.Logger, rooms: make(map[string]*room), onResync: o.OnResync}
+	if o.FillLimit <= 0 {
+		o.FillLimit = 1000
+	}
+	return &Hub{broker: b, log: o.Logger, o: o, rooms: make(map[string]*room)}
 }
 
 var _ Receiver = (*Hub)(nil)
 
 // Add puts c into its room, subscribing the broker first when c is the
 // room's first local connection. Once Add returns, every payload published
-// to the room reaches c's queue.
+// to the room reaches c's queue, and c's position (Conn.Position) is where
+// this instance's delivery of the room's stored messages stands: every
+// stored message after it will reach c, in order.
 func (h *Hub) Add(ctx context.Context, c *Conn) error {
 	h.mu.Lock()
 	r := h.rooms[c.Room]
@@ -72,9 +102,40 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 		}
 		r.subscribed = true
 	}
+	if !r.inited {
+		// Read after subscribing: every stored message after pos arrives
+		// through the subscription.
+		pos, err := h.broker.Position(ctx, c.Room)
+		if err != nil {
+			r.mu.RLock()
+			empty := len(r.conns) == 0
+			r.mu.RUnlock()
+			if empty {
+				if uerr := h.broker.Unsubscribe(ctx, c.Room); uerr != nil {
+					h.log.Warn("unsubscribe room", "room", c.Room, "err", uerr)
+				}
+				r.subscribed = false
+			}
+			r.subMu.Unlock()
+			h.release(r)
+			return fmt.Errorf("read position of room %q: %w", c.Room, err)
+		}
+		r.streamMu.Lock()
+		switch {
+		case r.epoch == "":
+			r.epoch, r.seq = pos.Epoch, pos.Seq
+		case r.epoch == pos.Epoch:
+			r.seq = max(r.seq, pos.Seq)
+		}
+		r.streamMu.Unlock()
+		r.inited = true
+	}
+	r.streamMu.Lock()
+	c.setPosition(Position{Epoch: r.epoch, Seq: r.seq})
 	r.mu.Lock()
 	r.conns[c] = struct{}{}
 	r.mu.Unlock()
+	r.streamMu.Unlock()
 	r.subMu.Unlock()
 	return nil
 }
@@ -103,6 +164,11 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 			h.log.Warn("unsubscribe room", "room", c.Room, "err", err)
 		}
 		r.subscribed = false
+		// Deliveries stop: the position must be read again.
+		r.inited = false
+		r.streamMu.Lock()
+		r.epoch, r.seq, r.lastAsked = "", 0, nil
+		r.streamMu.Unlock()
 	}
 	r.subMu.Unlock()
 	h.release(r)
@@ -117,30 +183,196 @@ func (h *Hub) release(r *room) {
 	h.mu.Unlock()
 }
 
-// Publish sends frame to everyone in room on every instance, except the
-// connection exclude (empty for none).
+// Publish sends an unstored frame to everyone in room on every instance,
+// except the connection exclude (empty for none).
 func (h *Hub) Publish(ctx context.Context, room, exclude string, frame []byte) error {
-	if err := h.broker.Publish(ctx, room, Envelope(exclude, frame)); err != nil {
+	if err := h.broker.Publish(ctx, room, wire.Seal(exclude, frame)); err != nil {
 		return fmt.Errorf("publish to room %q: %w", room, err)
 	}
 	return nil
 }
 
+// PublishMessage stores (unless m.Stored is false) and publishes a message
+// frame to the room.
+func (h *Hub) PublishMessage(ctx context.Context, room string, m Message) (Published, error) {
+	p, err := h.broker.PublishMessage(ctx, room, m)
+	if err != nil {
+		return p, fmt.Errorf("publish message to room %q: %w", room, err)
+	}
+	return p, nil
+}
+
 // Deliver enqueues a broker payload on every local connection of room.
 func (h *Hub) Deliver(roomName string, payload []byte) {
-	exclude, frame, ok := OpenEnvelope(payload)
+	e, ok := wire.Open(payload)
 	if !ok {
 		h.log.Warn("dropped payload that is not an envelope", "room", roomName, "bytes", len(payload))
 		return
 	}
-	h.Broadcast(roomName, exclude, frame)
+	if !e.Stored() {
+		h.Broadcast(roomName, e.Exclude, e.Frame)
+		return
+	}
+	r := h.room(roomName)
+	if r == nil {
+		return
+	}
+	r.streamMu.Lock()
+	defer r.streamMu.Unlock()
+	if e.Epoch != r.epoch {
+		if r.epoch == "" {
+			// Before the first connection took its position: nobody to
+			// deliver to, only the baseline to keep.
+			r.epoch, r.seq = e.Epoch, e.Seq
+			return
+		}
+		h.newEpoch(r, e.Epoch)
+	}
+	if e.Seq == 0 || e.Seq <= r.seq {
+		return // the announcement of an epoch, or delivered already
+	}
+	if e.Seq > r.seq+1 {
+		h.fill(r, e.Seq-1)
+	}
+	r.seq = e.Seq
+	h.broadcastStored(r, e.Exclude, e.Epoch, e.Seq, e.Frame)
+	if e.StateDue {
+		h.requestState(r, e.Seq)
+	}
 }
 
-// Broadcast enqueues frame on this instance's connections of room only.
-func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
+func (h *Hub) room(name string) *room {
 	h.mu.Lock()
-	r := h.rooms[roomName]
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	return h.rooms[name]
+}
+
+// newEpoch moves room r to epoch: its history was reset, and every
+// connection holding a position of the old one must reconnect.
+func (h *Hub) newEpoch(r *room, epoch string) {
+	h.log.Info("room stream has a new epoch; connections of the old one resync", "room", r.name, "old", r.epoch, "new", epoch)
+	r.epoch, r.seq, r.lastAsked = epoch, 0, nil
+	r.mu.RLock()
+	for c := range r.conns {
+		c.ResetEpoch(epoch)
+	}
+	r.mu.RUnlock()
+}
+
+// fill delivers the stored messages after r.seq up to upTo from History.
+// Where History no longer holds them, the room's connections are closed
+// with CloseResync and r moves on to upTo.
+func (h *Hub) fill(r *room, upTo uint64) {
+	missing := upTo - r.seq
+	filled := h.fillFrom(r, upTo)
+	if h.o.OnGap != nil {
+		h.o.OnGap(r.name, missing, filled)
+	}
+	if !filled {
+		h.lost(r)
+		r.seq = upTo
+	}
+}
+
+// lost closes the room's connections: they missed stored messages this
+// instance cannot give them, and resume with their position elsewhere or
+// here.
+func (h *Hub) lost(r *room) {
+	h.log.Warn("stored messages lost to a gap; closing the room's connections so they resume", "room", r.name, "after", r.seq)
+	r.mu.RLock()
+	for c := range r.conns {
+		c.Close(CloseResync, "missed messages: reconnect with since")
+	}
+	r.mu.RUnlock()
+}
+
+// fillFrom reads History until r.seq reaches upTo (0: the room's latest).
+func (h *Hub) fillFrom(r *room, upTo uint64) bool {
+	for upTo == 0 || r.seq < upTo {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		limit := h.o.FillLimit
+		if upTo != 0 {
+			limit = int(min(uint64(limit), upTo-r.seq))
+		}
+		hist, err := h.broker.History(ctx, r.name, r.seq, limit)
+		cancel()
+		if err != nil {
+			h.log.Warn("fill gap from history", "room", r.name, "err", err)
+			return false
+		}
+		if hist.Position.Epoch != r.epoch {
+			h.newEpoch(r, hist.Position.Epoch)
+			return upTo == 0
+		}
+		if !hist.Complete {
+			return false
+		}
+		for _, m := range hist.Messages {
+			if m.Seq <= r.seq || upTo != 0 && m.Seq > upTo {
+				continue
+			}
+			r.seq = m.Seq
+			// The excluded sender of a filled message gets it too: it is
+			// not marked in the history, and a duplicate of its own
+			// message is harmless where a gap is not.
+			h.broadcastStored(r, "", r.epoch, m.Seq, m.Frame)
+		}
+		if upTo == 0 && r.seq >= hist.Position.Seq || len(hist.Messages) == 0 {
+			return upTo == 0 || r.seq >= upTo
+		}
+	}
+	return true
+}
+
+func (h *Hub) broadcastStored(r *room, exclude, epoch string, seq uint64, frame []byte) {
+	r.mu.RLock()
+	for c := range r.conns {
+		if exclude != "" && c.ID == exclude {
+			c.SendStored(epoch, seq, nil)
+			continue
+		}
+		c.SendStored(epoch, seq, frame)
+	}
+	r.mu.RUnlock()
+}
+
+// requestState asks one local connection that answers state requests for
+// the room's state, if this instance wins the claim for seq.
+func (h *Hub) requestState(r *room, seq uint64) {
+	r.mu.RLock()
+	var capable []*Conn
+	for c := range r.conns {
+		if c.StateCapable {
+			capable = append(capable, c)
+		}
+	}
+	r.mu.RUnlock()
+	if len(capable) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	won, err := h.broker.ClaimStateRequest(ctx, r.name, seq)
+	cancel()
+	if err != nil || !won {
+		return
+	}
+	pick := capable[rand.IntN(len(capable))]
+	if pick == r.lastAsked && len(capable) > 1 {
+		for _, c := range capable {
+			if c != r.lastAsked {
+				pick = c
+				break
+			}
+		}
+	}
+	r.lastAsked = pick
+	pick.Send([]byte(`{"type":"state_request","room":` + strconv.Quote(r.name) + `,"seq":` + strconv.FormatUint(seq, 10) + `}`))
+}
+
+// Broadcast enqueues an unstored frame on this instance's connections of
+// room only.
+func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
+	r := h.room(roomName)
 	if r == nil {
 		return
 	}
@@ -154,11 +386,30 @@ func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
 	r.mu.RUnlock()
 }
 
-// Resync forwards a broker gap to OnResync.
+// Resync answers a broker gap: each room's stored messages published
+// meanwhile are delivered from History, then OnResync runs.
 func (h *Hub) Resync(rooms []string) {
 	h.log.Warn("broker gap: resyncing rooms", "rooms", len(rooms))
-	if h.onResync != nil {
-		h.onResync(rooms)
+	for _, name := range rooms {
+		r := h.room(name)
+		if r == nil {
+			continue
+		}
+		r.streamMu.Lock()
+		if r.epoch != "" {
+			before := r.seq
+			filled := h.fillFrom(r, 0)
+			if h.o.OnGap != nil && (!filled || r.seq > before) {
+				h.o.OnGap(name, r.seq-before, filled)
+			}
+			if !filled {
+				h.lost(r)
+			}
+		}
+		r.streamMu.Unlock()
+	}
+	if h.o.OnResync != nil {
+		h.o.OnResync(rooms)
 	}
 }
 

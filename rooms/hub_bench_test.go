@@ -21,7 +21,7 @@ func (discard) Abort()                          {}
 func BenchmarkHubBroadcast(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprint("subs=", n), func(b *testing.B) {
-			br := NewMemoryBroker()
+			br := NewMemoryBroker(StreamOptions{})
 			h := NewHub(br, HubOptions{})
 			ctx := context.Background()
 			if err := br.Start(ctx, h); err != nil {

@@ -50,7 +50,7 @@ func (r *recorder) snapshot() ([]string, int) {
 
 func newHub(t *testing.T) *Hub {
 	t.Helper()
-	b := NewMemoryBroker()
+	b := NewMemoryBroker(StreamOptions{})
 	h := NewHub(b, HubOptions{})
 	if err := b.Start(context.Background(), h); err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func (b *countingBroker) Unsubscribe(ctx context.Context, room string) error {
 }
 
 func TestConcurrentJoinLeaveKeepsOneSubscriptionPerRoom(t *testing.T) {
-	b := &countingBroker{MemoryBroker: NewMemoryBroker(), t: t}
+	b := &countingBroker{MemoryBroker: NewMemoryBroker(StreamOptions{}), t: t}
 	h := NewHub(b, HubOptions{})
 	if err := b.Start(context.Background(), h); err != nil {
 		t.Fatal(err)

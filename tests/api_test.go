@@ -125,13 +125,13 @@ func TestHTTPAPI(t *testing.T) {
 		if status != 202 {
 			t.Fatalf("HTTP %d %s", status, body)
 		}
-		var r map[string]string
-		if err := json.Unmarshal(body, &r); err != nil || len(r) != 1 || r["id"] == "" {
-			t.Fatalf("body %s, want {\"id\"}", body)
+		var r map[string]any
+		if err := json.Unmarshal(body, &r); err != nil || len(r) != 2 || r["id"] == "" || r["seq"] != float64(1) {
+			t.Fatalf("body %s, want {\"id\",\"seq\":1}", body)
 		}
 		for _, c := range []*testserver.Client{alice, bob} {
 			m := c.AwaitType(t, "message", wait)
-			if m.ID != r["id"] || m.Room != "doc-1" || m.From == nil || m.From.User != "server" || !sameJSON(m.Data, `{"text":"from the backend"}`) || m.TS == 0 {
+			if m.ID != r["id"] || m.Seq != 1 || m.Room != "doc-1" || m.From == nil || m.From.User != "server" || !sameJSON(m.Data, `{"text":"from the backend"}`) || m.TS == 0 {
 				t.Fatalf("message: %s", m.Raw)
 			}
 			var raw struct {

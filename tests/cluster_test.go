@@ -224,13 +224,18 @@ func awaitReadyz(t *testing.T, s *testserver.Server, want int, within time.Durat
 }
 
 // Redis restarts empty: instances turn unready, then re-assert their live
-// connections within a heartbeat, and messages flow again.
+// connections within a heartbeat, and messages flow again. The rooms'
+// history went with Redis: connected clients are closed with 4010, and
+// resuming with their old position gives recovered:false in a new epoch.
 func TestClusterSurvivesRedisRestart(t *testing.T) {
 	t.Parallel()
-	r, s := cluster(t, 2, nil)
+	r, s := cluster(t, 2, map[string]string{"ROOMCAST_LEAVE_GRACE": "5s"})
 	alice := testserver.Join(t, s[0].WS, "restart", "alice", "Alice")
 	bob := testserver.Join(t, s[1].WS, "restart", "bob", "Bob")
 	alice.Await(t, wait, "bob's join", isFrame("join", "bob"))
+	ack := publishAcked(t, alice, map[string]any{"data": "before"})
+	awaitSeq(t, bob, ack.Seq)
+	oldEpoch := alice.Welcome.Epoch
 
 	r.Kill()
 	for _, inst := range s {
@@ -240,6 +245,22 @@ func TestClusterSurvivesRedisRestart(t *testing.T) {
 	for _, inst := range s {
 		awaitReadyz(t, inst, 200, 10*time.Second)
 	}
+	// Their positions name a history Redis lost: both are told to resync,
+	// and come back (as the SDK does) within the leave grace.
+	for i, c := range []*testserver.Client{alice, bob} {
+		if code := c.WaitClose(t, 10*time.Second); code != 4010 {
+			t.Fatalf("client %d closed with %d after the restart, want 4010", i, code)
+		}
+	}
+	pos := fmt.Sprintf("%s:%d", oldEpoch, ack.Seq)
+	alice = testserver.JoinSince(t, s[0].WS, "restart", "alice", "Alice", pos, nil)
+	bob = testserver.JoinSince(t, s[1].WS, "restart", "bob", "Bob", pos, nil)
+	for _, c := range []*testserver.Client{alice, bob} {
+		if w := c.Welcome; w.Recovered == nil || *w.Recovered || w.Epoch == oldEpoch || w.Epoch == "" {
+			t.Fatalf("resume after the restart: %s; want recovered false in a new epoch", w.Raw)
+		}
+	}
+	// Presence is re-asserted (the sessions came back within the grace).
 	ctx := context.Background()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -268,10 +289,15 @@ func TestClusterSurvivesRedisRestart(t *testing.T) {
 	}
 	deliver(alice, bob, "a2b")
 	deliver(bob, alice, "b2a")
-	// Nobody who stayed connected was reported as gone for good.
+	// Nobody who came back was reported as gone: the grace covered it.
 	for _, c := range []*testserver.Client{alice, bob} {
 		if m := c.Model(); m.String() != "alice(Alice,1,{}) bob(Bob,1,{})" {
 			t.Fatalf("%s's sidebar after the restart: %s", c.Welcome.Me.ID, m)
+		}
+		for _, f := range c.Frames() {
+			if f.Type == "leave" {
+				t.Fatalf("%s saw a leave after the restart: %s", c.Welcome.Me.ID, f.Raw)
+			}
 		}
 	}
 }

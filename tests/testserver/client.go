@@ -39,7 +39,19 @@ type Frame struct {
 	Ref      string          `json:"ref"`
 	Code     string          `json:"code"`
 	Message  string          `json:"message"`
-	Raw      string          `json:"-"`
+	// Durable rooms: the position of a welcome or a stored message, and
+	// the welcome's resume outcome and state.
+	Epoch     string         `json:"epoch"`
+	Seq       uint64         `json:"seq"`
+	Recovered *bool          `json:"recovered"`
+	State     *StateSnapshot `json:"state"`
+	Raw       string         `json:"-"`
+}
+
+// StateSnapshot is a room's state as the server sends it.
+type StateSnapshot struct {
+	Seq  uint64          `json:"seq"`
+	Data json.RawMessage `json:"data"`
 }
 
 // From is the sender of a message frame.
@@ -249,3 +261,29 @@ func (c *Client) Close() {
 	timer.Stop()
 	_ = c.WS.Close()
 }
+
+// JoinSince joins room as a user with the since parameter (empty for
+// none) and extra query parameters, and waits for the welcome.
+func JoinSince(t testing.TB, base, room, sub, name, since string, extra url.Values) *Client {
+	t.Helper()
+	return JoinURL(t, SinceURL(base, room, Token(t, sub, name, 0, nil), since, extra), nil)
+}
+
+// SinceURL is the join URL of room with token, since (empty for none) and
+// extra query parameters.
+func SinceURL(base, room, token, since string, extra url.Values) string {
+	q := url.Values{}
+	for k, v := range extra {
+		q[k] = v
+	}
+	if token != "" {
+		q.Set("token", token)
+	}
+	if since != "" {
+		q.Set("since", since)
+	}
+	return base + "/ws/" + room + "?" + q.Encode()
+}
+
+// Position is the welcome's epoch:seq, the since of a resume.
+func (f Frame) Position() string { return fmt.Sprintf("%s:%d", f.Epoch, f.Seq) }

@@ -1,0 +1,53 @@
+-- publish: store (unless ARGV[5] is "0") and publish one message frame.
+-- KEYS 1 meta  2 stream  3 state  4 state_req  5 the publish key's key
+--      (KEYS[1] again when the publish has no key)
+-- ARGV 1 new epoch  2 history size  3 history ttl ms  4 exclude conn
+--      5 stored "1"/"0"  6 frame (JSON object)  7 message id
+--      8 key window ms ("0": no key)  9 channel  10 state threshold
+--      11 state request retry ms
+-- Returns {"ok", epoch, seq} or, for a key seen within the window,
+-- {"dup", id, seq, epoch} of the first publish.
+local meta, stream, state, state_req, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local size, ttl, exclude, stored, frame, id = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local key_window, channel = tonumber(ARGV[8]), ARGV[9]
+
+if key_window > 0 then
+  local prev = redis.call('GET', idem)
+  if prev then
+    local a = string.find(prev, '\n', 1, true)
+    local b = string.find(prev, '\n', a + 1, true)
+    return {'dup', string.sub(prev, 1, a - 1), string.sub(prev, a + 1, b - 1), string.sub(prev, b + 1)}
+  end
+end
+
+local epoch, seq = ensure_epoch(meta, stream, state, ARGV[1], ttl)
+if stored ~= '1' then
+  redis.call('PUBLISH', channel, envelope(exclude, '', frame))
+  if key_window > 0 then
+    redis.call('SET', idem, id .. '\n0\n' .. epoch, 'PX', key_window)
+  end
+  return {'ok', epoch, '0'}
+end
+
+seq = redis.call('HINCRBY', meta, 'seq', 1)
+local seq_s = string.format('%d', seq)
+local full = string.sub(frame, 1, -2) .. ',"seq":' .. seq_s .. '}'
+redis.call('XADD', stream, 'MAXLEN', size, seq_s .. '-0', 'd', full)
+redis.call('PEXPIRE', meta, ttl)
+redis.call('PEXPIRE', stream, ttl)
+redis.call('PEXPIRE', state, ttl)
+
+-- A state request is due once threshold stored messages follow the latest
+-- state, and again each retry period while none arrives.
+local due = false
+local state_seq = tonumber(redis.call('HGET', state, 'seq')) or 0
+if seq - state_seq >= tonumber(ARGV[10]) then
+  if redis.call('SET', state_req, seq_s, 'NX', 'PX', ARGV[11]) then
+    due = true
+  end
+end
+redis.call('PUBLISH', channel, envelope(exclude, stored_pos(epoch, seq, due), full))
+if key_window > 0 then
+  redis.call('SET', idem, id .. '\n' .. seq_s .. '\n' .. epoch, 'PX', key_window)
+end
+return {'ok', epoch, seq_s}

@@ -1,0 +1,16 @@
+-- save_state: keep data as the room's state at seq unless a later state
+-- is held or seq is ahead of the room.
+-- KEYS 1 meta 2 state; ARGV 1 seq 2 data 3 history ttl ms
+-- Returns "ok" or "stale".
+local seq = tonumber(ARGV[1])
+local top = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+if not top or seq > top then
+  return 'stale'
+end
+local cur = tonumber(redis.call('HGET', KEYS[2], 'seq'))
+if cur and seq < cur then
+  return 'stale'
+end
+redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'data', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 'ok'

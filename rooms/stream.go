@@ -1,0 +1,111 @@
+package rooms
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Position is a place in a room's stream: the epoch names one unbroken
+// history of the room, seq counts its stored messages (1, 2, 3, …).
+type Position struct {
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+}
+
+// Message is a message frame to publish.
+type Message struct {
+	ID      string // the frame's id, returned for the first of duplicates
+	Exclude string // connection that must not receive it, or empty
+	// Frame is the encoded message frame, a JSON object. For a stored
+	// message the broker adds its "seq" before the closing brace.
+	Frame  []byte
+	Stored bool
+	// Key, when set, makes the publish idempotent within KeyWindow.
+	Key string
+}
+
+// Published is the outcome of PublishMessage.
+type Published struct {
+	ID        string
+	Position  Position // Seq 0 for a message that is not stored
+	Duplicate bool
+}
+
+// History is a run of stored messages after a seq.
+type History struct {
+	// Position is the room's position when it was read.
+	Position Position
+	// Messages are the stored message frames after the seq asked for, in
+	// order, each with its seq.
+	Messages []StoredMessage
+	// Complete is false when the history no longer holds the first of
+	// the messages asked for (they were trimmed or expired), or the seq
+	// asked for is ahead of the room.
+	Complete bool
+}
+
+// StoredMessage is a stored message frame and its seq.
+type StoredMessage struct {
+	Seq   uint64
+	Frame []byte
+}
+
+// State is a room's state as a client sent it: the effect of every stored
+// message up to Seq.
+type State struct {
+	Seq  uint64          `json:"seq"`
+	Data json.RawMessage `json:"data"`
+}
+
+// KeyWindow is how long a publish key is remembered.
+const KeyWindow = 5 * time.Minute
+
+// StreamOptions configure a broker's stream. Zero values: no storing.
+type StreamOptions struct {
+	// HistorySize is how many stored messages a room keeps; 0 turns
+	// storing off (messages are published without a seq).
+	HistorySize int
+	// HistoryTTL is how long a room's history and state live after its
+	// last stored message. Zero value means 24h.
+	HistoryTTL time.Duration
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.HistoryTTL <= 0 {
+		o.HistoryTTL = 24 * time.Hour
+	}
+	return o
+}
+
+// stateThreshold is how many stored messages may follow the latest state
+// before a state request goes out.
+func (o StreamOptions) stateThreshold() uint64 { return uint64(max(1, o.HistorySize/2)) }
+
+// stateRequestRetry is how long a state request waits for an answer before
+// another connection is asked.
+const stateRequestRetry = 10 * time.Second
+
+// withSeq returns a stored message frame: frame with "seq":seq added before
+// its closing brace.
+func withSeq(frame []byte, seq uint64) []byte {
+	if len(frame) == 0 || frame[len(frame)-1] != '}' {
+		return frame
+	}
+	b := make([]byte, 0, len(frame)+24)
+	b = append(b, frame[:len(frame)-1]...)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '}')
+}
+
+// NewEpoch returns a fresh epoch name: 16 random hex digits.
+func NewEpoch() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,155 @@
+// Package wire is the contract between roomcast instances on Redis: the
+// names of a room's keys and channel, and the envelope every payload on a
+// room channel travels in. Go code and Lua scripts (which prepend
+// EnvelopeLua) both build envelopes, so this is the one place that defines
+// them; wire_test checks both sides against each other.
+package wire
+
+import (
+	"bytes"
+	_ "embed"
+	"strconv"
+)
+
+// DefaultPrefix starts every key and channel name unless configured.
+const DefaultPrefix = "roomcast:"
+
+// Keys are the Redis names of one room. Every one carries the {room} hash
+// tag, so a room's keys and channel live in one Redis Cluster slot and one
+// script may touch all of them.
+type Keys struct {
+	Channel    string // pub/sub channel of the room's envelopes
+	Meta       string // HASH epoch, seq: the room's stream position
+	Stream     string // STREAM of stored message frames, entry id "<seq>-0"
+	State      string // HASH seq, data: the latest state a client sent
+	StateReq   string // STRING: a state request is outstanding (expires)
+	StateClaim string // STRING: the instance that answers the request (expires)
+	// Presence keys (see presence/presence_lib.lua).
+	Conns, ConnUser, ConnCount, Members, Grace string
+
+	idem string
+}
+
+// RoomKeys returns the keys of room under prefix ("" means DefaultPrefix).
+func RoomKeys(prefix, room string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	p := prefix + "{" + room + "}:"
+	return Keys{
+		Channel:    p + "msg",
+		Meta:       p + "meta",
+		Stream:     p + "stream",
+		State:      p + "state",
+		StateReq:   p + "state_req",
+		StateClaim: p + "state_claim",
+		Conns:      p + "conns",
+		ConnUser:   p + "conn_user",
+		ConnCount:  p + "conn_count",
+		Members:    p + "members",
+		Grace:      p + "grace",
+		idem:       p + "key:",
+	}
+}
+
+// Idem is the key that remembers a publish key for the dedupe window.
+func (k Keys) Idem(key string) string { return k.idem + key }
+
+// Index keys span rooms: the rooms with members and the rooms due for a
+// presence sweep.
+func RoomsIndex(prefix string) string { return orDefault(prefix) + "rooms" }
+
+// DueIndex is the key of the sweep index.
+func DueIndex(prefix string) string { return orDefault(prefix) + "due" }
+
+func orDefault(prefix string) string {
+	if prefix == "" {
+		return DefaultPrefix
+	}
+	return prefix
+}
+
+// An envelope is "<exclude>|<position>|<frame>":
+//   - exclude: the connection id that must not receive the frame, or empty;
+//   - position: empty for a frame that is not stored (presence, ephemeral
+//     messages), else "<epoch>:<seq>", with ":r" appended when the
+//     publisher found a state request due at this seq. A position with
+//     seq 0 and an empty frame announces a new epoch (the room was reset);
+//   - frame: the encoded server frame, shared by every recipient.
+//
+// Change the format only together with a new prefix: instances of two
+// formats on one Redis would misread each other.
+
+//go:embed envelope.lua
+var EnvelopeLua string
+
+// Envelope is an opened payload.
+type Envelope struct {
+	Exclude  string
+	Epoch    string // empty when not stored
+	Seq      uint64
+	StateDue bool
+	Frame    []byte
+}
+
+// Stored reports whether the frame has a position.
+func (e Envelope) Stored() bool { return e.Epoch != "" }
+
+// Seal returns the payload of an unstored frame.
+func Seal(exclude string, frame []byte) []byte {
+	b := make([]byte, 0, len(exclude)+2+len(frame))
+	b = append(b, exclude...)
+	b = append(b, '|', '|')
+	return append(b, frame...)
+}
+
+// SealStored returns the payload of a stored frame at epoch:seq.
+func SealStored(exclude, epoch string, seq uint64, stateDue bool, frame []byte) []byte {
+	b := make([]byte, 0, len(exclude)+len(epoch)+24+len(frame))
+	b = append(b, exclude...)
+	b = append(b, '|')
+	b = append(b, epoch...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, seq, 10)
+	if stateDue {
+		b = append(b, ":r"...)
+	}
+	b = append(b, '|')
+	return append(b, frame...)
+}
+
+// Open splits a payload. ok is false for one that is not an envelope.
+func Open(payload []byte) (e Envelope, ok bool) {
+	i := bytes.IndexByte(payload, '|')
+	if i < 0 || i > 64 {
+		return e, false
+	}
+	rest := payload[i+1:]
+	j := bytes.IndexByte(rest, '|')
+	if j < 0 || j > 96 {
+		return e, false
+	}
+	if i > 0 {
+		e.Exclude = string(payload[:i])
+	}
+	e.Frame = rest[j+1:]
+	pos := rest[:j]
+	if len(pos) == 0 {
+		return e, true
+	}
+	c := bytes.IndexByte(pos, ':')
+	if c <= 0 {
+		return e, false
+	}
+	num := pos[c+1:]
+	if n := len(num); n > 2 && string(num[n-2:]) == ":r" {
+		e.StateDue = true
+		num = num[:n-2]
+	}
+	seq, err := strconv.ParseUint(string(num), 10, 64)
+	if err != nil {
+		return e, false
+	}
+	e.Epoch, e.Seq = string(pos[:c]), seq
+	return e, true
+}

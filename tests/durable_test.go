@@ -191,4 +191,3 @@ func TestMalformedSince(t *testing.T) {
 		t.Fatalf("state=yes: HTTP %d %s, want 400", status, body)
 	}
 }
-

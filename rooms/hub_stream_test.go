@@ -1,0 +1,195 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/roomcast/roomcast/rooms/wire"
+)
+
+// lossy sits between a broker and the Hub and drops the stored payloads
+// whose seq it is told to, as a lost pub/sub connection would.
+type lossy struct {
+	h    *Hub
+	mu   sync.Mutex
+	drop map[uint64]bool
+}
+
+func (l *lossy) Deliver(room string, payload []byte) {
+	if e, ok := wire.Open(payload); ok && e.Stored() {
+		l.mu.Lock()
+		d := l.drop[e.Seq]
+		l.mu.Unlock()
+		if d {
+			return
+		}
+	}
+	l.h.Deliver(room, payload)
+}
+
+func (l *lossy) Resync(rooms []string) { l.h.Resync(rooms) }
+
+type gapRecord struct {
+	mu   sync.Mutex
+	gaps []string
+}
+
+func (g *gapRecord) add(_ string, missing uint64, filled bool) {
+	g.mu.Lock()
+	g.gaps = append(g.gaps, fmt.Sprintf("%d:%v", missing, filled))
+	g.mu.Unlock()
+}
+
+func (g *gapRecord) String() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return strings.Join(g.gaps, ",")
+}
+
+func lossyHub(t *testing.T, size int, drop ...uint64) (*Hub, *MemoryBroker, *lossy, *gapRecord) {
+	t.Helper()
+	b := NewMemoryBroker(StreamOptions{HistorySize: size})
+	g := &gapRecord{}
+	h := NewHub(b, HubOptions{OnGap: g.add})
+	l := &lossy{h: h, drop: map[uint64]bool{}}
+	for _, s := range drop {
+		l.drop[s] = true
+	}
+	if err := b.Start(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return h, b, l, g
+}
+
+func joinedConn(t *testing.T, h *Hub, id string) (*Conn, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	c := NewConn(id, "r", "u", rec, ConnOptions{})
+	if err := h.Add(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	c.StartAt([][]byte{[]byte("welcome")}, c.Position())
+	return c, rec
+}
+
+func publishN(t *testing.T, h *Hub, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if _, err := h.PublishMessage(context.Background(), "r", msg(fmt.Sprint("m", i), true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func seqsOf(frames []string) string {
+	var out []string
+	for _, f := range frames {
+		if i := strings.Index(f, `"seq":`); i >= 0 {
+			out = append(out, strings.TrimSuffix(f[i+6:], "}"))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// A delivery after a gap is held back until the gap is filled from the
+// history: every connection gets every stored message, in order.
+func TestHubFillsGapsFromHistory(t *testing.T) {
+	h, _, _, g := lossyHub(t, 100, 3, 4)
+	c, rec := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 6)
+	eventually(t, "six messages", func() bool { f, _ := rec.snapshot(); return len(f) == 7 })
+	frames, _ := rec.snapshot()
+	if got := seqsOf(frames); got != "1,2,3,4,5,6" {
+		t.Fatalf("seqs %s", got)
+	}
+	if g.String() != "2:true" {
+		t.Fatalf("gaps %s", g)
+	}
+	if closing, _ := c.Closing(); closing {
+		t.Fatal("closed although the gap was filled")
+	}
+}
+
+// Where the history no longer holds a gap, the room's connections are told
+// to resume (4010) instead of being given a stream with a hole.
+func TestHubGapBeyondHistoryClosesWithResync(t *testing.T) {
+	h, _, l, g := lossyHub(t, 3)
+	c, _ := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 1)
+	l.mu.Lock()
+	for s := uint64(2); s <= 6; s++ {
+		l.drop[s] = true
+	}
+	l.mu.Unlock()
+	publishN(t, h, 2, 7) // the history keeps 5,6,7: 2..4 are gone
+	if _, code := c.Closing(); code != CloseResync {
+		t.Fatalf("close code %d, want %d", code, CloseResync)
+	}
+	if g.String() != "5:false" {
+		t.Fatalf("gaps %s", g)
+	}
+}
+
+// Resync after a pub/sub gap delivers what was published meanwhile.
+func TestHubResyncFillsTheTail(t *testing.T) {
+	h, _, _, _ := lossyHub(t, 100, 2, 3)
+	_, rec := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 3)
+	h.Resync([]string{"r"})
+	eventually(t, "three messages", func() bool { f, _ := rec.snapshot(); return len(f) == 4 })
+	frames, _ := rec.snapshot()
+	if got := seqsOf(frames); got != "1,2,3" {
+		t.Fatalf("seqs %s", got)
+	}
+}
+
+// A connection that starts at a position ahead of what it holds drops the
+// held stored frames its replay already covers, and keeps later ones.
+func TestConnStartAtDropsCoveredFrames(t *testing.T) {
+	h, b, _, _ := lossyHub(t, 100)
+	rec := &recorder{}
+	c := NewConn("c1", "r", "u", rec, ConnOptions{})
+	if err := h.Add(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, h, 1, 4) // held: the welcome is not built yet
+	hist, err := b.History(context.Background(), "r", 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := [][]byte{[]byte("welcome")}
+	for _, m := range hist.Messages {
+		first = append(first, m.Frame)
+	}
+	c.StartAt(first, Position{Epoch: hist.Position.Epoch, Seq: 2})
+	publishN(t, h, 5, 5)
+	eventually(t, "five messages", func() bool { f, _ := rec.snapshot(); return len(f) == 6 })
+	frames, _ := rec.snapshot()
+	if frames[0] != "welcome" || seqsOf(frames) != "1,2,3,4,5" {
+		t.Fatalf("frames %v", frames)
+	}
+}
+
+// A reset (DELETE of the room) closes the room's connections with 4010.
+func TestHubResetClosesConnections(t *testing.T) {
+	h, b, _, _ := lossyHub(t, 100)
+	c, _ := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 2)
+	if _, err := b.Reset(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := c.Closing(); code != CloseResync {
+		t.Fatalf("close code %d after a reset, want %d", code, CloseResync)
+	}
+	// A connection joining afterwards is at the new epoch and stays.
+	c2, rec2 := joinedConn(t, h, "c2")
+	publishN(t, h, 1, 1)
+	eventually(t, "message", func() bool { f, _ := rec2.snapshot(); return len(f) == 2 })
+	if closing, _ := c2.Closing(); closing {
+		t.Fatal("new connection closed")
+	}
+}

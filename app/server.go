@@ -53,6 +53,10 @@ type Server struct {
 	bg       sync.WaitGroup // keeper and pinger
 	draining atomic.Bool
 	live     gate // WebSocket handlers
+	// evict carries connections dropped as too slow to the evictor, which
+	// takes them out of their room and presence at once: their socket may
+	// take seconds more to end.
+	evict chan *rooms.Conn
 }
 
 // newServer builds the parts of an instance from cfg; nothing runs yet.
@@ -60,7 +64,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = uuid.NewString()[:8]
 	}
-	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID)}
+	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID), evict: make(chan *rooms.Conn, 4096)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
@@ -174,9 +178,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()
+	go func() { defer s.bg.Done(); s.evictor(s.ctx) }()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.app.Listener(ln) }()
@@ -277,6 +282,37 @@ func (s *Server) pingLoop(ctx context.Context) {
 }
 
 var pingSeed = maphash.MakeSeed()
+
+// slowDropped is the OnSlow of every connection: it never blocks the
+// delivery that found the queue full.
+func (s *Server) slowDropped(c *rooms.Conn) {
+	s.metrics.slowDropped.Inc()
+	select {
+	case s.evict <- c:
+	default:
+		s.logConn(slog.LevelWarn, c, "evict queue full: the slow connection leaves when its socket ends")
+	}
+}
+
+// evictor takes connections dropped as too slow out of their room and
+// presence as soon as the decision is made, so no sidebar shows them for
+// the seconds their socket may take to end. Their handler's own leave
+// later finds nothing to do.
+func (s *Server) evictor(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-s.evict:
+			opCtx, cancel := context.WithTimeout(ctx, opTimeout)
+			s.hub.Remove(opCtx, c)
+			if err := s.keeper.Leave(opCtx, c.Room, c.ID); err != nil {
+				s.logConn(slog.LevelWarn, c, "evict slow connection from presence", "err", err)
+			}
+			cancel()
+		}
+	}
+}
 
 // ready reports why the instance cannot take connections, or nil.
 func (s *Server) ready(ctx context.Context) error {

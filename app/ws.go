@@ -152,7 +152,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	t := newWSTransport(socketOf(ws), writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize: s.cfg.SendQueue,
-		OnSlow:    func(*rooms.Conn) { s.metrics.slowDropped.Inc() },
+		OnSlow:    s.slowDropped,
 	})
 	conn.StateCapable = stateCapable
 	conn.MarkRead(start.UnixNano())

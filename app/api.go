@@ -48,9 +48,9 @@ func (s *Server) routes() *fiber.App {
 	})
 
 	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{
-		// Frames are read through this buffer in pieces, so it bounds
-		// nothing but the read size; small keeps idle sockets cheap.
-		ReadBufferSize: 512,
+		// The library's reader is never used (see readLoop); its buffer
+		// is the smallest it takes.
+		ReadBufferSize: 125,
 		// Every write goes out through wsTransport, never the library's
 		// writer; with a pool the library takes a write buffer only when
 		// it writes, so none is allocated per connection.

@@ -8,20 +8,21 @@ import (
 // metrics are the Prometheus series of one instance, on their own registry
 // so tests and several servers in one process do not collide.
 type metrics struct {
-	reg          *prometheus.Registry
-	connections  prometheus.Gauge
-	connects     prometheus.Counter
-	rooms        prometheus.GaugeFunc
-	messagesIn   prometheus.Counter
-	framesOut    prometheus.Counter
-	published    prometheus.Counter
-	slowDropped  prometheus.Counter
-	rateLimited  prometheus.Counter
-	authFailures *prometheus.CounterVec
-	closes       *prometheus.CounterVec
-	brokerGaps   prometheus.Counter
-	streamGaps   *prometheus.CounterVec
-	heartbeatErr prometheus.Counter
+	reg            *prometheus.Registry
+	connections    prometheus.Gauge
+	connects       prometheus.Counter
+	rooms          prometheus.GaugeFunc
+	messagesIn     prometheus.Counter
+	framesOut      prometheus.Counter
+	published      prometheus.Counter
+	slowDropped    prometheus.Counter
+	rateLimited    prometheus.Counter
+	authFailures   *prometheus.CounterVec
+	closes         *prometheus.CounterVec
+	brokerGaps     prometheus.Counter
+	streamGaps     *prometheus.CounterVec
+	protocolErrors prometheus.Counter
+	heartbeatErr   prometheus.Counter
 }
 
 func newMetrics(localRooms func() int) *metrics {
@@ -38,9 +39,10 @@ func newMetrics(localRooms func() int) *metrics {
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections that ended with a close frame from the server, by its code (1000 answers a client's close; 0 is not counted: the socket just dropped)."}, []string{"code"})
 	m.brokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_broker_gaps_total", Help: "Pub/sub reconnects after which rooms were resynchronised."})
 	m.streamGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_stream_gaps_total", Help: "Gaps in a room's stored messages seen on delivery: filled from the history, or lost (the room's connections closed with 4010)."}, []string{"outcome"})
+	m.protocolErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_protocol_errors_total", Help: "Connections closed for a frame that breaks the WebSocket protocol (1002) or is not valid UTF-8 (1007)."})
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
-		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.heartbeatErr,
+		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.protocolErrors, m.heartbeatErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

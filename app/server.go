@@ -29,6 +29,7 @@ const (
 	writeTimeout   = 10 * time.Second // one socket write
 	pingSlots      = 10               // each ping interval is spread over this many ticks
 	closeWait      = 2 * time.Second  // for the peer to answer our close frame
+	readBufferSize = 512              // client frames are read through it in pieces; small keeps idle sockets cheap
 	devTokenTTL    = 24 * time.Hour
 	readyzDeadline = time.Second
 )

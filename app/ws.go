@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/fasthttp/websocket"
 	fws "github.com/gofiber/contrib/websocket"
@@ -19,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/google/uuid"
 
+	"github.com/roomcast/roomcast/app/wsread"
 	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
@@ -156,24 +155,6 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	})
 	conn.StateCapable = stateCapable
 	conn.MarkRead(start.UnixNano())
-	// Control frames never leave NextReader, so they mark the connection
-	// alive here: a client that only listens still answers our pings.
-	ws.SetPingHandler(func(data string) error {
-		conn.MarkRead(time.Now().UnixNano())
-		conn.SendControl(opPong, []byte(data))
-		return nil
-	})
-	ws.SetPongHandler(func(string) error {
-		conn.MarkRead(time.Now().UnixNano())
-		return nil
-	})
-	ws.SetCloseHandler(func(code int, _ string) error {
-		if code == websocket.CloseNoStatusReceived {
-			code = rooms.CloseNormal
-		}
-		conn.Close(code, "")
-		return nil
-	})
 	s.metrics.connections.Inc()
 	s.metrics.connects.Inc()
 	defer s.metrics.connections.Dec()
@@ -297,7 +278,7 @@ var errDraining = errors.New("instance is shutting down")
 // one label: a client must not be able to mint series.
 func closeLabel(code int) string {
 	switch code {
-	case rooms.CloseNormal, rooms.CloseGoingAway, rooms.CloseInvalidUTF8, rooms.CloseTooBig, 1011,
+	case rooms.CloseNormal, rooms.CloseGoingAway, wsread.CloseProtocolError, rooms.CloseInvalidUTF8, rooms.CloseTooBig, 1011,
 		rooms.CloseTokenExpired, rooms.CloseTooSlow, rooms.CloseResync, rooms.CloseRateLimited:
 		return strconv.Itoa(code)
 	}
@@ -325,30 +306,50 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 	maxMsg := s.cfg.MaxMessageBytes
 	// A state frame may be as large as its data may be, plus its fields.
 	maxRead := max(maxMsg, s.cfg.MaxStateBytes+4096)
+	// The library only did the handshake: reading with our own reader
+	// keeps it from ever writing to the socket (it answers pings and
+	// protocol errors itself), so the connection's writer stays its only
+	// writer.
+	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
 	for {
-		mt, r, err := ws.NextReader()
+		m, err := rd.Next()
 		if err != nil {
+			var pe *wsread.ProtocolError
+			if errors.As(err, &pe) {
+				// Nothing after a broken frame can be read: close, and
+				// let finish give the close frame its moment.
+				s.metrics.protocolErrors.Inc()
+				conn.Close(pe.Code, pe.Reason)
+			}
 			return
 		}
 		now := time.Now()
 		conn.MarkRead(now.UnixNano())
+		switch m.Kind {
+		case wsread.Ping:
+			conn.SendControl(opPong, m.Data)
+			continue
+		case wsread.Pong:
+			continue
+		case wsread.Close:
+			code := m.CloseCode
+			if code == wsread.CloseNoStatus {
+				code = rooms.CloseNormal
+			}
+			conn.Close(code, "")
+			return
+		}
 		if closing, _ := conn.Closing(); closing {
 			continue
 		}
 		s.metrics.messagesIn.Inc()
-		data, tooBig, err := readLimited(r, maxRead)
-		if err != nil {
-			return
-		}
-		isState := len(data) > maxMsg && mt == websocket.TextMessage && frameType(data) == "state"
-		if tooBig && isState {
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				return
-			}
+		data := m.Data
+		isState := len(data) > maxMsg && m.Kind == wsread.Text && frameType(data) == "state"
+		if m.TooBig && isState {
 			s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
 			continue
 		}
-		if tooBig || len(data) > maxMsg && !isState {
+		if m.TooBig || len(data) > maxMsg && !isState {
 			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
 			continue
 		}
@@ -361,28 +362,15 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 			s.sendError(conn, "", codeRateLimited, fmt.Sprintf("over %d messages/s: frame dropped", s.cfg.Rate))
 			continue
 		}
-		if mt != websocket.TextMessage {
+		if m.Kind != wsread.Text {
 			s.sendError(conn, "", codeBadRequest, "binary frames are not accepted; send JSON text frames")
 			continue
 		}
-		// Nothing relayed or stored may be invalid UTF-8: a browser
-		// drops its socket on such a frame.
-		if !utf8.Valid(data) {
-			conn.Close(rooms.CloseInvalidUTF8, "text frame is not valid UTF-8")
-			continue
-		}
+		// The reader closed the socket with 1007 for invalid UTF-8, so
+		// nothing relayed or stored is: a browser drops its socket on
+		// such a frame.
 		s.handleFrame(conn, claims, data)
 	}
-}
-
-// readLimited reads a message of at most max bytes; tooBig reports a larger
-// one, of which no more than max+1 bytes were read.
-func readLimited(r io.Reader, max int) (data []byte, tooBig bool, err error) {
-	data, err = io.ReadAll(io.LimitReader(r, int64(max)+1))
-	if err != nil {
-		return nil, false, err
-	}
-	return data, len(data) > max, nil
 }
 
 func (s *Server) sendError(conn *rooms.Conn, ref, code, msg string) {

@@ -94,6 +94,27 @@ func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
 // Stop shuts the server down (SIGTERM) and waits for it. It is safe to call when stopped.
 func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
 
+// Pause freezes the server with SIGSTOP, as a stalled host would: its
+// connections stay open and nothing is answered until Resume. A paused
+// server is resumed by Stop, so the test's cleanup still ends it.
+func (s *Server) Pause(t testing.TB) { t.Helper(); s.suspend(t, syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (s *Server) Resume(t testing.TB) { t.Helper(); s.suspend(t, syscall.SIGCONT) }
+
+func (s *Server) suspend(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		t.Fatalf("redisproc: %v to a redis-server that is not running", sig)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("redisproc: %v: %v", sig, err)
+	}
+}
+
 func (s *Server) signal(sig syscall.Signal) {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
@@ -103,6 +124,9 @@ func (s *Server) signal(sig syscall.Signal) {
 		return
 	}
 	_ = cmd.Process.Signal(sig)
+	// A stopped process keeps every signal but SIGKILL pending until it
+	// is continued.
+	_ = cmd.Process.Signal(syscall.SIGCONT)
 	<-done
 }
 

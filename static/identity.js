@@ -9,7 +9,7 @@ export const ROOM_NAME = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const USER_COLORS = ["#d7263d", "#1b998b", "#2e86de", "#f46036", "#7b2cbf", "#0f8b8d", "#c2185b", "#5c7c00"];
 
-/** A short random id, for strokes and sync requests. */
+/** A short random id, for strokes, erases, clears and publish keys. */
 export function newId() {
   // crypto.getRandomValues works outside secure contexts, unlike randomUUID.
   return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0")).join("");

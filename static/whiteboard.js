@@ -1,6 +1,9 @@
 // The whiteboard page (/r/{room}): joins the room with the SDK, draws and
-// shares strokes, shows who is online and where their cursors are, and
-// brings late joiners up to date. The message kinds are in docs/SDK.md.
+// shares strokes, shows who is online and where their cursors are. The
+// board lives in the room's stream: finished strokes, erases and clears are
+// stored messages, a tab starts from the room's state and what followed it,
+// and answers the server's state requests with its board. The message kinds
+// and the state format are in docs/SDK.md.
 
 import { join } from "./roomcast.js";
 import { Board, MAX_POINTS } from "./board.js";
@@ -9,9 +12,9 @@ import { colorFor, devToken, devUserId, initials, newId, rememberedName, remembe
 const $ = (id) => document.getElementById(id);
 
 const SEGMENT_INTERVAL = 80; // ms between live pieces of a stroke being drawn
-const SYNC_TIMEOUT = 3000; // ms to wait for a sync-state before asking someone else
-const SYNC_CHUNK_BYTES = 48 * 1024; // well under the server's 64 KiB frame limit
 const MIN_STEP = 0.0015; // ignore pointer moves shorter than this (board widths)
+const STATE_VERSION = 1;
+const RETRIES = 5; // stored messages refused as unavailable or rate_limited are sent again
 
 const STATUS_TEXT = { connecting: "Connecting…", open: "Connected", reconnecting: "Reconnecting…", closed: "Disconnected" };
 
@@ -35,7 +38,7 @@ async function main() {
     devMode = fresh !== null;
     return fresh ?? token;
   };
-  startRoom(join(location.origin, roomName, { token, getToken }), claims.sub ?? "");
+  startRoom(location.origin, roomName, { token, getToken }, claims.sub ?? "");
 }
 
 // In -dev mode, asks for a display name and mints a token with it; otherwise
@@ -74,12 +77,13 @@ function setStatus(status, text = STATUS_TEXT[status]) {
   el.textContent = text;
 }
 
-/** @param {import("./roomcast.js").Room} room @param {string} myId */
-function startRoom(room, myId) {
+function startRoom(url, name, options, myId) {
   const canvas = $("board");
   const board = new Board(canvas, $("stage"));
   const myColor = colorFor(myId);
-  const sync = lateJoin(room, board);
+  // The board starts from the room's state and the stored messages after it,
+  // and is what this tab gives when the server asks for the room's state.
+  const room = join(url, name, { ...options, since: "start", getState: () => boardState(board) });
   // For debugging in the console and for the browser tests.
   window.whiteboard = { room, board };
 
@@ -89,9 +93,22 @@ function startRoom(room, myId) {
   });
   room.on("welcome", ({ reconnect }) => {
     room.setPresence({ color: myColor, cursor: null });
-    sync.start();
     if (reconnect) toast("Reconnected");
     renderPeople();
+  });
+  room.on("reset", ({ state, messages }) => {
+    if (!state && !messages.length && board.hasStored()) {
+      // The room has nothing although this tab holds a board: the server
+      // lost it (a store restarted empty). Keep the board and give it back.
+      board.load(board.stored());
+      room.sendState(boardState(board)).catch((err) => console.warn("roomcast: state not kept:", err.message));
+    } else {
+      board.batch(() => {
+        board.load(strokesOfState(state?.data));
+        for (const m of messages) applyMessage(board, m);
+      });
+    }
+    $("stage").dataset.synced = "true";
   });
   room.on("sync", renderPeople);
   room.on("update", renderPeople);
@@ -103,29 +120,7 @@ function startRoom(room, myId) {
     toast(reason === "timeout" ? `${member.name} lost connection` : `${member.name} left`);
     renderPeople();
   });
-  room.on("message", ({ data, from }) => {
-    switch (data?.kind) {
-      case "segment":
-        if (validStroke(data)) board.extend(data.id, data.color, data.width, data.points);
-        break;
-      case "stroke":
-        if (validStroke(data)) board.put({ ...pickStroke(data), done: true });
-        break;
-      case "erase":
-        if (Array.isArray(data.ids)) board.remove(data.ids.filter((id) => typeof id === "string"));
-        break;
-      case "clear":
-        board.clear();
-        sync.sawClear();
-        break;
-      case "sync-request":
-        if (data.responder === room.me?.id && from.conn) sync.answer(from.conn, data.sync);
-        break;
-      case "sync-state":
-        if (data.to === room.conn) sync.receive(data);
-        break;
-    }
-  });
+  room.on("message", (m) => applyMessage(board, m));
 
   let shown = ""; // what the list shows, so cursor moves do not rebuild it
   function renderPeople() {
@@ -159,6 +154,38 @@ function startRoom(room, myId) {
   $("invite").addEventListener("click", () => copyInvite());
 }
 
+/**
+ * Applies a message to the board: segments (ephemeral) as they come, stored
+ * strokes, erases and clears at their seq. Applying one twice changes
+ * nothing, so a state that already holds a later message is fine.
+ * @param {Board} board @param {import("./roomcast.js").Message} m
+ */
+function applyMessage(board, { data, seq }) {
+  switch (data?.kind) {
+    case "segment":
+      if (validStroke(data)) board.extend(data.id, data.color, data.width, data.points);
+      break;
+    case "stroke":
+      if (validStroke(data)) board.commit(pickStroke(data), seq);
+      break;
+    case "erase":
+      if (Array.isArray(data.ids)) board.remove(data.ids.filter((id) => typeof id === "string"));
+      break;
+    case "clear":
+      board.clearStored();
+      break;
+  }
+}
+
+/** The board as the room's state: its stored strokes in painting order. */
+const boardState = (board) => ({ v: STATE_VERSION, strokes: board.stored() });
+
+/** The strokes of a state, checked like those of messages. */
+function strokesOfState(data) {
+  if (data?.v !== STATE_VERSION || !Array.isArray(data.strokes)) return [];
+  return data.strokes.filter(validStroke).map(pickStroke);
+}
+
 /** Pointer input: draws locally and sends the stroke as it grows. */
 function drawing(room, board, canvas, myColor) {
   let current = null; // the stroke under the pointer
@@ -166,7 +193,15 @@ function drawing(room, board, canvas, myColor) {
   let sent = 0; // points of current already sent as segments
   let timer = 0;
   const mine = []; // ids of strokes this tab drew, for undo
-  const send = (data) => room.publish(data).catch((err) => console.warn("roomcast: publish failed:", err.message));
+  // Stored, and echoed: the board takes its own strokes at their seq, in the
+  // order every other tab has them. The key stays the same when the message
+  // is sent again after a refusal, so the server keeps it once.
+  const send = (data, key = newId() + newId(), attempt = 0) =>
+    room.publish(data, { echo: true, key }).catch((err) => {
+      if ((err.code === "unavailable" || err.code === "rate_limited") && attempt < RETRIES) {
+        setTimeout(() => send(data, key, attempt + 1), 500 * 2 ** attempt);
+      } else console.warn("roomcast: publish failed:", err.message);
+    });
 
   const tool = () => ({
     color: document.querySelector('input[name="color"]:checked').value,
@@ -174,25 +209,26 @@ function drawing(room, board, canvas, myColor) {
   });
 
   function begin(point) {
-    current = { id: newId(), ...tool(), points: [point], done: false };
+    current = { id: newId(), ...tool(), points: [point] };
     sent = 0;
-    board.put(current);
+    board.begin(current);
+    current = board.strokes.get(current.id);
     timer = setInterval(sendSegment, SEGMENT_INTERVAL);
   }
 
-  // Offline, segments would only fill the SDK's queue: the finished stroke
-  // is enough.
+  // A stroke in progress is ephemeral: not stored, not queued while offline
+  // (the finished stroke is enough).
   function sendSegment() {
     if (!current || current.points.length === sent || room.status !== "open") return;
     const { id, color, width, points } = current;
-    send({ kind: "segment", id, color, width, points: points.slice(sent) });
+    room.publish({ kind: "segment", id, color, width, points: points.slice(sent) }, { ephemeral: true }).catch(() => {});
     sent = points.length;
   }
 
   function finish() {
     if (!current) return;
     clearInterval(timer);
-    current.done = true;
+    board.finish(current.id);
     send({ kind: "stroke", ...pickStroke(current) });
     mine.push(current.id);
     const last = current.points.at(-1);
@@ -230,7 +266,7 @@ function drawing(room, board, canvas, myColor) {
       const id = mine.pop();
       if (!board.strokes.has(id)) continue;
       board.remove([id]);
-      send({ kind: "erase", ids: [id] });
+      send({ kind: "erase", id: newId(), ids: [id] });
       return;
     }
   }
@@ -242,79 +278,10 @@ function drawing(room, board, canvas, myColor) {
     }
   });
   $("clear").addEventListener("click", () => {
-    board.clear();
-    send({ kind: "clear" });
+    board.clearFinished();
+    send({ kind: "clear", id: newId() });
   });
   $("width").addEventListener("input", () => ($("width-value").textContent = $("width").value));
-}
-
-/**
- * Late joiners: after every welcome this tab asks the longest-present other
- * member, by name, for the finished strokes; if no answer comes in
- * SYNC_TIMEOUT it asks the next one. Only a tab that has the board (synced)
- * answers, in chunks under the frame limit.
- */
-function lateJoin(room, board) {
-  let synced = false;
-  let asked = new Set();
-  let request = null; // {id, timer, parts: [], clear: boolean}
-
-  function start() {
-    asked = new Set();
-    ask();
-  }
-
-  function ask() {
-    clearTimeout(request?.timer);
-    const me = room.me;
-    const candidates = [...room.members.values()]
-      .filter((m) => m.conns > 0 && !asked.has(m.id) && (m.id !== me.id || m.conns > 1))
-      .sort((a, b) => a.since - b.since || (a.id < b.id ? -1 : 1));
-    if (!candidates.length) return done();
-    const responder = candidates[0].id;
-    asked.add(responder);
-    request = { id: newId(), timer: setTimeout(ask, SYNC_TIMEOUT), parts: [], clear: false };
-    room.publish({ kind: "sync-request", responder, sync: request.id }).catch(() => {});
-  }
-
-  function receive(data) {
-    if (!request || data.sync !== request.id || !Number.isInteger(data.part) || !Array.isArray(data.strokes)) return;
-    clearTimeout(request.timer);
-    request.timer = setTimeout(ask, SYNC_TIMEOUT); // in case the other parts never come
-    request.parts[data.part] = data.strokes;
-    if (request.parts.filter(Boolean).length < data.parts) return;
-    // After a clear, everything drawn since reached us live.
-    if (!request.clear) board.underlay(request.parts.flat().filter(validStroke).map(pickStroke));
-    done();
-  }
-
-  function done() {
-    clearTimeout(request?.timer);
-    request = null;
-    synced = true;
-    $("stage").dataset.synced = "true";
-  }
-
-  function answer(to, sync) {
-    if (!synced) return;
-    const chunks = [[]];
-    let size = 0;
-    for (const s of board.finished()) {
-      const n = JSON.stringify(s).length;
-      if (size + n > SYNC_CHUNK_BYTES && chunks.at(-1).length) {
-        chunks.push([]);
-        size = 0;
-      }
-      chunks.at(-1).push(s);
-      size += n;
-    }
-    chunks.forEach((strokes, part) =>
-      room.publish({ kind: "sync-state", to, sync, part, parts: chunks.length, strokes }).catch(() => {}),
-    );
-  }
-
-  const sawClear = () => request && (request.clear = true);
-  return { start, receive, answer, sawClear };
 }
 
 const COLOR = /^#[0-9a-fA-F]{6}$/;

@@ -270,6 +270,74 @@ func (p *page) waitStrokeShown(id string, n int) {
 	})()`, id, n, inkJS))
 }
 
+// allStoredJS is true when every stroke on the board is finished and has
+// its place in the room's order (it is stored, not only drawn here).
+const allStoredJS = `[...whiteboard.board.strokes.values()].every((s) => s.done && s.order !== Infinity)`
+
+// publishStrokes publishes n finished strokes of pts points each, with ids
+// prefix-0, prefix-1, …, as stored messages from p's room: what a user
+// drawing them would send, quicker than drawing them. They lie in a band
+// from y to y+0.2.
+func publishStrokes(p *page, prefix string, n, pts int, y float64) {
+	p.t.Helper()
+	eval[chromedp.Void](p, fmt.Sprintf(`(async () => {
+		const r = (v) => Math.round(v * 1e4) / 1e4;
+		const sent = [];
+		for (let i = 0; i < %d; i++) {
+			const points = [];
+			for (let j = 0; j < %d; j++) points.push([r(0.05 + 0.9 * j / (%[2]d - 1)), r(%f + 0.2 * ((i * 0.0137 + j * 0.0007) %% 1))]);
+			sent.push(whiteboard.room.publish({kind: "stroke", id: %q + "-" + i, color: "#7b2cbf", width: 2, points}, {echo: true}));
+		}
+		await Promise.all(sent);
+	})()`, n, pts, y, prefix))
+}
+
+// stateBody is GET /api/rooms/{room}/state.
+type stateBody struct {
+	Epoch string
+	Seq   uint64
+	State *struct {
+		Seq  uint64
+		Data json.RawMessage
+	}
+}
+
+// roomState reads the room's stored state with the API key.
+func roomState(t *testing.T, srv *testserver.Server, room string) stateBody {
+	t.Helper()
+	req, err := http.NewRequest("GET", srv.URL+"/api/rooms/"+room+"/state", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testserver.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("room state: %v", err)
+	}
+	defer resp.Body.Close()
+	var body stateBody
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&body) != nil {
+		t.Fatalf("room state: HTTP %d", resp.StatusCode)
+	}
+	return body
+}
+
+// waitRoomState waits until the room's stored state covers seq minSeq.
+func waitRoomState(t *testing.T, srv *testserver.Server, room string, minSeq uint64) stateBody {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		st := roomState(t, srv, room)
+		if st.State != nil && st.State.Seq >= minSeq {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the state of room %s: %+v; want one at seq %d or later", room, st, minSeq)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // devToken mints a token with the server's /dev/token.
 func devToken(t *testing.T, base, user, name, room string) string {
 	t.Helper()

@@ -85,10 +85,12 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 }
 
 // A late joiner sees everything drawn before it came, also a board too big
-// for one message, and then follows clears live. The late joiner is on a
-// phone-sized screen.
+// for one message, and then follows clears live. The history is short, so
+// the server asks the tabs for the board as the room's state and the late
+// joiner starts from it. The late joiner is on a phone-sized screen.
 func TestLateJoinerSeesBoard(t *testing.T) {
-	srv := startDev(t, "")
+	// A state request once 50 stored messages follow the latest state.
+	srv := testserver.Start(t, testserver.Options{Args: []string{"-dev"}, Env: map[string]string{"ROOMCAST_HISTORY_SIZE": "100"}})
 	browser := startBrowser(t)
 	const room = "late-joiners"
 
@@ -98,22 +100,16 @@ func TestLateJoinerSeesBoard(t *testing.T) {
 	bob.openRoom(joinURL(t, srv, room, "bob", "Bob"))
 	ada.waitPeople("Ada (you)", "Bob")
 
-	// History from before anyone here came, below where the waves go: 60
-	// strokes of 250 points, about 240 KB, so the sync-state needs several
-	// messages.
-	eval[chromedp.Void](ada, `(() => {
-		const r = (v) => Math.round(v * 1e4) / 1e4;
-		for (let i = 0; i < 60; i++) {
-			const points = [];
-			for (let j = 0; j < 250; j++) points.push([r(0.05 + 0.9 * j / 249), r(0.78 + 0.2 * ((i * 0.0137 + j * 0.0007) % 1))]);
-			whiteboard.board.put({id: "old-" + i, color: "#7b2cbf", width: 2, points, done: true});
-		}
-	})()`)
+	// Drawn earlier, below where the waves go: 60 strokes of 250 points,
+	// about 240 KB, far more than one message.
+	publishStrokes(ada, "old", 60, 250, 0.78)
 	ada.draw(wave(25, 0.3, 0.1, 0))
 	bob.do(chromedp.Click(chromedp.CSS(`input[aria-label="Green"]`)))
 	bob.draw(wave(25, 0.6, 0.1, 2))
-	ada.waitFor("bob's stroke", `whiteboard.board.strokes.size === 62 && [...whiteboard.board.strokes.values()].every((s) => s.done)`)
+	ada.waitFor("bob's stroke", `whiteboard.board.strokes.size === 62 && `+allStoredJS)
+	bob.waitFor("all strokes", `whiteboard.board.strokes.size === 62 && `+allStoredJS)
 	want := ada.strokes()
+	waitRoomState(t, srv, room, 50)
 
 	carol := newUser(t, browser, "carol")
 	carol.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

@@ -197,3 +197,38 @@ func TestRedisStallNoLossNoDuplicate(t *testing.T) {
 		}
 	}
 }
+
+// CLIENT KILL TYPE normal cuts the instances' command connections (the
+// publisher's pipeline among them) while a publisher on A publishes: a
+// publish cut off may be refused though Redis ran it, and the publisher
+// sends it again with its key. Every subscriber ends with every acked
+// message exactly once, in order, and none was stored twice.
+func TestRedisCommandConnectionsKilled(t *testing.T) {
+	t.Parallel()
+	r, s := cluster(t, 2, map[string]string{"ROOMCAST_RATE": "1000"})
+	a, b := s[0], s[1]
+	var fs []*follower
+	for i, inst := range []*testserver.Server{a, a, b, b} {
+		fs = append(fs, follow(t, inst, "cmdkill", fmt.Sprint("sub-", i)))
+	}
+	pub := testserver.Join(t, a.WS, "cmdkill", "pub", "Pub")
+	const n = 150
+	p := startKeyedPublisher(pub, "cmdkill", n, 2*time.Millisecond)
+	rc := r.Client(t)
+	for _, at := range []int{20, 60, 100} {
+		p.awaitAcked(t, at)
+		if err := rc.ClientKillByFilter(context.Background(), "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+			t.Fatalf("CLIENT KILL TYPE normal: %v", err)
+		}
+	}
+	acked := p.wait(t)
+	p.mu.Lock()
+	t.Logf("%d publishes refused or unanswered and sent again", p.refused)
+	p.mu.Unlock()
+	awaitAll(t, 15*time.Second, fs, acked)
+	for _, inst := range s {
+		if page := getMessages(t, inst, "cmdkill", "limit=1000"); len(page.Messages) != n || page.Seq != n {
+			t.Fatalf("history on %s holds %d messages up to seq %d; want each of the %d keys stored once", inst.Addr, len(page.Messages), page.Seq, n)
+		}
+	}
+}

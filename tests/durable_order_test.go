@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fasthttp/websocket"
 
@@ -52,16 +53,46 @@ func TestKeyedPublishAcrossReconnect(t *testing.T) {
 		}
 		awaitSeq(t, other, elsewhere.Seq)
 
+		// Through the HTTP API, the same key is the same message.
+		status, body := httpCall(t, "POST", b.URL+"/api/rooms/keyed/messages", testserver.APIKey, `{"data":"once","key":"k-1"}`)
+		if want := fmt.Sprintf(`{"id":%q,"seq":%d}`, first.ID, first.Seq); status != 202 || !sameJSON(body, want) {
+			t.Fatalf("POST with a key already used: HTTP %d %s; want 202 %s", status, body, want)
+		}
+
+		// Two tabs send one key at once, one on each instance: one message.
+		tabs := []*testserver.Client{pub, testserver.Join(t, b.WS, "keyed", "pub", "Pub")}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, tab := range tabs {
+			wg.Add(1)
+			go func(i int, tab *testserver.Client) {
+				defer wg.Done()
+				<-start
+				msg := fmt.Sprintf(`{"type":"publish","data":"both","key":"k-3","ref":"tab-%d"}`, i)
+				_ = tab.WS.WriteMessage(websocket.TextMessage, []byte(msg))
+			}(i, tab)
+		}
+		close(start)
+		wg.Wait()
+		var both []testserver.Frame
+		for i, tab := range tabs {
+			ref := fmt.Sprint("tab-", i)
+			both = append(both, tab.Await(t, wait, "ack "+ref, func(f testserver.Frame) bool { return f.Ref == ref }))
+		}
+		if both[0].Type != "ack" || both[0].ID != both[1].ID || both[0].Seq != both[1].Seq || both[0].Seq != resent.Seq+1 {
+			t.Fatalf("one key sent by two tabs at once: %s and %s; want two acks of one message at seq %d", both[0].Raw, both[1].Raw, resent.Seq+1)
+		}
+
 		marker := publishAcked(t, pub, map[string]any{"data": "marker"})
 		awaitSeq(t, sub, marker.Seq)
 		got := storedMessages(sub)
 		checkStream(t, "subscriber", got, first.Seq)
-		if len(got) != 3 {
-			t.Fatalf("subscriber got %d stored messages %v, want once, lost-ack, marker", len(got), seqsOf(got))
+		if len(got) != 4 {
+			t.Fatalf("subscriber got %d stored messages %v, want once, lost-ack, both, marker", len(got), seqsOf(got))
 		}
 		for i, want := range []struct {
 			id, data string
-		}{{first.ID, `"once"`}, {resent.ID, `"lost-ack"`}, {marker.ID, `"marker"`}} {
+		}{{first.ID, `"once"`}, {resent.ID, `"lost-ack"`}, {both[0].ID, `"both"`}, {marker.ID, `"marker"`}} {
 			if got[i].ID != want.id || string(got[i].Data) != want.data {
 				t.Fatalf("subscriber's message %d: %s; want id %s data %s", i, got[i].Raw, want.id, want.data)
 			}
@@ -73,8 +104,8 @@ func TestKeyedPublishAcrossReconnect(t *testing.T) {
 		}
 		// Stored once as well.
 		page := getMessages(t, a, "keyed", "")
-		if seqs := page.seqs(t); len(seqs) != 3 {
-			t.Fatalf("history holds seqs %v, want 3 messages", seqs)
+		if seqs := page.seqs(t); len(seqs) != 4 {
+			t.Fatalf("history holds seqs %v, want 4 messages", seqs)
 		}
 		// A key is 1 to 64 characters.
 		for _, key := range []string{"", strings.Repeat("k", 65)} {
@@ -182,6 +213,148 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 			if len(seen)+len(own[i]) != pubs*perPub {
 				t.Fatalf("publisher %d: %d messages of others and %d of its own, want %d in all", i, len(seen), len(own[i]), pubs*perPub)
 			}
+		}
+	})
+}
+
+// DELETE ends the room's history, and with it what its keys stood for: a
+// keyed publish re-sent after the DELETE must not be acked with the seq
+// of the old epoch, which in the new one names another message (or none).
+func TestKeyedPublishAfterDelete(t *testing.T) {
+	t.Parallel()
+	engines(t, nil, func(t *testing.T, a, b *testserver.Server) {
+		const room = "keyed-del"
+		pub := testserver.Join(t, a.WS, room, "pub", "Pub")
+		before := publishAcked(t, pub, map[string]any{"data": "before", "key": "k-old"})
+		if status, body := httpCall(t, "DELETE", b.URL+"/api/rooms/"+room, testserver.APIKey, ""); status != 204 {
+			t.Fatalf("DELETE: HTTP %d %s", status, body)
+		}
+		if code := pub.WaitClose(t, wait); code != 4010 {
+			t.Fatalf("publisher closed with %d after DELETE, want 4010", code)
+		}
+		pub = testserver.Join(t, b.WS, room, "pub", "Pub")
+		sub := testserver.Join(t, a.WS, room, "sub", "Sub")
+		other := publishAcked(t, pub, map[string]any{"data": "new epoch"})
+		if other.Seq != 1 {
+			t.Fatalf("first message after DELETE has seq %d", other.Seq)
+		}
+		resent := publishAcked(t, pub, map[string]any{"data": "before", "key": "k-old"})
+		page := getMessages(t, a, room, "")
+		var at *testserver.Frame
+		for _, f := range page.frames(t) {
+			if f.Seq == resent.Seq {
+				at = &f
+			}
+		}
+		if at == nil || at.ID != resent.ID {
+			name := "no message"
+			if at != nil {
+				name = at.Raw
+			}
+			t.Fatalf("keyed publish re-sent after DELETE acked %s (before the DELETE: %s); in the new epoch seq %d is %s",
+				resent.Raw, before.Raw, resent.Seq, name)
+		}
+		awaitSeq(t, sub, resent.Seq)
+	})
+}
+
+// The same holds when the room's history expired (HISTORY_TTL) within the
+// key's 5 minutes: the new epoch's seqs are not the old one's.
+func TestKeyedPublishAfterHistoryExpiry(t *testing.T) {
+	t.Parallel()
+	engines(t, map[string]string{"ROOMCAST_HISTORY_TTL": "1s"}, func(t *testing.T, a, b *testserver.Server) {
+		const room = "keyed-ttl"
+		pub := testserver.Join(t, a.WS, room, "pub", "Pub")
+		before := publishAcked(t, pub, map[string]any{"data": "before", "key": "k-old"})
+		oldEpoch := pub.Welcome.Epoch
+		pub.Close()
+		eventually(t, 10*time.Second, "the room's history expires", func() error {
+			if p := getMessages(t, b, room, ""); p.Epoch == oldEpoch {
+				return fmt.Errorf("still epoch %s at seq %d", p.Epoch, p.Seq)
+			}
+			return nil
+		})
+		pub = testserver.Join(t, b.WS, room, "pub", "Pub")
+		other := publishAcked(t, pub, map[string]any{"data": "new epoch"})
+		resent := publishAcked(t, pub, map[string]any{"data": "before", "key": "k-old"})
+		if other.Seq != 1 {
+			t.Fatalf("first message after the expiry has seq %d", other.Seq)
+		}
+		var at *testserver.Frame
+		for _, f := range getMessages(t, a, room, "").frames(t) {
+			if f.Seq == resent.Seq {
+				at = &f
+			}
+		}
+		if at == nil || at.ID != resent.ID {
+			name := "no message"
+			if at != nil {
+				name = at.Raw
+			}
+			t.Fatalf("keyed publish re-sent after the history expired acked %s (before: %s); in the new epoch seq %d is %s",
+				resent.Raw, before.Raw, resent.Seq, name)
+		}
+	})
+}
+
+// Clients join while stored messages stream in, live, with since=start
+// and with a resume position, on every instance: each one's stream is
+// gapless from where its welcome puts it (its seq, its state, its resume
+// position) to the last message, with nothing twice.
+func TestJoinWhilePublishing(t *testing.T) {
+	t.Parallel()
+	engines(t, map[string]string{"ROOMCAST_RATE": "1000"}, func(t *testing.T, a, b *testserver.Server) {
+		const room, total = "join-race", 300
+		pub := testserver.Join(t, a.WS, room, "pub", "Pub")
+		epoch := pub.Welcome.Epoch
+		p := startKeyedPublisher(pub, "race", total, 2*time.Millisecond)
+		type joiner struct {
+			c     *testserver.Client
+			mode  string
+			first uint64 // the first stored seq it must get
+		}
+		var js []joiner
+		for i := 0; len(js) < 36; i++ {
+			inst := []*testserver.Server{a, b}[i%2]
+			user := fmt.Sprint("j", i)
+			switch i % 3 {
+			case 0:
+				c := testserver.Join(t, inst.WS, room, user, "")
+				if c.Welcome.Epoch != epoch {
+					t.Fatalf("live welcome: %s", c.Welcome.Raw)
+				}
+				js = append(js, joiner{c, "live", c.Welcome.Seq + 1})
+			case 1:
+				c := testserver.JoinSince(t, inst.WS, room, user, "", "start", nil)
+				if c.Welcome.State != nil || c.Welcome.Epoch != epoch {
+					t.Fatalf("since=start welcome: %s", c.Welcome.Raw)
+				}
+				js = append(js, joiner{c, "start", 1})
+			case 2:
+				at := uint64(p.ackedCount() / 2)
+				c := testserver.JoinSince(t, inst.WS, room, user, "", fmt.Sprintf("%s:%d", epoch, at), nil)
+				if w := c.Welcome; w.Recovered == nil || !*w.Recovered || w.Epoch != epoch {
+					t.Fatalf("resume at %d: %s", at, w.Raw)
+				}
+				js = append(js, joiner{c, fmt.Sprint("resume at ", at), at + 1})
+			}
+		}
+		mid := p.ackedCount()
+		p.wait(t)
+		if mid == total {
+			t.Logf("every join came after the last message")
+		}
+		for _, j := range js {
+			who := fmt.Sprintf("%s (%s on %s)", j.c.Welcome.Me.ID, j.mode, j.c.Welcome.Instance)
+			if j.first > total {
+				continue // joined after the last message
+			}
+			holdsSeq(t, j.c, total)
+			got := storedMessages(j.c)
+			if len(got) == 0 || got[0].Seq != j.first {
+				t.Fatalf("%s: first stored message %v, want seq %d (welcome %.200s)", who, seqsOf(got[:min(len(got), 5)]), j.first, j.c.Welcome.Raw)
+			}
+			checkStream(t, who, got, j.first)
 		}
 	})
 }

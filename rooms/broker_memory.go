@@ -30,21 +30,24 @@ type MemoryBroker struct {
 type memRoom struct {
 	deliverMu sync.Mutex // held while a payload of the room is delivered
 
-	mu         sync.Mutex
-	dead       bool // dropped by the janitor: look the room up again
-	epoch      string
-	seq        uint64
-	ring       []StoredMessage // circular, cap HistorySize
-	start, n   int
-	touched    time.Time // last stored message, or the epoch's start
-	state      *State
-	stateReqAt time.Time
-	keys       map[string]keyEntry
+	mu       sync.Mutex
+	dead     bool // dropped by the janitor: look the room up again
+	epoch    string
+	seq      uint64
+	ring     []StoredMessage // circular, cap HistorySize
+	start, n int
+	touched  time.Time // last stored message, or the epoch's start
+	state    *State
+	// The outstanding state request: when it went out and for which seq.
+	stateReqAt  time.Time
+	stateReqSeq uint64
+	keys        map[string]keyEntry
 }
 
 type keyEntry struct {
-	p  Published
-	at time.Time
+	p     Published
+	epoch string // a key stands for its publish in this epoch only
+	at    time.Time
 }
 
 var _ Broker = (*MemoryBroker)(nil)
@@ -146,7 +149,8 @@ func (r *memRoom) resetLocked(now time.Time) {
 	r.ring = nil
 	r.state = nil
 	r.touched = now
-	r.stateReqAt = time.Time{}
+	r.stateReqAt, r.stateReqSeq = time.Time{}, 0
+	r.keys = nil
 }
 
 func (b *MemoryBroker) subscribed(room string) (Receiver, bool) {
@@ -206,7 +210,7 @@ func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message)
 	defer r.deliverMu.Unlock()
 	now := b.now()
 	if m.Key != "" {
-		if e, ok := r.keys[m.Key]; ok && now.Sub(e.at) < KeyWindow {
+		if e, ok := r.keys[m.Key]; ok && now.Sub(e.at) < KeyWindow && e.epoch == r.epoch {
 			r.mu.Unlock()
 			p := e.p
 			p.Duplicate = true
@@ -226,7 +230,7 @@ func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message)
 			stateSeq = r.state.Seq
 		}
 		if r.seq-stateSeq >= b.o.stateThreshold() && now.Sub(r.stateReqAt) >= stateRequestRetry {
-			r.stateReqAt = now
+			r.stateReqAt, r.stateReqSeq = now, r.seq
 			due = true
 		}
 		p.Position = Position{Epoch: r.epoch, Seq: r.seq}
@@ -238,7 +242,7 @@ func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message)
 		if r.keys == nil {
 			r.keys = make(map[string]keyEntry)
 		}
-		r.keys[m.Key] = keyEntry{p: p, at: now}
+		r.keys[m.Key] = keyEntry{p: p, epoch: r.epoch, at: now}
 	}
 	r.mu.Unlock()
 	if recv, ok := b.subscribed(room); ok {
@@ -307,6 +311,11 @@ func (b *MemoryBroker) SaveState(_ context.Context, room string, seq uint64, dat
 		return ErrStaleState
 	}
 	r.state = &State{Seq: seq, Data: data}
+	if r.stateReqSeq != 0 && seq >= r.stateReqSeq {
+		// Answered: the next request goes out as soon as it is due,
+		// not a retry period later.
+		r.stateReqAt, r.stateReqSeq = time.Time{}, 0
+	}
 	return nil
 }
 
@@ -328,7 +337,6 @@ func (b *MemoryBroker) Reset(_ context.Context, room string) (Position, error) {
 	r := b.lockedRoom(room)
 	defer r.deliverMu.Unlock()
 	r.resetLocked(b.now())
-	r.keys = nil
 	pos := Position{Epoch: r.epoch}
 	r.mu.Unlock()
 	if recv, ok := b.subscribed(room); ok {

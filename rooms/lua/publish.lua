@@ -5,22 +5,28 @@
 --      5 stored "1"/"0"  6 frame (JSON object)  7 message id
 --      8 key window ms ("0": no key)  9 channel  10 state threshold
 --      11 state request retry ms
--- Returns {"ok", epoch, seq} or, for a key seen within the window,
--- {"dup", id, seq, epoch} of the first publish.
+-- Returns {"ok", epoch, seq} or, for a key seen within the window in the
+-- same epoch, {"dup", id, seq, epoch} of the first publish.
 local meta, stream, state, state_req, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local size, ttl, exclude, stored, frame, id = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local key_window, channel = tonumber(ARGV[8]), ARGV[9]
 
+local epoch, seq = ensure_epoch(meta, stream, state, ARGV[1], ttl)
+
+-- A key names the publish it was first sent with, in the epoch it was
+-- stored in: once that history is gone (reset, expired, lost), the
+-- publish is a new one.
 if key_window > 0 then
   local prev = redis.call('GET', idem)
   if prev then
     local a = string.find(prev, '\n', 1, true)
     local b = string.find(prev, '\n', a + 1, true)
-    return {'dup', string.sub(prev, 1, a - 1), string.sub(prev, a + 1, b - 1), string.sub(prev, b + 1)}
+    local prev_epoch = string.sub(prev, b + 1)
+    if prev_epoch == epoch then
+      return {'dup', string.sub(prev, 1, a - 1), string.sub(prev, a + 1, b - 1), prev_epoch}
+    end
   end
 end
-
-local epoch, seq = ensure_epoch(meta, stream, state, ARGV[1], ttl)
 if stored ~= '1' then
   redis.call('PUBLISH', channel, envelope(exclude, '', frame))
   if key_window > 0 then

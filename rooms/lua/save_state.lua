@@ -1,6 +1,6 @@
 -- save_state: keep data as the room's state at seq unless a later state
 -- is held or seq is ahead of the room.
--- KEYS 1 meta 2 state; ARGV 1 seq 2 data 3 history ttl ms
+-- KEYS 1 meta 2 state 3 state_req 4 state_claim; ARGV 1 seq 2 data 3 history ttl ms
 -- Returns "ok" or "stale".
 local seq = tonumber(ARGV[1])
 local top = tonumber(redis.call('HGET', KEYS[1], 'seq'))
@@ -13,4 +13,10 @@ if cur and seq < cur then
 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'data', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- An answered request: the next one goes out as soon as it is due, not a
+-- retry period later.
+local req = tonumber(redis.call('GET', KEYS[3]))
+if req and seq >= req then
+  redis.call('DEL', KEYS[3], KEYS[4])
+end
 return 'ok'

@@ -10,12 +10,12 @@ import (
 // Server frames other than join/leave/update (built by presence).
 
 type welcomeFrame struct {
-	Type     string            `json:"type"`
-	Room     string            `json:"room"`
-	Conn     string            `json:"conn"`
-	Me       presence.Member   `json:"me"`
-	Members  []presence.Member `json:"members"`
-	Instance string            `json:"instance"`
+	Type     string          `json:"type"`
+	Room     string          `json:"room"`
+	Conn     string          `json:"conn"`
+	Me       presence.Member `json:"me"`
+	Members  json.RawMessage `json:"members"` // encoded once per burst of joiners
+	Instance string          `json:"instance"`
 	// The room's position as of the welcome (absent with storing off).
 	Epoch string  `json:"epoch,omitempty"`
 	Seq   *uint64 `json:"seq,omitempty"`

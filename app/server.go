@@ -31,6 +31,8 @@ const (
 	closeWait      = 2 * time.Second  // for the peer to answer our close frame
 	readBufferSize = 512              // client frames are read through it in pieces; small keeps idle sockets cheap
 	devTokenTTL    = 24 * time.Hour
+	replicaWait    = 2 * time.Second       // for a joiner's own join to reach the presence replica
+	presenceWindow = 20 * time.Millisecond // presence frames of a room wait this long to share one write per socket
 	readyzDeadline = time.Second
 )
 
@@ -46,6 +48,7 @@ type Server struct {
 	hub      *rooms.Hub
 	store    presence.Store
 	keeper   *presence.Keeper
+	replica  *presence.Replica // welcomes are built from it
 	metrics  *metrics
 	app      *fiber.App
 
@@ -96,6 +99,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := s.buildBackends(); err != nil {
 		return nil, err
 	}
+	s.replica = presence.NewReplica(s.store, presence.ReplicaOptions{})
 	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) })
 	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
 		Interval: cfg.Heartbeat,
@@ -114,7 +118,13 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 // when ROOMCAST_REDIS_URL is set.
 func (s *Server) buildBackends() error {
 	popts := presence.Options{TTL: s.cfg.PresenceTTL, LeaveGrace: s.cfg.LeaveGrace}
-	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap}
+	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap,
+		Observe:        func(room string, frame []byte) { s.replica.Observe(room, frame) },
+		OnUnsubscribed: func(room string) { s.replica.Forget(room) },
+		Coalesce:       presence.IsPresenceFrame,
+		CoalesceWindow: presenceWindow,
+	}
+
 	if s.cfg.RedisURL == "" {
 		b := rooms.NewMemoryBroker(s.streamOptions())
 		s.broker = b
@@ -161,12 +171,14 @@ func (s *Server) resync(roomNames []string) {
 	}
 }
 
-// syncFrameOf reads the room's members and encodes its sync frame.
+// syncFrameOf reads the room's members and encodes its sync frame; the
+// presence replica takes the fresh list too.
 func (s *Server) syncFrameOf(ctx context.Context, room string) ([]byte, error) {
 	members, err := s.store.Members(ctx, room)
 	if err != nil {
 		return nil, fmt.Errorf("read members: %w", err)
 	}
+	s.replica.Reset(room, members)
 	return encode(syncFrame{Type: "sync", Room: room, Members: nonNil(members)}), nil
 }
 

@@ -24,6 +24,7 @@ type wsTransport struct {
 	onWrite      func(frames int)
 	rw           rawWrite
 	rwFn         func(fd uintptr) bool // rw.do
+	one          [1][]byte             // TryWrite's batch of one, without an allocation
 }
 
 const (
@@ -113,17 +114,31 @@ func (t *wsTransport) arm() error {
 // keeps up costs no goroutine and no scheduler hand-off. Whatever the
 // socket buffer did not take is kept and written first by the writer.
 func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
+	t.one[0] = frame
+	done, err := t.TryWriteBatch(t.one[:])
+	t.one[0] = nil
+	return done, err
+}
+
+// TryWriteBatch implements rooms.BatchInlineWriter: frames in one
+// non-blocking write(2), the rest kept for the writer as TryWrite does.
+func (t *wsTransport) TryWriteBatch(frames [][]byte) (bool, error) {
 	if t.raw == nil || len(t.pending) > 0 {
-		// No inline write possible: keep the frame for the writer, which
+		// No inline write possible: keep the frames for the writer, which
 		// sends what is pending before anything else.
-		t.pending = appendFrame(t.pending, opText, frame)
+		for _, f := range frames {
+			t.pending = appendFrame(t.pending, opText, f)
+		}
 		return false, nil
 	}
 	if err := t.arm(); err != nil {
 		return false, err
 	}
 	bp := bufPool.Get().(*[]byte)
-	b := appendFrame((*bp)[:0], opText, frame)
+	b := (*bp)[:0]
+	for _, f := range frames {
+		b = appendFrame(b, opText, f)
+	}
 	t.rw.b = b
 	err := t.raw.Write(t.rwFn)
 	n, werr := t.rw.n, t.rw.err
@@ -146,7 +161,7 @@ func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
 		return false, err
 	}
 	if t.onWrite != nil && n > 0 {
-		t.onWrite(1)
+		t.onWrite(len(frames))
 	}
 	return done, nil
 }

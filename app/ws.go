@@ -226,17 +226,15 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 	// Events held while the snapshot is read may overflow the queue in a
 	// busy room; then the snapshot is read again, a few times at most.
 	for attempt := 0; ; attempt++ {
-		members, err := s.store.Members(ctx, conn.Room)
+		members, m, err := s.snapshot(ctx, conn.Room, me.ID)
 		if err != nil {
 			s.undoJoin(conn, true)
 			return fmt.Errorf("read members: %w", err)
 		}
-		for _, m := range members {
-			if m.ID == me.ID {
-				me = m
-			}
+		if m.ID == me.ID {
+			me = m
 		}
-		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: nonNil(members), Instance: s.cfg.InstanceID}
+		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: members, Instance: s.cfg.InstanceID}
 		frames, pos, err := s.welcomeFrames(ctx, conn, w, from)
 		if err != nil {
 			s.undoJoin(conn, true)
@@ -250,6 +248,29 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 			return errors.New("room too busy to take a consistent snapshot")
 		}
 	}
+}
+
+// snapshot returns the room's members for a welcome, from this instance's
+// replica once it holds user (whose join was just published), else from
+// the store.
+func (s *Server) snapshot(ctx context.Context, room, user string) (json.RawMessage, presence.Member, error) {
+	members, me, err := s.replica.Snapshot(ctx, room, user, replicaWait)
+	if err == nil {
+		return members, me, nil
+	}
+	if !errors.Is(err, presence.ErrNotReplicated) {
+		return nil, presence.Member{}, err
+	}
+	ms, err := s.store.Members(ctx, room)
+	if err != nil {
+		return nil, presence.Member{}, err
+	}
+	for _, m := range ms {
+		if m.ID == user {
+			me = m
+		}
+	}
+	return encode(nonNil(ms)), me, nil
 }
 
 // undoJoin takes a connection whose join failed out of its room, and out of
@@ -416,6 +437,9 @@ func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, data []byte)
 			conn.Send(encode(ackFrame{Type: "ack", Ref: ref}))
 		}
 	case "ping":
+		// Presence frames wait a moment to be coalesced; the pong comes
+		// after everything the room sent before the ping.
+		s.hub.Flush(conn.Room)
 		conn.Send(encode(pongFrame{Type: "pong", Ref: ref}))
 	case "":
 		s.sendError(conn, ref, codeBadRequest, "frame needs a type")

@@ -41,6 +41,12 @@ type InlineWriter interface {
 	TryWrite(frame []byte) (done bool, err error)
 }
 
+// BatchInlineWriter is an InlineWriter that can also write several frames
+// in one non-blocking write.
+type BatchInlineWriter interface {
+	TryWriteBatch(frames [][]byte) (done bool, err error)
+}
+
 // Conn is one local WebSocket connection in a room. Frames are queued with
 // Send and written by a writer goroutine that exists only while there is
 // something to write, so an idle connection costs no goroutine besides its
@@ -290,6 +296,59 @@ func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
 	c.queue = append(c.queue, frame)
 	if c.held {
 		c.heldSeq = append(c.heldSeq, seq)
+	}
+	c.kickLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// SendBatch queues unstored frames together, so a connection whose writer
+// is idle takes them in one write. See Send.
+func (c *Conn) SendBatch(frames [][]byte) bool {
+	if len(frames) == 1 {
+		return c.Send(frames[0])
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue)+len(frames) > c.maxQueue {
+		// One frame at a time: the queue bound applies as for Send.
+		c.mu.Unlock()
+		for _, f := range frames {
+			if !c.Send(f) {
+				return false
+			}
+		}
+		return true
+	}
+	if bw, ok := c.t.(BatchInlineWriter); ok && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
+		c.writing = true
+		c.mu.Unlock()
+		done, err := bw.TryWriteBatch(frames)
+		c.mu.Lock()
+		c.writing = false
+		if err != nil {
+			c.failLocked()
+			c.mu.Unlock()
+			c.t.Abort()
+			return false
+		}
+		if !done {
+			c.flushRest = true
+			c.forceWriterLocked()
+		} else {
+			c.kickLocked()
+		}
+		c.mu.Unlock()
+		return true
+	}
+	c.queue = append(c.queue, frames...)
+	if c.held {
+		for range frames {
+			c.heldSeq = append(c.heldSeq, 0)
+		}
 	}
 	c.kickLocked()
 	c.mu.Unlock()

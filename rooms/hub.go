@@ -46,6 +46,12 @@ type room struct {
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
+
+	// Coalesced frames (presence) wait here for one write per socket.
+	flushMu sync.Mutex // held while a batch goes out, so batches keep their order
+	pmu     sync.Mutex
+	pending [][]byte
+	ptimer  *time.Timer
 }
 
 // HubOptions configure a Hub.
@@ -62,6 +68,18 @@ type HubOptions struct {
 	// filled reports whether History held every missing message (if not,
 	// the room's connections are closed with CloseResync).
 	OnGap func(room string, missing uint64, filled bool)
+	// Observe, if set, sees every unstored frame delivered to a room, in
+	// the room's order, before its connections do (the presence replica).
+	Observe func(room string, frame []byte)
+	// OnUnsubscribed, if set, is called when the room's last local
+	// connection left and its frames stop arriving.
+	OnUnsubscribed func(room string)
+	// Coalesce, if set, picks the unstored frames (presence) that wait up
+	// to CoalesceWindow to reach each socket together with the room's
+	// others: a burst of joins costs one write per socket, not one per
+	// join. They keep their order among themselves.
+	Coalesce       func(frame []byte) bool
+	CoalesceWindow time.Duration
 }
 
 // NewHub returns a hub publishing through b. Call b.Start(ctx, hub) to
@@ -72,6 +90,9 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	}
 	if o.FillLimit <= 0 {
 		o.FillLimit = 1000
+	}
+	if o.CoalesceWindow <= 0 {
+		o.CoalesceWindow = 20 * time.Millisecond
 	}
 	return &Hub{broker: b, log: o.Logger, o: o, rooms: make(map[string]*room)}
 }
@@ -169,6 +190,9 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		r.streamMu.Lock()
 		r.epoch, r.seq, r.lastAsked = "", 0, nil
 		r.streamMu.Unlock()
+		if h.o.OnUnsubscribed != nil {
+			h.o.OnUnsubscribed(c.Room)
+		}
 	}
 	r.subMu.Unlock()
 	h.release(r)
@@ -210,6 +234,9 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 		return
 	}
 	if !e.Stored() {
+		if h.o.Observe != nil {
+			h.o.Observe(roomName, e.Frame)
+		}
 		h.Broadcast(roomName, e.Exclude, e.Frame)
 		return
 	}
@@ -370,10 +397,19 @@ func (h *Hub) requestState(r *room, seq uint64) {
 }
 
 // Broadcast enqueues an unstored frame on this instance's connections of
-// room only.
+// room only (coalesced with the room's others when Coalesce picks it).
 func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
 	r := h.room(roomName)
 	if r == nil {
+		return
+	}
+	if exclude == "" && h.o.Coalesce != nil && h.o.Coalesce(frame) {
+		r.pmu.Lock()
+		r.pending = append(r.pending, frame)
+		if r.ptimer == nil {
+			r.ptimer = time.AfterFunc(h.o.CoalesceWindow, func() { h.flushCoalesced(r) })
+		}
+		r.pmu.Unlock()
 		return
 	}
 	r.mu.RLock()
@@ -382,6 +418,43 @@ func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
 			continue
 		}
 		c.Send(frame)
+	}
+	r.mu.RUnlock()
+}
+
+// Flush sends the room's coalesced frames now: a pong that answers a
+// client's ping then follows every frame sent before the ping arrived.
+func (h *Hub) Flush(roomName string) {
+	r := h.room(roomName)
+	if r == nil {
+		return
+	}
+	r.pmu.Lock()
+	waiting := len(r.pending) > 0
+	if waiting && r.ptimer != nil {
+		r.ptimer.Stop()
+	}
+	r.pmu.Unlock()
+	if waiting {
+		h.flushCoalesced(r)
+	}
+}
+
+// flushCoalesced sends the room's waiting frames to each of its sockets in
+// one batch.
+func (h *Hub) flushCoalesced(r *room) {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	r.pmu.Lock()
+	frames := r.pending
+	r.pending, r.ptimer = nil, nil
+	r.pmu.Unlock()
+	if len(frames) == 0 {
+		return
+	}
+	r.mu.RLock()
+	for c := range r.conns {
+		c.SendBatch(frames)
 	}
 	r.mu.RUnlock()
 }

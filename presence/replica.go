@@ -1,0 +1,316 @@
+package presence
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Replica is this instance's copy of the presence of the rooms it serves.
+// It is loaded from the Store once when a room is first needed, then kept
+// up to date by the room's own presence frames (Observe), which arrive in
+// the room's order: every frame carries the whole member, so applying the
+// frames that follow any snapshot, in order, gives the room as it is.
+// Welcomes are built from it, so a join reads nothing from the Store, and
+// joiners of one burst share one encoding of the member list.
+type Replica struct {
+	store  Store
+	window time.Duration
+
+	mu    sync.Mutex
+	rooms map[string]*replicaRoom
+}
+
+type replicaRoom struct {
+	mu      sync.Mutex
+	loading chan struct{} // closed when the load ended; nil before it started
+	loadErr error
+	held    [][]byte // frames observed while loading, applied after it
+	members map[string]Member
+	waiters []*snapshotWaiter
+	timer   *time.Timer
+}
+
+type snapshotWaiter struct {
+	user string
+	done chan snapshotResult // buffered 1
+}
+
+type snapshotResult struct {
+	members json.RawMessage
+	me      Member
+}
+
+// ReplicaOptions configure a Replica.
+type ReplicaOptions struct {
+	// Window is how long a welcome waits so that the joiners of a burst
+	// share one encoding of the member list. Zero value means 10ms.
+	Window time.Duration
+}
+
+// NewReplica returns a replica loading rooms from store.
+func NewReplica(store Store, o ReplicaOptions) *Replica {
+	if o.Window <= 0 {
+		o.Window = 10 * time.Millisecond
+	}
+	return &Replica{store: store, window: o.Window, rooms: make(map[string]*replicaRoom)}
+}
+
+// ErrNotReplicated is returned by Snapshot when the member did not show up
+// in time; the caller reads the Store instead.
+var ErrNotReplicated = errors.New("presence: member not yet in the replica")
+
+func (r *Replica) room(name string, create bool) *replicaRoom {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rr := r.rooms[name]
+	if rr == nil && create {
+		rr = &replicaRoom{members: make(map[string]Member)}
+		r.rooms[name] = rr
+	}
+	return rr
+}
+
+// Forget drops a room this instance no longer serves (no frames of it
+// arrive any more).
+func (r *Replica) Forget(room string) {
+	r.mu.Lock()
+	rr := r.rooms[room]
+	delete(r.rooms, room)
+	r.mu.Unlock()
+	if rr != nil {
+		rr.mu.Lock()
+		if rr.timer != nil {
+			rr.timer.Stop()
+		}
+		for _, w := range rr.waiters {
+			close(w.done)
+		}
+		rr.waiters = nil
+		rr.mu.Unlock()
+	}
+}
+
+// Observe applies one of the room's frames, in the room's order: join,
+// update, leave and sync change the replica, other frames are ignored.
+func (r *Replica) Observe(room string, frame []byte) {
+	if !IsPresenceFrame(frame) {
+		return
+	}
+	rr := r.room(room, false)
+	if rr == nil {
+		return // not served yet: a load will read the Store after this
+	}
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if !rr.loaded() {
+		rr.held = append(rr.held, bytes.Clone(frame))
+		return
+	}
+	rr.apply(frame)
+	if len(rr.waiters) > 0 {
+		r.scheduleLocked(rr)
+	}
+}
+
+// Reset replaces a room's members (a fresh read after the replica may
+// have missed frames).
+func (r *Replica) Reset(room string, members []Member) {
+	rr := r.room(room, false)
+	if rr == nil {
+		return
+	}
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if !rr.loaded() {
+		return // the load reads after this anyway
+	}
+	clear(rr.members)
+	for _, m := range members {
+		rr.members[m.ID] = m
+	}
+}
+
+func (rr *replicaRoom) loaded() bool {
+	if rr.loading == nil {
+		return false
+	}
+	select {
+	case <-rr.loading:
+		return rr.loadErr == nil
+	default:
+		return false
+	}
+}
+
+// presenceFrame is what the replica reads of a frame.
+type presenceFrame struct {
+	Type    string   `json:"type"`
+	Member  Member   `json:"member"`
+	Members []Member `json:"members"`
+}
+
+func (rr *replicaRoom) apply(frame []byte) {
+	var f presenceFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		return
+	}
+	switch f.Type {
+	case "join", "update":
+		rr.members[f.Member.ID] = f.Member
+	case "leave":
+		delete(rr.members, f.Member.ID)
+	case "sync":
+		clear(rr.members)
+		for _, m := range f.Members {
+			rr.members[m.ID] = m
+		}
+	}
+}
+
+// IsPresenceFrame reports whether frame is a join, leave, update or sync
+// frame (the frames the server builds start with their type).
+func IsPresenceFrame(frame []byte) bool {
+	return bytes.HasPrefix(frame, []byte(`{"type":"join"`)) || bytes.HasPrefix(frame, []byte(`{"type":"update"`)) ||
+		bytes.HasPrefix(frame, []byte(`{"type":"leave"`)) || bytes.HasPrefix(frame, []byte(`{"type":"sync"`))
+}
+
+// load reads the room from the Store once; frames observed meanwhile are
+// applied on top.
+func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
+	rr := r.room(room, true)
+	rr.mu.Lock()
+	if rr.loading != nil {
+		ch := rr.loading
+		rr.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		rr.mu.Lock()
+		err := rr.loadErr
+		rr.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return rr, nil
+	}
+	rr.loading = make(chan struct{})
+	rr.mu.Unlock()
+
+	members, err := r.store.Members(ctx, room)
+
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if err != nil {
+		rr.loadErr = fmt.Errorf("load presence replica: %w", err)
+		close(rr.loading)
+		rr.loading = nil // the next joiner tries again
+		return nil, rr.loadErr
+	}
+	for _, m := range members {
+		rr.members[m.ID] = m
+	}
+	for _, f := range rr.held {
+		rr.apply(f)
+	}
+	rr.held = nil
+	close(rr.loading)
+	return rr, nil
+}
+
+// Snapshot returns the room's members, encoded as a JSON array, oldest
+// first, and user's member, once the replica holds user (whose join the
+// caller has just published). Joiners waiting at the same moment share
+// one encoding. It returns ErrNotReplicated if user does not show up
+// within wait.
+func (r *Replica) Snapshot(ctx context.Context, room, user string, wait time.Duration) (json.RawMessage, Member, error) {
+	rr, err := r.load(ctx, room)
+	if err != nil {
+		return nil, Member{}, err
+	}
+	w := &snapshotWaiter{user: user, done: make(chan snapshotResult, 1)}
+	rr.mu.Lock()
+	rr.waiters = append(rr.waiters, w)
+	r.scheduleLocked(rr)
+	rr.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case res, ok := <-w.done:
+		if !ok {
+			return nil, Member{}, ErrNotReplicated
+		}
+		return res.members, res.me, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	rr.mu.Lock()
+	for i, x := range rr.waiters {
+		if x == w {
+			rr.waiters = append(rr.waiters[:i], rr.waiters[i+1:]...)
+			break
+		}
+	}
+	rr.mu.Unlock()
+	select {
+	case res, ok := <-w.done: // answered meanwhile
+		if ok {
+			return res.members, res.me, nil
+		}
+	default:
+	}
+	return nil, Member{}, ErrNotReplicated
+}
+
+func (r *Replica) scheduleLocked(rr *replicaRoom) {
+	if rr.timer != nil {
+		return
+	}
+	rr.timer = time.AfterFunc(r.window, func() { r.flush(rr) })
+}
+
+// flush encodes the room once for every waiter whose member it holds.
+func (r *Replica) flush(rr *replicaRoom) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	rr.timer = nil
+	if len(rr.waiters) == 0 {
+		return
+	}
+	var ready, rest []*snapshotWaiter
+	for _, w := range rr.waiters {
+		if _, ok := rr.members[w.user]; ok {
+			ready = append(ready, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	rr.waiters = rest
+	if len(ready) == 0 {
+		return // Observe schedules again when frames arrive
+	}
+	ms := make([]Member, 0, len(rr.members))
+	for _, m := range rr.members {
+		if len(m.Meta) == 0 {
+			m.Meta = json.RawMessage("{}")
+		}
+		ms = append(ms, m)
+	}
+	sortMembers(ms)
+	enc, err := json.Marshal(ms)
+	if err != nil {
+		for _, w := range ready {
+			close(w.done)
+		}
+		return
+	}
+	for _, w := range ready {
+		w.done <- snapshotResult{members: enc, me: rr.members[w.user]}
+	}
+}

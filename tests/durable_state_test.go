@@ -251,3 +251,68 @@ func TestStateRequestRetry(t *testing.T) {
 		t.Logf("retried after %v", after.Round(100*time.Millisecond))
 	})
 }
+
+// The retry goes to another state=1 client also when they are on
+// different instances (the instances share the request): in eight rooms,
+// each with one such client on A and one on B, the client that left the
+// request unanswered is never asked again while the other one waits.
+func TestStateRequestRetryAcrossInstances(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 2, map[string]string{"ROOMCAST_HISTORY_SIZE": "10"})
+	type roomClients struct {
+		name   string
+		caps   [2]*testserver.Client
+		pub    *testserver.Client
+		asked  int // index in caps of the client asked first; -1 until known
+		issued time.Time
+	}
+	var rs []*roomClients
+	for i := 0; i < 8; i++ {
+		r := &roomClients{name: fmt.Sprint("state-retry-x", i), asked: -1}
+		r.caps[0] = testserver.JoinSince(t, s[0].WS, r.name, "cap-a", "", "", stateCapable)
+		r.caps[1] = testserver.JoinSince(t, s[1].WS, r.name, "cap-b", "", "", stateCapable)
+		r.pub = testserver.Join(t, s[0].WS, r.name, "pub", "")
+		for n := 1; n <= 5; n++ {
+			publishAcked(t, r.pub, map[string]any{"data": n})
+		}
+		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		eventually(t, wait, r.name+": the first state_request", func() error {
+			n0, n1 := len(stateRequests(r.caps[0])), len(stateRequests(r.caps[1]))
+			switch {
+			case n0+n1 > 1:
+				t.Fatalf("%s: %d and %d requests for one due request", r.name, n0, n1)
+			case n0 == 1:
+				r.asked = 0
+			case n1 == 1:
+				r.asked = 1
+			default:
+				return fmt.Errorf("none yet")
+			}
+			r.issued = time.Now()
+			return nil
+		})
+	}
+	// Nobody answers; the stream goes on until every room's request was
+	// sent again.
+	eventually(t, 20*time.Second, "every request retried", func() error {
+		waiting := 0
+		for _, r := range rs {
+			again, other := len(stateRequests(r.caps[r.asked])), len(stateRequests(r.caps[1-r.asked]))
+			if again > 1 {
+				t.Fatalf("%s: the request was sent again to %s on %s, which left it unanswered, not to %s on the other instance (after %v)",
+					r.name, r.caps[r.asked].Welcome.Me.ID, r.caps[r.asked].Welcome.Instance, r.caps[1-r.asked].Welcome.Me.ID, time.Since(r.issued).Round(100*time.Millisecond))
+			}
+			if other == 0 {
+				waiting++
+				publishAcked(t, r.pub, map[string]any{"data": "more"})
+			}
+		}
+		if waiting > 0 {
+			time.Sleep(200 * time.Millisecond) // the pace of the stream, not a synchronisation
+			return fmt.Errorf("%d rooms not retried yet", waiting)
+		}
+		return nil
+	})
+}

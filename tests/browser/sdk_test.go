@@ -1,9 +1,13 @@
 package browser
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/roomcast/roomcast/tests/testserver"
 )
@@ -19,13 +23,36 @@ func TestSDK(t *testing.T) {
 	dead := "http://" + testserver.FreeAddr(t)
 	token := func(user, room string) string { return devToken(t, srv.URL, user, user, room) }
 
-	// script runs body as an async function with the SDK as rc.
+	// script runs body as an async function with the SDK as rc. The page's
+	// WebSocket is wrapped so a script can see the frames a room sends,
+	// drop a room's connection, keep it from reconnecting, and make a
+	// socket deaf (its frames never reach the SDK): sockets(room) lists the
+	// room's sockets, newest last; blocked holds the rooms that may not
+	// connect (their connections fail); sent(room) lists the frames sent.
 	script := func(body string) string {
 		return `(async () => { const rc = await import("/static/roomcast.js");
 			const until = async (what, ok, ms = 5000) => {
 				for (const end = Date.now() + ms; !ok(); await new Promise((r) => setTimeout(r, 20)))
 					if (Date.now() > end) throw new Error("timed out waiting for " + what);
 			};
+			if (!window.rcSockets) {
+				const Native = WebSocket;
+				window.rcSockets = []; window.rcBlocked = new Set();
+				window.WebSocket = class extends Native {
+					constructor(url, ...rest) {
+						const room = new URL(url).pathname.split("/").pop();
+						super(rcBlocked.has(room) ? ` + js(strings.Replace(dead, "http:", "ws:", 1)) + ` : url, ...rest);
+						Object.assign(this, { room, frames: [], deaf: false, onSend: null });
+						rcSockets.push(this);
+					}
+					send(text) { this.frames.push(JSON.parse(text)); super.send(text); this.onSend?.(JSON.parse(text)); }
+					set onmessage(fn) { super.onmessage = (ev) => this.deaf || fn(ev); }
+					get onmessage() { return super.onmessage; }
+				};
+			}
+			const sockets = (room) => rcSockets.filter((ws) => ws.room === room);
+			const sent = (room) => sockets(room).flatMap((ws) => ws.frames);
+			const blocked = rcBlocked;
 			` + body + ` })()`
 	}
 
@@ -237,6 +264,184 @@ func TestSDK(t *testing.T) {
 		}
 		if fmt.Sprint(res.Meta) != "map[mood:fine]" {
 			t.Errorf("meta after the reconnect %v, want map[mood:fine]", res.Meta)
+		}
+	})
+	t.Run("resume after a reconnect gets what was missed, once", func(t *testing.T) {
+		p.t = t
+		res := eval[struct {
+			Seqs, Live []float64
+			Ephemeral  []string
+			Resets     []string
+			Recovered  []any
+			Since      []string
+			Position   string
+			Offline    string
+			Top        float64
+		}](p, script(`
+			const pub = rc.join(location.origin, "resume", { token: `+js(token("pub", "resume"))+` });
+			const sub = rc.join(location.origin, "resume", { token: `+js(token("sub", "resume"))+`, since: "start", minDelay: 20, maxDelay: 100 });
+			const got = [], ephemeral = [], resets = [], recovered = [];
+			sub.on("message", (m) => m.seq ? got.push(m) : ephemeral.push(m.data.e));
+			sub.on("reset", (r) => resets.push(JSON.stringify({ state: r.state, messages: r.messages.length, seq: r.seq })));
+			sub.on("welcome", (w) => recovered.push(w.recovered ?? null));
+			await until("both open", () => pub.status === "open" && sub.status === "open");
+			let n = 0;
+			const burst = (k) => Promise.all(Array.from({ length: k }, () => pub.publish({ n: ++n })));
+			await burst(5);
+			await pub.publish({ e: "seen" }, { ephemeral: true });
+			await until("5 messages", () => got.length === 5 && ephemeral.length === 1);
+
+			// Away: the connection drops and cannot come back for a while.
+			blocked.add("resume");
+			sockets("resume").at(-1).close();
+			await until("reconnecting", () => sub.status === "reconnecting");
+			let offline = "";
+			await sub.publish({ e: "lost" }, { ephemeral: true }).catch((e) => (offline = e.code));
+			await burst(10);
+			await pub.publish({ e: "missed" }, { ephemeral: true });
+			const away = sockets("resume").length;
+			await until("a failed attempt", () => sockets("resume").length > away && sockets("resume").at(-1).readyState === WebSocket.CLOSED);
+			blocked.delete("resume");
+			await until("15 messages", () => got.length === 15);
+
+			// Dropped again in the middle of a burst: frames on their way are
+			// lost with the socket or arrive before the close; either way
+			// each seq comes once.
+			const more = burst(30);
+			await until("20 messages", () => got.length >= 20);
+			sockets("resume").at(-1).close();
+			await more;
+			await until("45 messages", () => got.length >= 45 && sub.status === "open");
+			const live = await burst(3);
+			await until("48 messages", () => got.length === 48);
+			const pos = sub.position;
+			pub.leave(); sub.leave();
+			return { Seqs: got.map((m) => m.seq), Live: got.slice(-3).map((m) => m.data.n), Ephemeral: ephemeral, Resets: resets,
+				Recovered: recovered, Since: sockets("resume").filter((ws) => ws.url.includes("since=")).map((ws) => new URL(ws.url).searchParams.get("since")),
+				Position: pos.epoch.length > 0 ? "seq " + pos.seq : "no epoch", Offline: offline, Top: got.at(-1).seq };
+		`))
+		for i, seq := range res.Seqs {
+			if seq != res.Seqs[0]+float64(i) {
+				t.Fatalf("stored messages seen %v: want each seq once, in order, no gap", res.Seqs)
+			}
+		}
+		if len(res.Seqs) != 48 || fmt.Sprint(res.Live) != "[46 47 48]" {
+			t.Errorf("%d stored messages ending with %v, want 48 ending with [46 47 48]", len(res.Seqs), res.Live)
+		}
+		if fmt.Sprint(res.Ephemeral) != "[seen]" || res.Offline != "offline" {
+			t.Errorf("ephemeral messages seen %v, and one published while away %q; want [seen] (none replayed) and offline", res.Ephemeral, res.Offline)
+		}
+		if len(res.Resets) != 1 || !strings.HasPrefix(res.Resets[0], `{"state":null,"messages":0,`) {
+			t.Errorf("reset events %v, want one, empty, for since=start into a new room", res.Resets)
+		}
+		for _, r := range res.Recovered[1:] {
+			if r != true {
+				t.Errorf("welcomes after reconnects: recovered %v, want true each time", res.Recovered)
+				break
+			}
+		}
+		if res.Position != fmt.Sprintf("seq %v", res.Top) {
+			t.Errorf("room.position %q, want the last seq %v", res.Position, res.Top)
+		}
+		if len(res.Since) < 3 || res.Since[0] != "start" {
+			t.Errorf("since of the connections %v, want start, then positions", res.Since)
+		}
+	})
+
+	t.Run("a keyed publish sent again after a reconnect is delivered once", func(t *testing.T) {
+		p.t = t
+		res := eval[struct {
+			Watched []string
+			ID      string
+			Keys    []string
+			Writer  []float64
+			Pos     float64
+		}](p, script(`
+			const watcher = rc.join(location.origin, "keys", { token: `+js(token("watcher", "keys"))+` });
+			const writer = rc.join(location.origin, "keys", { token: `+js(token("writer", "keys"))+`, minDelay: 20, maxDelay: 100 });
+			const watched = [], writerSaw = [];
+			watcher.on("message", (m) => watched.push(m.id + " " + JSON.stringify(m.data)));
+			writer.on("message", (m) => writerSaw.push(m.seq));
+			await until("both open", () => watcher.status === "open" && writer.status === "open");
+			await writer.publish({ before: true });
+			// The publish reaches the server, but its ack never reaches the
+			// SDK: the socket goes deaf and closes right after sending it.
+			const ws = sockets("keys").at(-1);
+			ws.onSend = (f) => { if (f.type === "publish" && f.data.once) { ws.deaf = true; ws.close(); } };
+			const id = await writer.publish({ once: true });
+			await until("the watcher's copy", () => watched.length === 2);
+			await writer.publish({ after: true });
+			await until("the last one", () => watched.length === 3);
+			const pos = writer.position.seq;
+			watcher.leave(); writer.leave();
+			return { Watched: watched, ID: id, Keys: sent("keys").filter((f) => f.data?.once).map((f) => f.key), Writer: writerSaw, Pos: pos };
+		`))
+		if len(res.Keys) != 2 || res.Keys[0] != res.Keys[1] || len(res.Keys[0]) < 16 {
+			t.Fatalf("the publish was sent with keys %v, want twice with one key", res.Keys)
+		}
+		if len(res.Watched) != 3 || res.Watched[1] != res.ID+` {"once":true}` {
+			t.Errorf("watcher saw %v; want the keyed message once, as %s", res.Watched, res.ID)
+		}
+		// The writer does not echo, but the resume replays its own message
+		// it had no ack for; its position covers all three.
+		if fmt.Sprint(res.Writer) != "[2]" || res.Pos != 3 {
+			t.Errorf("writer saw stored messages %v and is at seq %v; want [2] (its own, replayed) and 3", res.Writer, res.Pos)
+		}
+	})
+
+	t.Run("state requests are answered through getState", func(t *testing.T) {
+		p.t = t
+		// A state request once 5 stored messages follow the latest state.
+		small := testserver.Start(t, testserver.Options{Args: []string{"-dev"}, Env: map[string]string{"ROOMCAST_HISTORY_SIZE": "10"}})
+		tok := func(user string) string { return devToken(t, small.URL, user, user, "counter") }
+		eval[chromedp.Void](p, script(`
+			const keeper = rc.join(`+js(small.URL)+`, "counter", { token: `+js(tok("keeper"))+`, since: "start",
+				getState: () => ({ sum: window.sum, calls: ++window.calls }) });
+			window.sum = 0; window.calls = 0; window.keeperErrors = [];
+			keeper.on("message", (m) => (window.sum += m.data.n));
+			keeper.on("error", (e) => keeperErrors.push(e.code));
+			const pub = rc.join(`+js(small.URL)+`, "counter", { token: `+js(tok("pub"))+` });
+			await until("both open", () => keeper.status === "open" && pub.status === "open");
+			for (let n = 1; n <= 7; n++) await pub.publish({ n });
+			window.keeper = keeper; window.pub = pub;
+		`))
+		st := waitRoomState(t, small, "counter", 5)
+		res := eval[struct {
+			Calls  float64
+			Stale  string
+			Errors []string
+			Reset  struct {
+				State struct {
+					Seq  float64
+					Data struct{ Sum, Calls float64 }
+				}
+				Seqs []float64
+				Sum  float64
+				Seq  float64
+			}
+		}](p, script(`
+			// A newcomer starts from the state and the messages after it.
+			const late = rc.join(`+js(small.URL)+`, "counter", { token: `+js(tok("late"))+`, since: "start" });
+			let reset = null;
+			late.on("reset", (r) => (reset = { State: r.state, Seqs: r.messages.map((m) => m.seq), Seq: r.seq,
+				Sum: r.state.data.sum + r.messages.reduce((a, m) => a + m.data.n, 0) }));
+			await until("the reset", () => reset);
+			// An older state is refused, and says so to whoever sent it.
+			let stale = "";
+			await keeper.sendState({ sum: 0 }, { seq: 1 }).catch((e) => (stale = e.code));
+			late.leave(); keeper.leave(); pub.leave();
+			return { Calls: calls, Stale: stale, Errors: keeperErrors, Reset: reset };
+		`))
+		var stored struct{ Sum, Calls float64 }
+		if err := json.Unmarshal(st.State.Data, &stored); err != nil || stored.Calls < 1 || stored.Sum != float64(st.State.Seq*(st.State.Seq+1)/2) {
+			t.Errorf("stored state %s at seq %d: want the sum of 1..seq, from getState", st.State.Data, st.State.Seq)
+		}
+		r := res.Reset
+		if r.State.Seq < 5 || r.Sum != 28 || r.Seq != 7 || len(r.Seqs) != int(7-r.State.Seq) || len(r.Seqs) > 0 && r.Seqs[0] != r.State.Seq+1 {
+			t.Errorf("the newcomer's reset %+v: want a state at 5 or later, then the messages after it, summing to 28 at seq 7", r)
+		}
+		if res.Stale != "stale_state" || len(res.Errors) > 0 {
+			t.Errorf("sendState of an old seq: %q, error events %v; want stale_state and none", res.Stale, res.Errors)
 		}
 	})
 }

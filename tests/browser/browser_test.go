@@ -4,10 +4,15 @@
 package browser
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"math"
 	"net/http"
 	"net/url"
@@ -202,6 +207,14 @@ func (p *page) waitPeople(names ...string) {
 // 0..1) with real input events, as a user drawing one stroke.
 func (p *page) draw(pts [][2]float64) {
 	p.t.Helper()
+	press, release := p.strokeSteps(pts)
+	p.do(append(press, release)...)
+}
+
+// strokeSteps are the input events of drawing pts: pressing the button and
+// moving through the points, then releasing it, which finishes the stroke.
+func (p *page) strokeSteps(pts [][2]float64) (press []chromedp.Action[chromedp.Void], release chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
 	r := eval[struct{ X, Y, W, H float64 }](p, `(() => {
 		const r = document.getElementById("board").getBoundingClientRect();
 		return {X: r.left, Y: r.top, W: r.width, H: r.height};
@@ -209,16 +222,15 @@ func (p *page) draw(pts [][2]float64) {
 	at := func(pt [2]float64) (float64, float64) { return r.X + pt[0]*r.W, r.Y + pt[1]*r.H }
 	pressed := func(e *input.DispatchMouseEventParams) { e.Buttons = 1 }
 	x, y := at(pts[0])
-	steps := []chromedp.Action[chromedp.Void]{
+	press = []chromedp.Action[chromedp.Void]{
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y),
 		chromedp.MouseEvent(input.DispatchMouseEventTypeMousePressed, x, y, chromedp.ButtonLeft, chromedp.ClickCount(1), pressed),
 	}
 	for _, pt := range pts[1:] {
 		x, y = at(pt)
-		steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y, chromedp.ButtonLeft, pressed))
+		press = append(press, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, x, y, chromedp.ButtonLeft, pressed))
 	}
-	steps = append(steps, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, x, y, chromedp.ButtonLeft, chromedp.ClickCount(1)))
-	p.do(steps...)
+	return press, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseReleased, x, y, chromedp.ButtonLeft, chromedp.ClickCount(1))
 }
 
 // wave is a stroke path across the board: n+1 points of a sine wave.
@@ -335,6 +347,55 @@ func waitRoomState(t *testing.T, srv *testserver.Server, room string, minSeq uin
 			t.Fatalf("the state of room %s: %+v; want one at seq %d or later", room, st, minSeq)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// canvas returns the pixels of p's board canvas.
+func (p *page) canvas() image.Image {
+	p.t.Helper()
+	url := eval[string](p, `whiteboard.board.canvas.toDataURL("image/png")`)
+	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(url, "data:image/png;base64,"))
+	if err != nil {
+		p.t.Fatalf("%s: canvas data URL: %v", p.name, err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		p.t.Fatalf("%s: canvas PNG: %v", p.name, err)
+	}
+	return img
+}
+
+// samePixels fails the test unless every page's canvas matches the first
+// one's pixel for pixel; the canvases go to tests/artifacts when not.
+func samePixels(t *testing.T, what string, pages ...*page) {
+	t.Helper()
+	want := pages[0].canvas()
+	for _, p := range pages[1:] {
+		got := p.canvas()
+		if got.Bounds() != want.Bounds() {
+			t.Fatalf("%s: %s's canvas is %v, %s's %v", what, p.name, got.Bounds(), pages[0].name, want.Bounds())
+		}
+		diff := 0
+		b := want.Bounds()
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				if color.RGBAModel.Convert(got.At(x, y)) != color.RGBAModel.Convert(want.At(x, y)) {
+					diff++
+				}
+			}
+		}
+		if diff > 0 {
+			for _, q := range []struct {
+				p   *page
+				img image.Image
+			}{{pages[0], want}, {p, got}} {
+				var buf bytes.Buffer
+				_ = png.Encode(&buf, q.img)
+				file := filepath.Join(artifactDir(t), strings.ReplaceAll(t.Name(), "/", "_")+"-"+q.p.name+".png")
+				_ = os.WriteFile(file, buf.Bytes(), 0o644)
+			}
+			t.Fatalf("%s: %d of %d pixels differ between %s's and %s's canvas (both in tests/artifacts)", what, diff, b.Dx()*b.Dy(), pages[0].name, p.name)
+		}
 	}
 }
 

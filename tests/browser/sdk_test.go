@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/roomcast/roomcast/tests/redisproc"
 	"github.com/roomcast/roomcast/tests/testserver"
 )
 
@@ -442,6 +443,76 @@ func TestSDK(t *testing.T) {
 		}
 		if res.Stale != "stale_state" || len(res.Errors) > 0 {
 			t.Errorf("sendState of an old seq: %q, error events %v; want stale_state and none", res.Stale, res.Errors)
+		}
+	})
+	t.Run("own unechoed publishes move the position, on two instances", func(t *testing.T) {
+		p.t = t
+		// Two instances on one Redis: the writer's acks come from its
+		// instance's script calls, others' messages through pub/sub, so an
+		// ack may overtake a message stored before it.
+		r := redisproc.Start(t)
+		var inst []*testserver.Server
+		for _, id := range []string{"inst-a", "inst-b"} {
+			inst = append(inst, testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_REDIS_URL": r.URL(), "ROOMCAST_INSTANCE_ID": id}}))
+		}
+		tok := func(user string) string { return testserver.Token(t, user, user, 0, nil) }
+		res := eval[struct {
+			Watched   []float64
+			Writer    []string
+			Own       int
+			Pos, Top  float64
+			Recovered any
+			Replayed  int
+		}](p, script(`
+			const a = `+js(inst[0].URL)+`, b = `+js(inst[1].URL)+`;
+			const watcher = rc.join(b, "busy", { token: `+js(tok("watcher"))+`, since: "start" });
+			const writer = rc.join(a, "busy", { token: `+js(tok("writer"))+`, minDelay: 20, maxDelay: 100 });
+			const tokens = { o1: `+js(tok("o1"))+`, o2: `+js(tok("o2"))+`, o3: `+js(tok("o3"))+` };
+			const others = ["o1", "o2", "o3"].map((u) => rc.join(b, "busy", { token: tokens[u] }));
+			const all = [watcher, writer, ...others];
+			await until("all open", () => all.every((x) => x.status === "open"));
+			const watched = [], writerGot = [];
+			watcher.on("message", (m) => watched.push(m.seq));
+			writer.on("message", (m) => writerGot.push(m.data.from + ":" + m.data.i));
+			const sends = [];
+			for (let i = 0; i < 30; i++) {
+				sends.push(writer.publish({ from: "writer", i }));
+				for (const [k, o] of others.entries()) sends.push(o.publish({ from: "o" + (k + 1), i }));
+			}
+			await Promise.all(sends);
+			await until("120 stored messages", () => watched.length === 120);
+			await until("the writer's position at the top", () => writer.position.seq === 120);
+			// Resuming from an exact position replays nothing.
+			let recovered, replayed = 0;
+			writer.on("welcome", (w) => { recovered = w.recovered; });
+			const before = writerGot.length;
+			sockets("busy").filter((ws) => ws.url.startsWith(a.replace("http", "ws"))).at(-1).close();
+			await until("the resume", () => recovered !== undefined && writer.status === "open");
+			await others[0].publish({ from: "o1", i: "last" });
+			await until("the last one", () => writerGot.at(-1) === "o1:last");
+			replayed = writerGot.length - before - 1;
+			const pos = writer.position.seq;
+			for (const x of all) x.leave();
+			return { Watched: watched, Writer: writerGot, Own: writerGot.filter((x) => x.startsWith("writer")).length,
+				Pos: pos, Top: watched.at(-1), Recovered: recovered, Replayed: replayed };
+		`))
+		for i, seq := range res.Watched {
+			if seq != float64(i+1) {
+				t.Fatalf("watcher's seqs %v: want 1..120", res.Watched)
+			}
+		}
+		seen := map[string]bool{}
+		for _, m := range res.Writer {
+			if seen[m] {
+				t.Fatalf("the writer got %s twice: %v", m, res.Writer)
+			}
+			seen[m] = true
+		}
+		if len(res.Writer) != 91 || res.Own != 0 {
+			t.Errorf("the writer got %d messages, %d of them its own; want the others' 90 and the last, none of its own", len(res.Writer), res.Own)
+		}
+		if res.Recovered != true || res.Replayed != 0 || res.Pos != 121 {
+			t.Errorf("resume from the writer's position: recovered %v, %d replayed, then at seq %v; want true, 0, 121", res.Recovered, res.Replayed, res.Pos)
 		}
 	})
 }

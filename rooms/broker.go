@@ -55,10 +55,12 @@ type Stream interface {
 	// Reset forgets the room's history and state and starts a new epoch;
 	// every instance closes the room's connections with CloseResync.
 	Reset(ctx context.Context, room string) (Position, error)
-	// ClaimStateRequest reports whether this instance is the one to ask a
-	// connection for the room's state at seq (once per request,
-	// cluster-wide).
-	ClaimStateRequest(ctx context.Context, room string, seq uint64) (bool, error)
+	// ClaimStateRequest picks the connection to ask for the room's state at
+	// seq among candidates (this instance's state=1 connections, in random
+	// order), or "" when another instance claimed the request or the only
+	// candidate is the one asked last time, which did not answer. One
+	// connection is asked per request, cluster-wide.
+	ClaimStateRequest(ctx context.Context, room string, seq uint64, candidates []string) (string, error)
 }
 
 // Receiver is what a Broker delivers to; the Hub is one.

@@ -41,6 +41,7 @@ type memRoom struct {
 	// The outstanding state request: when it went out and for which seq.
 	stateReqAt  time.Time
 	stateReqSeq uint64
+	asked       string // the connection asked last
 	keys        map[string]keyEntry
 }
 
@@ -149,7 +150,7 @@ func (r *memRoom) resetLocked(now time.Time) {
 	r.ring = nil
 	r.state = nil
 	r.touched = now
-	r.stateReqAt, r.stateReqSeq = time.Time{}, 0
+	r.stateReqAt, r.stateReqSeq, r.asked = time.Time{}, 0, ""
 	r.keys = nil
 }
 
@@ -222,7 +223,7 @@ func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message)
 	if m.Stored && b.o.HistorySize > 0 {
 		r.seq++
 		frame := withSeq(m.Frame, r.seq)
-		r.push(StoredMessage{Seq: r.seq, Frame: frame}, b.o.HistorySize)
+		r.push(StoredMessage{Seq: r.seq, Frame: frame, Exclude: m.Exclude}, b.o.HistorySize)
 		r.touched = now
 		due := false
 		var stateSeq uint64
@@ -311,6 +312,7 @@ func (b *MemoryBroker) SaveState(_ context.Context, room string, seq uint64, dat
 		return ErrStaleState
 	}
 	r.state = &State{Seq: seq, Data: data}
+	r.asked = "" // a state arrived: whoever was asked may be asked again
 	if r.stateReqSeq != 0 && seq >= r.stateReqSeq {
 		// Answered: the next request goes out as soon as it is due,
 		// not a retry period later.
@@ -345,9 +347,18 @@ func (b *MemoryBroker) Reset(_ context.Context, room string) (Position, error) {
 	return pos, nil
 }
 
-// ClaimStateRequest implements Stream: one instance, always this one.
-func (b *MemoryBroker) ClaimStateRequest(context.Context, string, uint64) (bool, error) {
-	return true, nil
+// ClaimStateRequest implements Stream: one instance, so only the
+// connection asked last time is avoided.
+func (b *MemoryBroker) ClaimStateRequest(_ context.Context, room string, _ uint64, candidates []string) (string, error) {
+	r := b.room(room)
+	defer r.mu.Unlock()
+	for _, c := range candidates {
+		if c != r.asked {
+			r.asked = c
+			return c, nil
+		}
+	}
+	return "", nil
 }
 
 // Subscribe implements Broker.

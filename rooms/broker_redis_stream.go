@@ -33,16 +33,19 @@ var (
 	stateLua string
 	//go:embed lua/reset.lua
 	resetLua string
+	//go:embed lua/claim_state.lua
+	claimStateLua string
 
 	streamScript = func(body string) *redis.Script {
 		return redis.NewScript(wire.EnvelopeLua + streamLib + body)
 	}
-	publishScript   = streamScript(publishLua)
-	positionScript  = streamScript(positionLua)
-	historyScript   = streamScript(historyLua)
-	saveStateScript = streamScript(saveStateLua)
-	stateScript     = streamScript(stateLua)
-	resetScript     = streamScript(resetLua)
+	publishScript    = streamScript(publishLua)
+	positionScript   = streamScript(positionLua)
+	historyScript    = streamScript(historyLua)
+	saveStateScript  = streamScript(saveStateLua)
+	stateScript      = streamScript(stateLua)
+	resetScript      = streamScript(resetLua)
+	claimStateScript = streamScript(claimStateLua)
 )
 
 func (b *RedisBroker) keys(room string) wire.Keys { return wire.RoomKeys(b.o.Prefix, room) }
@@ -139,16 +142,16 @@ func (b *RedisBroker) History(ctx context.Context, room string, after uint64, li
 		return History{}, fmt.Errorf("read history: %w", err)
 	}
 	v, err := replyStrings(res, 2)
-	if err != nil || len(v)%2 != 0 {
+	if err != nil || (len(v)-2)%3 != 0 {
 		return History{}, fmt.Errorf("history script: bad reply (%v)", err)
 	}
 	h := History{Position: parsePosition(v[0], v[1])}
-	for i := 2; i < len(v); i += 2 {
+	for i := 2; i < len(v); i += 3 {
 		seq, err := strconv.ParseUint(v[i], 10, 64)
 		if err != nil {
 			return History{}, fmt.Errorf("history script: bad seq %q", v[i])
 		}
-		h.Messages = append(h.Messages, StoredMessage{Seq: seq, Frame: []byte(v[i+1])})
+		h.Messages = append(h.Messages, StoredMessage{Seq: seq, Frame: []byte(v[i+1]), Exclude: v[i+2]})
 	}
 	top := h.Position.Seq
 	switch {
@@ -206,12 +209,24 @@ func (b *RedisBroker) Reset(ctx context.Context, room string) (Position, error) 
 
 // ClaimStateRequest implements Stream: the first instance to claim seq
 // asks; the claim lapses a little before the request is retried.
-func (b *RedisBroker) ClaimStateRequest(ctx context.Context, room string, seq uint64) (bool, error) {
-	ok, err := b.client.SetNX(ctx, b.keys(room).StateClaim, seq, stateRequestRetry*9/10).Result()
-	if err != nil {
-		return false, fmt.Errorf("claim state request: %w", err)
+func (b *RedisBroker) ClaimStateRequest(ctx context.Context, room string, seq uint64, candidates []string) (string, error) {
+	if len(candidates) == 0 {
+		return "", nil
 	}
-	return ok, nil
+	k := b.keys(room)
+	args := make([]any, 0, 3+len(candidates))
+	args = append(args, seq, (stateRequestRetry * 9 / 10).Milliseconds(), b.ttlMillis())
+	for _, c := range candidates {
+		args = append(args, c)
+	}
+	pick, err := claimStateScript.Run(ctx, b.client, []string{k.StateClaim, k.State}, args...).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("claim state request: %w", err)
+	}
+	return pick, nil
 }
 
 func parsePosition(epoch, seq string) Position {

@@ -39,10 +39,9 @@ type room struct {
 
 	// streamMu serialises stored deliveries with connections taking
 	// their starting position.
-	streamMu  sync.Mutex
-	epoch     string
-	seq       uint64 // last stored message delivered here
-	lastAsked *Conn  // the last connection sent a state_request
+	streamMu sync.Mutex
+	epoch    string
+	seq      uint64 // last stored message delivered here
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
@@ -188,7 +187,7 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		// Deliveries stop: the position must be read again.
 		r.inited = false
 		r.streamMu.Lock()
-		r.epoch, r.seq, r.lastAsked = "", 0, nil
+		r.epoch, r.seq = "", 0
 		r.streamMu.Unlock()
 		if h.o.OnUnsubscribed != nil {
 			h.o.OnUnsubscribed(c.Room)
@@ -278,7 +277,7 @@ func (h *Hub) room(name string) *room {
 // connection holding a position of the old one must reconnect.
 func (h *Hub) newEpoch(r *room, epoch string) {
 	h.log.Info("room stream has a new epoch; connections of the old one resync", "room", r.name, "old", r.epoch, "new", epoch)
-	r.epoch, r.seq, r.lastAsked = epoch, 0, nil
+	r.epoch, r.seq = epoch, 0
 	r.mu.RLock()
 	for c := range r.conns {
 		c.ResetEpoch(epoch)
@@ -339,10 +338,7 @@ func (h *Hub) fillFrom(r *room, upTo uint64) bool {
 				continue
 			}
 			r.seq = m.Seq
-			// The excluded sender of a filled message gets it too: it is
-			// not marked in the history, and a duplicate of its own
-			// message is harmless where a gap is not.
-			h.broadcastStored(r, "", r.epoch, m.Seq, m.Frame)
+			h.broadcastStored(r, m.Exclude, r.epoch, m.Seq, m.Frame)
 		}
 		if upTo == 0 && r.seq >= hist.Position.Seq || len(hist.Messages) == 0 {
 			return upTo == 0 || r.seq >= upTo
@@ -364,7 +360,8 @@ func (h *Hub) broadcastStored(r *room, exclude, epoch string, seq uint64, frame 
 }
 
 // requestState asks one local connection that answers state requests for
-// the room's state, if this instance wins the claim for seq.
+// the room's state, if this instance wins the claim for seq; the broker
+// steers a retry away from the connection asked last.
 func (h *Hub) requestState(r *room, seq uint64) {
 	r.mu.RLock()
 	var capable []*Conn
@@ -377,23 +374,23 @@ func (h *Hub) requestState(r *room, seq uint64) {
 	if len(capable) == 0 {
 		return
 	}
+	rand.Shuffle(len(capable), func(i, j int) { capable[i], capable[j] = capable[j], capable[i] })
+	ids := make([]string, len(capable))
+	for i, c := range capable {
+		ids[i] = c.ID
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	won, err := h.broker.ClaimStateRequest(ctx, r.name, seq)
+	pick, err := h.broker.ClaimStateRequest(ctx, r.name, seq, ids)
 	cancel()
-	if err != nil || !won {
+	if err != nil {
+		h.log.Warn("claim state request", "room", r.name, "err", err)
 		return
 	}
-	pick := capable[rand.IntN(len(capable))]
-	if pick == r.lastAsked && len(capable) > 1 {
-		for _, c := range capable {
-			if c != r.lastAsked {
-				pick = c
-				break
-			}
+	for _, c := range capable {
+		if c.ID == pick {
+			c.Send([]byte(`{"type":"state_request","room":` + strconv.Quote(r.name) + `,"seq":` + strconv.FormatUint(seq, 10) + `}`))
 		}
 	}
-	r.lastAsked = pick
-	pick.Send([]byte(`{"type":"state_request","room":` + strconv.Quote(r.name) + `,"seq":` + strconv.FormatUint(seq, 10) + `}`))
 }
 
 // Broadcast enqueues an unstored frame on this instance's connections of

@@ -51,6 +51,9 @@ type History struct {
 type StoredMessage struct {
 	Seq   uint64
 	Frame []byte
+	// Exclude is the connection the message was not sent to (a sender
+	// without echo), so a gap filled from the history skips it too.
+	Exclude string
 }
 
 // State is a room's state as a client sent it: the effect of every stored

@@ -195,9 +195,13 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 		if strings.Join(due, ",") != "false,true,false,false" {
 			t.Fatalf("state due flags %v", due)
 		}
-		won, err := b.ClaimStateRequest(ctx, name, 2)
-		if err != nil || !won {
-			t.Fatalf("first claim: %v %v", won, err)
+		pick, err := b.ClaimStateRequest(ctx, name, 2, []string{"c1"})
+		if err != nil || pick != "c1" {
+			t.Fatalf("first claim: %q %v", pick, err)
+		}
+		// The one asked last is not asked again, here or elsewhere.
+		if pick, err := b.ClaimStateRequest(ctx, name, 3, []string{"c1"}); err != nil || pick != "" {
+			t.Fatalf("claim with only the client asked before: %q %v", pick, err)
 		}
 	})
 

@@ -2,7 +2,8 @@
 -- position read in the same step.
 -- KEYS 1 meta 2 stream 3 state; ARGV 1 new epoch 2 history ttl ms
 --      3 after 4 limit
--- Returns {epoch, seq, seq1, frame1, seq2, frame2, ...}.
+-- Returns {epoch, seq, seq1, frame1, exclude1, seq2, frame2, exclude2, ...}
+-- (exclude: the connection the message was not sent to, or "").
 local epoch, seq = ensure_epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 local out = {epoch, string.format('%d', seq)}
 local after = tonumber(ARGV[3])
@@ -15,5 +16,6 @@ for _, e in ipairs(entries) do
   out[#out + 1] = string.sub(id, 1, string.find(id, '-', 1, true) - 1)
   local fields = e[2]
   out[#out + 1] = fields[2]
+  out[#out + 1] = fields[4] or ''
 end
 return out

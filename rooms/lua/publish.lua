@@ -38,7 +38,7 @@ end
 seq = redis.call('HINCRBY', meta, 'seq', 1)
 local seq_s = string.format('%d', seq)
 local full = string.sub(frame, 1, -2) .. ',"seq":' .. seq_s .. '}'
-redis.call('XADD', stream, 'MAXLEN', size, seq_s .. '-0', 'd', full)
+redis.call('XADD', stream, 'MAXLEN', size, seq_s .. '-0', 'd', full, 'x', exclude)
 redis.call('PEXPIRE', meta, ttl)
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', state, ttl)

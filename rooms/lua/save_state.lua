@@ -12,6 +12,8 @@ if cur and seq < cur then
   return 'stale'
 end
 redis.call('HSET', KEYS[2], 'seq', ARGV[1], 'data', ARGV[2])
+-- A state arrived: whoever was asked last may be asked again.
+redis.call('HDEL', KEYS[2], 'asked')
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 -- An answered request: the next one goes out as soon as it is due, not a
 -- retry period later.

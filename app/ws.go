@@ -286,7 +286,7 @@ func (s *Server) undoJoin(conn *rooms.Conn, presenceToo bool) {
 			s.logConn(slog.LevelWarn, conn, "undo join: leave presence", "err", err)
 		}
 		// Not tracked when Join itself failed; the store may still hold it.
-		if err := s.store.Leave(ctx, conn.Room, conn.ID); err != nil {
+		if err := s.store.Leave(ctx, conn.Room, conn.ID, conn.User); err != nil {
 			s.logConn(slog.LevelWarn, conn, "undo join: remove presence", "err", err)
 		}
 	}

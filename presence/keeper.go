@@ -78,18 +78,28 @@ func (k *Keeper) Leave(ctx context.Context, room, conn string) error {
 	k.tick.RLock()
 	defer k.tick.RUnlock()
 	k.mu.Lock()
-	_, ok := k.sessions[sessionKey{room, conn}]
+	s, ok := k.sessions[sessionKey{room, conn}]
 	delete(k.sessions, sessionKey{room, conn})
 	k.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	return k.store.Leave(ctx, room, conn)
+	return k.store.Leave(ctx, room, conn, s.User)
 }
 
-// SetMeta replaces the meta of the session's user; a later re-assert uses it.
+// SetMeta replaces the meta of the session's user; a later re-assert uses
+// it. ErrUnknownConn for a session this keeper does not hold.
 func (k *Keeper) SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error) {
-	m, err := k.store.SetMeta(ctx, room, conn, meta)
+	k.mu.Lock()
+	s, ok := k.sessions[sessionKey{room, conn}]
+	k.mu.Unlock()
+	if !ok {
+		if _, err := ValidateMeta(meta); err != nil {
+			return Member{}, err
+		}
+		return Member{}, ErrUnknownConn
+	}
+	m, err := k.store.SetMeta(ctx, room, conn, s.User, meta)
 	if err != nil {
 		return Member{}, err
 	}

@@ -1,21 +1,26 @@
 -- Shared by every presence script: Go prepends rooms/wire's envelope.lua
 -- and this file to each of them.
 --
--- KEYS (one room, all with the {room} hash tag, then two cluster-wide indexes)
---   1 conns       ZSET conn -> expiry (unix ms)
---   2 conn_user   HASH conn -> user id
---   3 conn_count  HASH user -> number of conns (0 while in leave grace)
---   4 members     HASH user -> member record (see record below)
---   5 grace       ZSET user -> end of leave grace (unix ms)
---   6 rooms       ZSET room -> number of members (the room index)
---   7 due         ZSET room -> earliest conn expiry or grace end (sweep index)
+-- KEYS (one room, both with the {room} hash tag, then the sweep index)
+--   1 conns    ZSET of the room's timers:
+--                "<conn>\n<user>" -> expiry of a connection (unix ms)
+--                "\n<user>"       -> end of the user's leave grace (unix ms)
+--   2 members  HASH user -> member value (see value below)
+--   3 due      ZSET room -> a time at or before the room's earliest timer
 -- ARGV
 --   1 now (unix ms; "0" means Redis server time)
 --   2 TTL ms  3 leave grace ms  4 key safety-net TTL ms
 --   5 room  6 room as a JSON string  7 pub/sub channel of the room
 --   8.. operation arguments
-local K_CONNS, K_CONN_USER, K_CONN_COUNT, K_MEMBERS, K_GRACE, K_ROOMS, K_DUE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+--
+-- Invariants every script keeps (each runs atomically):
+--   - a user has a member value iff they have a conn or a grace entry;
+--     its count is the number of their conns, 0 while in grace;
+--   - while a timer is in conns, due holds the room at or before it.
+-- A grace entry may outlive its grace (the user came back); sweep drops
+-- it when it comes due. due may be early or hold an empty room; sweep
+-- then sets it exactly (or removes it).
+local K_CONNS, K_MEMBERS, K_DUE = KEYS[1], KEYS[2], KEYS[3]
 local TTL, GRACE, KEEP = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local ROOM, ROOM_JSON, CHANNEL = ARGV[5], ARGV[6], ARGV[7]
 
@@ -29,24 +34,25 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- A member record is "since\nid\nname\nmeta" where id and name are JSON
--- strings and meta a compact JSON object, all encoded by Go exactly as
--- presence.Frame encodes them. Scripts splice these bytes into frames and
--- never decode them, so a frame is byte-identical to presence.Frame and the
--- client's meta is never round-tripped through cjson.
-local function record(since, id, name, meta)
-  return since .. '\n' .. id .. '\n' .. name .. '\n' .. meta
+-- A member value is "conns\nsince\nid\nname\nmeta": the user's conn count,
+-- then the record, where id and name are JSON strings and meta a compact
+-- JSON object, all encoded by Go exactly as presence.Frame encodes them.
+-- Scripts splice these bytes into frames and never decode them, so a frame
+-- is byte-identical to presence.Frame and the client's meta is never
+-- round-tripped through cjson. parse returns the count and the record.
+local function parse(v)
+  local a = string.find(v, '\n', 1, true)
+  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1)
 end
 
-local function split_record(rec)
-  local a = string.find(rec, '\n', 1, true)
-  local b = string.find(rec, '\n', a + 1, true)
-  local c = string.find(rec, '\n', b + 1, true)
-  return a, b, c
+local function value(n, rec)
+  return int(n) .. '\n' .. rec
 end
 
 local function member_json(rec, conns)
-  local a, b, c = split_record(rec)
+  local a = string.find(rec, '\n', 1, true)
+  local b = string.find(rec, '\n', a + 1, true)
+  local c = string.find(rec, '\n', b + 1, true)
   return '{"id":' .. string.sub(rec, a + 1, b - 1) ..
     ',"name":' .. string.sub(rec, b + 1, c - 1) ..
     ',"meta":' .. string.sub(rec, c + 1) ..
@@ -64,100 +70,65 @@ local function publish(typ, member, reason)
   redis.call('PUBLISH', CHANNEL, envelope('', '', f .. '}'))
 end
 
-local function conn_count(user)
-  return tonumber(redis.call('HGET', K_CONN_COUNT, user)) or 0
+-- count_conn records a conn of user that conns did not hold (it was just
+-- added): join when the user is new, update otherwise (another tab, or
+-- back within the leave grace, whose entry sweep drops). Returns the
+-- member as JSON.
+local function count_conn(user, id, name, meta)
+  local v = redis.call('HGET', K_MEMBERS, user)
+  local typ, n, rec = 'join', 1, nil
+  if v then
+    typ, n, rec = 'update', parse(v)
+    n = n + 1
+  else
+    rec = int(NOW) .. '\n' .. id .. '\n' .. name .. '\n' .. meta
+  end
+  redis.call('HSET', K_MEMBERS, user, value(n, rec))
+  local m = member_json(rec, n)
+  publish(typ, m)
+  return m
 end
 
--- add_conn adds conn of user (join when the user is new, update otherwise)
--- or, for a conn already present, only pushes its expiry. It returns the
--- member as JSON and whether the conn was added.
+-- add_conn adds conn of user or, for a conn already held, pushes its
+-- expiry. Returns the member as JSON and whether the conn was added.
 local function add_conn(conn, user, id, name, meta)
-  local owner = redis.call('HGET', K_CONN_USER, conn)
-  if owner then
-    local rec = redis.call('HGET', K_MEMBERS, owner)
-    if rec then
-      redis.call('ZADD', K_CONNS, int(NOW + TTL), conn)
-      return member_json(rec, conn_count(owner)), false
+  local exp = NOW + TTL
+  if redis.call('ZADD', K_CONNS, int(exp), conn .. '\n' .. user) == 0 then
+    local v = redis.call('HGET', K_MEMBERS, user)
+    if v then
+      local n, rec = parse(v)
+      return member_json(rec, n), false
     end
+    -- A held conn without a member breaks the invariant; count it again.
   end
-  redis.call('ZADD', K_CONNS, int(NOW + TTL), conn)
-  redis.call('HSET', K_CONN_USER, conn, user)
-  local rec = redis.call('HGET', K_MEMBERS, user)
-  if not rec then
-    rec = record(int(NOW), id, name, meta)
-    redis.call('HSET', K_MEMBERS, user, rec)
-    redis.call('HSET', K_CONN_COUNT, user, 1)
-    local m = member_json(rec, 1)
-    publish('join', m)
-    return m, true
-  end
-  local n = redis.call('HINCRBY', K_CONN_COUNT, user, 1)
-  redis.call('ZREM', K_GRACE, user)
-  local m = member_json(rec, n)
-  publish('update', m)
+  local m = count_conn(user, id, name, meta)
+  redis.call('ZADD', K_DUE, 'LT', int(exp), ROOM)
   return m, true
 end
 
 local function drop_user(user, rec, reason)
   redis.call('HDEL', K_MEMBERS, user)
-  redis.call('HDEL', K_CONN_COUNT, user)
-  redis.call('ZREM', K_GRACE, user)
   publish('leave', member_json(rec, 0), reason)
 end
 
--- remove_conn removes conn: update while the user has other conns, else
--- leave (or, for a closed socket with a leave grace, update with conns 0
--- and a grace entry that sweep turns into the leave).
-local function remove_conn(conn, reason)
-  local user = redis.call('HGET', K_CONN_USER, conn)
-  redis.call('ZREM', K_CONNS, conn)
-  if not user then
-    return
-  end
-  redis.call('HDEL', K_CONN_USER, conn)
-  local rec = redis.call('HGET', K_MEMBERS, user)
-  if not rec then
-    redis.call('HDEL', K_CONN_COUNT, user)
-    return
-  end
-  local n = redis.call('HINCRBY', K_CONN_COUNT, user, -1)
+-- uncount_conn takes a removed conn off its user's count: update while
+-- the user has other conns, else leave.
+local function uncount_conn(user, n, rec, reason)
+  n = n - 1
   if n > 0 then
+    redis.call('HSET', K_MEMBERS, user, value(n, rec))
     publish('update', member_json(rec, n))
-  elseif reason == 'closed' and GRACE > 0 then
-    redis.call('HSET', K_CONN_COUNT, user, 0)
-    redis.call('ZADD', K_GRACE, int(NOW + GRACE), user)
-    publish('update', member_json(rec, 0))
   else
     drop_user(user, rec, reason)
   end
 end
 
--- finish brings the room's index entries up to date and pushes the safety
--- net TTL of every key the script may have touched, so a room's keys always
--- expire together.
-local function finish()
-  local members = redis.call('HLEN', K_MEMBERS)
-  if members > 0 then
-    redis.call('ZADD', K_ROOMS, members, ROOM)
-  else
-    redis.call('ZREM', K_ROOMS, ROOM)
-  end
-  local due
-  local c = redis.call('ZRANGE', K_CONNS, 0, 0, 'WITHSCORES')
-  if c[2] then
-    due = tonumber(c[2])
-  end
-  local g = redis.call('ZRANGE', K_GRACE, 0, 0, 'WITHSCORES')
-  if g[2] and (not due or tonumber(g[2]) < due) then
-    due = tonumber(g[2])
-  end
-  if due then
-    redis.call('ZADD', K_DUE, int(due), ROOM)
+-- set_due sets the room's due entry to its earliest timer, exactly.
+local function set_due()
+  local first = redis.call('ZRANGE', K_CONNS, 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', K_DUE, first[2], ROOM)
   else
     redis.call('ZREM', K_DUE, ROOM)
   end
-  for i = 1, 7 do
-    redis.call('PEXPIRE', KEYS[i], KEEP)
-  end
 end
-

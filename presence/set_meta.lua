@@ -1,18 +1,19 @@
--- set_meta: ARGV[8] = conn, ARGV[9] = compact meta JSON object. Replaces
--- the meta of the conn's user. Returns the member as JSON, or nil for an
--- unknown conn.
-local user = redis.call('HGET', K_CONN_USER, ARGV[8])
-if not user then
+-- set_meta: ARGV[8] = conn, ARGV[9] = its user, ARGV[10] = compact meta
+-- JSON object. Replaces the user's meta. Returns the member as JSON, or
+-- nil for a conn the room does not hold.
+if not redis.call('ZSCORE', K_CONNS, ARGV[8] .. '\n' .. ARGV[9]) then
   return false
 end
-local rec = redis.call('HGET', K_MEMBERS, user)
-if not rec then
+local v = redis.call('HGET', K_MEMBERS, ARGV[9])
+if not v then
   return false
 end
-local _, _, c = split_record(rec)
-rec = string.sub(rec, 1, c) .. ARGV[9]
-redis.call('HSET', K_MEMBERS, user, rec)
-local m = member_json(rec, conn_count(user))
+local n, rec = parse(v)
+local a = string.find(rec, '\n', 1, true)
+local b = string.find(rec, '\n', a + 1, true)
+local c = string.find(rec, '\n', b + 1, true)
+rec = string.sub(rec, 1, c) .. ARGV[10]
+redis.call('HSET', K_MEMBERS, ARGV[9], value(n, rec))
+local m = member_json(rec, n)
 publish('update', m)
-finish()
 return m

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type Member struct {
 // Session is one connection of a user in a room.
 type Session struct {
 	Room string
+	// Conn is the connection's id: not empty, no newline (ErrBadConn).
 	Conn string
 	User string
 	Name string
@@ -57,6 +59,17 @@ var ErrNotObject = errors.New("presence: meta must be a JSON object")
 // ErrUnknownConn is returned by SetMeta for a connection the store does not hold.
 var ErrUnknownConn = errors.New("presence: unknown connection")
 
+// ErrBadConn is returned by Join for a connection id that is empty or has a
+// newline.
+var ErrBadConn = errors.New("presence: connection id empty or with a newline")
+
+func checkConn(conn string) error {
+	if conn == "" || strings.IndexByte(conn, '\n') >= 0 {
+		return ErrBadConn
+	}
+	return nil
+}
+
 // Store holds presence. Every change that clients must see is published to
 // the room as a join, leave or update frame, in the order the changes
 // happened.
@@ -66,13 +79,15 @@ type Store interface {
 	// counted across all instances; otherwise `update` is published with
 	// the new connection count. It returns the member.
 	Join(ctx context.Context, s Session) (Member, error)
-	// Leave removes a connection whose socket ended. When it was the user's
-	// last, `leave` with reason closed follows — after LeaveGrace, unless
-	// the user comes back within it.
-	Leave(ctx context.Context, room, conn string) error
-	// SetMeta replaces the meta of the connection's user and publishes
-	// `update`.
-	SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error)
+	// Leave removes a connection of user whose socket ended; a connection
+	// the store does not hold for that user is left alone. When it was the
+	// user's last, `leave` with reason closed follows — after LeaveGrace,
+	// unless the user comes back within it.
+	Leave(ctx context.Context, room, conn, user string) error
+	// SetMeta replaces the meta of user, whose connection conn is, and
+	// publishes `update`; ErrUnknownConn when the store does not hold conn
+	// for user.
+	SetMeta(ctx context.Context, room, conn, user string, meta json.RawMessage) (Member, error)
 	// Members lists the room's members, oldest first.
 	Members(ctx context.Context, room string) ([]Member, error)
 	// Rooms lists rooms with at least one member.

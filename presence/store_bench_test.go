@@ -28,7 +28,7 @@ func benchJoinLeave(b *testing.B, s Store) {
 		if _, err := s.Join(ctx, Session{Room: "bench", Conn: conn, User: "visitor", Name: "Visitor"}); err != nil {
 			b.Fatal(err)
 		}
-		if err := s.Leave(ctx, "bench", conn); err != nil {
+		if err := s.Leave(ctx, "bench", conn, "visitor"); err != nil {
 			b.Fatal(err)
 		}
 	}

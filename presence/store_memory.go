@@ -44,6 +44,9 @@ func NewMemoryStore(o Options, pub Publisher) *MemoryStore {
 
 // Join implements Store.
 func (s *MemoryStore) Join(ctx context.Context, sess Session) (Member, error) {
+	if err := checkConn(sess.Conn); err != nil {
+		return Member{}, err
+	}
 	meta, err := ValidateMeta(sess.Meta)
 	if err != nil {
 		return Member{}, err
@@ -78,9 +81,12 @@ func (s *MemoryStore) joinLocked(ctx context.Context, sess Session) (Member, err
 }
 
 // Leave implements Store.
-func (s *MemoryStore) Leave(ctx context.Context, room, conn string) error {
+func (s *MemoryStore) Leave(ctx context.Context, room, conn, user string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r := s.rooms[room]; r == nil || r.conns[conn] == nil || r.conns[conn].user != user {
+		return nil
+	}
 	return s.removeLocked(ctx, room, conn, ReasonClosed)
 }
 
@@ -116,7 +122,7 @@ func (s *MemoryStore) dropUserLocked(ctx context.Context, room string, r *memRoo
 }
 
 // SetMeta implements Store.
-func (s *MemoryStore) SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error) {
+func (s *MemoryStore) SetMeta(ctx context.Context, room, conn, user string, meta json.RawMessage) (Member, error) {
 	meta, err := ValidateMeta(meta)
 	if err != nil {
 		return Member{}, err
@@ -124,10 +130,10 @@ func (s *MemoryStore) SetMeta(ctx context.Context, room, conn string, meta json.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.rooms[room]
-	if r == nil || r.conns[conn] == nil {
+	if r == nil || r.conns[conn] == nil || r.conns[conn].user != user {
 		return Member{}, ErrUnknownConn
 	}
-	u := r.users[r.conns[conn].user]
+	u := r.users[user]
 	u.m.Meta = meta
 	return u.m, s.publish(ctx, room, Frame("update", room, u.m, ""))
 }

@@ -86,7 +86,8 @@ type RedisOptions struct {
 }
 
 // NewRedisStore returns a store on client. Room keys expire on their own
-// (a safety net) 2×TTL + LeaveGrace + 1 minute after their last write.
+// (a safety net) 2×TTL + LeaveGrace + 1 minute after the last heartbeat of
+// a connection in the room.
 func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 	serverTime := o.Now == nil
 	if o.Prefix == "" {
@@ -107,15 +108,14 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 	}
 }
 
-// Keys of a room. The {room} hash tag keeps them, and the room's channel,
-// in one Redis Cluster slot.
+// Keys of a room (see presence_lib.lua). The {room} hash tag keeps them,
+// and the room's channel, in one Redis Cluster slot.
 func (s *RedisStore) roomKeys(room string) []string {
 	k := wire.RoomKeys(s.prefix, room)
-	return []string{k.Conns, k.ConnUser, k.ConnCount, k.Members, k.Grace, s.roomsKey(), s.dueKey()}
+	return []string{k.Conns, k.Members, s.dueKey()}
 }
 
-func (s *RedisStore) roomsKey() string { return wire.RoomsIndex(s.prefix) }
-func (s *RedisStore) dueKey() string   { return wire.DueIndex(s.prefix) }
+func (s *RedisStore) dueKey() string { return wire.DueIndex(s.prefix) }
 
 func (s *RedisStore) now() string {
 	if s.serverTime {
@@ -162,6 +162,9 @@ func compactMeta(meta json.RawMessage) string {
 
 // Join implements Store.
 func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
+	if err := checkConn(sess.Conn); err != nil {
+		return Member{}, err
+	}
 	meta, err := ValidateMeta(sess.Meta)
 	if err != nil {
 		return Member{}, err
@@ -175,20 +178,20 @@ func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
 }
 
 // Leave implements Store.
-func (s *RedisStore) Leave(ctx context.Context, room, conn string) error {
-	if err := leaveScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn)...).Err(); err != nil {
+func (s *RedisStore) Leave(ctx context.Context, room, conn, user string) error {
+	if err := leaveScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user)...).Err(); err != nil {
 		return fmt.Errorf("presence: leave conn %s from room %q: %w", conn, room, err)
 	}
 	return nil
 }
 
 // SetMeta implements Store.
-func (s *RedisStore) SetMeta(ctx context.Context, room, conn string, meta json.RawMessage) (Member, error) {
+func (s *RedisStore) SetMeta(ctx context.Context, room, conn, user string, meta json.RawMessage) (Member, error) {
 	meta, err := ValidateMeta(meta)
 	if err != nil {
 		return Member{}, err
 	}
-	res, err := setMetaScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, compactMeta(meta))...).Text()
+	res, err := setMetaScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user, compactMeta(meta))...).Text()
 	if errors.Is(err, redis.Nil) {
 		return Member{}, ErrUnknownConn
 	}
@@ -206,60 +209,70 @@ func decodeMember(s string) (Member, error) {
 	return m, nil
 }
 
-// Members implements Store. It reads the room in one MULTI so records and
-// counts agree.
+// Members implements Store: one HGETALL, so counts and records agree.
 func (s *RedisStore) Members(ctx context.Context, room string) ([]Member, error) {
-	keys := s.roomKeys(room)
-	var recs, counts *redis.MapStringStringCmd
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		recs = p.HGetAll(ctx, keys[3])
-		counts = p.HGetAll(ctx, keys[2])
-		return nil
-	})
+	vals, err := s.client.HGetAll(ctx, wire.RoomKeys(s.prefix, room).Members).Result()
 	if err != nil {
 		return nil, fmt.Errorf("presence: read members of room %q: %w", room, err)
 	}
-	out := make([]Member, 0, len(recs.Val()))
-	for user, rec := range recs.Val() {
-		m, err := parseRecord(user, rec)
+	out := make([]Member, 0, len(vals))
+	for user, v := range vals {
+		m, err := parseMember(user, v)
 		if err != nil {
 			return nil, fmt.Errorf("presence: member %q of room %q: %w", user, room, err)
 		}
-		m.Conns, _ = strconv.Atoi(counts.Val()[user])
 		out = append(out, m)
 	}
 	sortMembers(out)
 	return out, nil
 }
 
-// parseRecord reads a member record "since\nid\nname\nmeta" (see
+// parseMember reads a member value "conns\nsince\nid\nname\nmeta" (see
 // presence_lib.lua).
-func parseRecord(user, rec string) (Member, error) {
-	parts := strings.SplitN(rec, "\n", 4)
-	if len(parts) != 4 {
-		return Member{}, errors.New("malformed record")
+func parseMember(user, v string) (Member, error) {
+	parts := strings.SplitN(v, "\n", 5)
+	if len(parts) != 5 {
+		return Member{}, errors.New("malformed member value")
 	}
-	since, err := strconv.ParseInt(parts[0], 10, 64)
+	conns, err := strconv.Atoi(parts[0])
+	if err != nil {
+		return Member{}, fmt.Errorf("malformed conns: %w", err)
+	}
+	since, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
 		return Member{}, fmt.Errorf("malformed since: %w", err)
 	}
-	m := Member{ID: user, Since: since, Meta: json.RawMessage(parts[3])}
-	if err := json.Unmarshal([]byte(parts[2]), &m.Name); err != nil {
+	m := Member{ID: user, Conns: conns, Since: since, Meta: json.RawMessage(parts[4])}
+	if err := json.Unmarshal([]byte(parts[3]), &m.Name); err != nil {
 		return Member{}, fmt.Errorf("malformed name: %w", err)
 	}
 	return m, nil
 }
 
-// Rooms implements Store from the room index, one read.
+// Rooms implements Store from the due index, which holds every room with
+// a connection or a leave grace (and may hold rooms emptied since): one
+// read of it, then one pipeline of HLEN, two round trips.
 func (s *RedisStore) Rooms(ctx context.Context) ([]RoomCount, error) {
-	zs, err := s.client.ZRangeWithScores(ctx, s.roomsKey(), 0, -1).Result()
+	names, err := s.client.ZRange(ctx, s.dueKey(), 0, -1).Result()
 	if err != nil {
-		return nil, fmt.Errorf("presence: read room index: %w", err)
+		return nil, fmt.Errorf("presence: read the due index: %w", err)
 	}
-	out := make([]RoomCount, 0, len(zs))
-	for _, z := range zs {
-		name, _ := z.Member.(string)
-		if n := int(z.Score); n > 0 {
+	out := make([]RoomCount, 0, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	lens := make([]*redis.IntCmd, len(names))
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			lens[i] = p.HLen(ctx, wire.RoomKeys(s.prefix, name).Members)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("presence: count members of %d rooms: %w", len(names), err)
+	}
+	for i, name := range names {
+		if n := int(lens[i].Val()); n > 0 {
 			out = append(out, RoomCount{Room: name, Members: n})
 		}
 	}
@@ -271,12 +284,12 @@ func (s *RedisStore) Rooms(ctx context.Context) ([]RoomCount, error) {
 // per room, so one round trip however many sessions (two when Redis lost
 // the scripts, e.g. after a restart).
 func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
-	if len(sessions) == 0 {
-		return nil
-	}
 	byRoom := make(map[string][]any)
 	order := []string{}
 	for _, sess := range sessions {
+		if checkConn(sess.Conn) != nil {
+			continue // never joined
+		}
 		meta, err := ValidateMeta(sess.Meta)
 		if err != nil {
 			meta = json.RawMessage("{}")
@@ -286,6 +299,9 @@ func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
 			order = append(order, sess.Room)
 		}
 		byRoom[sess.Room] = append(byRoom[sess.Room], sessionArgs(sess)...)
+	}
+	if len(order) == 0 {
+		return nil
 	}
 	calls := make([]scriptCall, 0, len(order))
 	for _, room := range order {

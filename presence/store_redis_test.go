@@ -139,7 +139,7 @@ func TestRedisStoreTabsRace(t *testing.T) {
 			return err
 		})
 		together(func(i int, s Store) error {
-			return s.Leave(ctx, room, fmt.Sprintf("r%d-c%d", round, i))
+			return s.Leave(ctx, room, fmt.Sprintf("r%d-c%d", round, i), "ann")
 		})
 		var types []string
 		var conns []int
@@ -194,8 +194,15 @@ func TestRedisStoreCrashTimeout(t *testing.T) {
 	if d := time.UnixMilli(joined.Since).Sub(start); d < -time.Second || d > time.Second {
 		t.Fatalf("since %d is not Redis now", joined.Since)
 	}
-	if ttl := srv.Client(t).PTTL(ctx, prefix+"{"+room+"}:members").Val(); ttl <= 0 {
-		t.Fatalf("members key has no safety-net TTL: %v", ttl)
+	// The heartbeat gives the room's keys their safety-net TTL, all alike.
+	if err := crashed.Heartbeat(ctx, []Session{{Room: room, Conn: "c1", User: "ann", Name: "Ann"}}); err != nil {
+		t.Fatal(err)
+	}
+	keep := 2*300*time.Millisecond + time.Minute
+	for _, key := range []string{prefix + "{" + room + "}:conns", prefix + "{" + room + "}:members", prefix + "due"} {
+		if ttl := srv.Client(t).PTTL(ctx, key).Val(); ttl <= keep-time.Second || ttl > keep {
+			t.Fatalf("%s has safety-net TTL %v, want %v", key, ttl, keep)
+		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -282,5 +289,75 @@ func TestRedisStoreHeartbeatRoundTrips(t *testing.T) {
 	}
 	if c, p := hook.cmds.Load(), hook.pipelines.Load(); c != 1 || p != 1 {
 		t.Fatalf("sweep with nothing due: %d commands, %d more pipelines; want 1 command", c, p-1)
+	}
+}
+
+// A heartbeat carries more conns of one room than a script handles in one
+// chunk: all are kept, and those lost are added back, in order.
+func TestRedisStoreHeartbeatOfAThousandConnsInOneRoom(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	var reasserted []string
+	s := NewRedisStore(c, RedisOptions{OnReassert: func(_ context.Context, rooms []string) { reasserted = append(reasserted, rooms...) }})
+	var sessions []Session
+	for i := range 1200 {
+		sessions = append(sessions, Session{Room: room, Conn: fmt.Sprint("c", i), User: fmt.Sprint("u", i%300), Name: "N"})
+	}
+	for _, sess := range sessions[:700] {
+		if _, err := s.Join(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Heartbeat(ctx, sessions); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(reasserted) != "["+room+"]" {
+		t.Fatalf("reasserted %v", reasserted)
+	}
+	ms, err := s.Members(ctx, room)
+	if err != nil || len(ms) != 300 {
+		t.Fatalf("%d members, %v", len(ms), err)
+	}
+	for _, m := range ms {
+		if m.Conns != 4 {
+			t.Fatalf("member %+v, want 4 conns", m)
+		}
+	}
+	reasserted = nil
+	if err := s.Heartbeat(ctx, sessions); err != nil || reasserted != nil {
+		t.Fatalf("second heartbeat: %v, reasserted %v", err, reasserted)
+	}
+	if n := c.ZCard(ctx, wire.RoomKeys(s.prefix, room).Conns).Val(); n != 1200 {
+		t.Fatalf("%d conns held", n)
+	}
+}
+
+// The last conn of a room leaving into a leave grace keeps the room's keys
+// (the grace entry among them) under the TTL the last heartbeat gave them:
+// no heartbeat comes to an empty room.
+func TestRedisStoreGraceKeepsTheSafetyNet(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	s := NewRedisStore(c, RedisOptions{Options: Options{LeaveGrace: 5 * time.Second}})
+	sess := Session{Room: room, Conn: "c1", User: "ann", Name: "Ann"}
+	if _, err := s.Join(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Heartbeat(ctx, []Session{sess}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Leave(ctx, room, "c1", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	k := wire.RoomKeys(s.prefix, room)
+	for _, key := range []string{k.Conns, k.Members, s.dueKey()} {
+		if ttl := c.PTTL(ctx, key).Val(); ttl <= 0 {
+			t.Fatalf("%s has no safety-net TTL after the leave: %v", key, ttl)
+		}
+	}
+	if n := c.ZCard(ctx, k.Conns).Val(); n != 1 {
+		t.Fatalf("conns holds %d timers, want the grace entry", n)
 	}
 }

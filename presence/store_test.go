@@ -149,9 +149,9 @@ func mustJoin(t *testing.T, s Store, conn, user string) Member {
 	return m
 }
 
-func mustLeave(t *testing.T, s Store, conn string) {
+func mustLeave(t *testing.T, s Store, conn, user string) {
 	t.Helper()
-	if err := s.Leave(context.Background(), room, conn); err != nil {
+	if err := s.Leave(context.Background(), room, conn, user); err != nil {
 		t.Fatalf("Leave %s: %v", conn, err)
 	}
 }
@@ -187,15 +187,18 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		checkMembers(t, s, member("ann", 2, t0), member("bob", 1, t1))
 		checkRooms(t, s, RoomCount{Room: room, Members: 2})
 
-		mustLeave(t, s, "c1")
+		// A conn is left only by its own user.
+		mustLeave(t, s, "c1", "bob")
+		checkFrames(t, env)
+		mustLeave(t, s, "c1", "ann")
 		checkFrames(t, env, frame("update", member("ann", 1, t0), ""))
-		mustLeave(t, s, "c2")
+		mustLeave(t, s, "c2", "ann")
 		checkFrames(t, env, frame("leave", member("ann", 0, t0), ReasonClosed))
-		mustLeave(t, s, "c2") // unknown by now: nothing happens
+		mustLeave(t, s, "c2", "ann") // unknown by now: nothing happens
 		checkFrames(t, env)
 		checkMembers(t, s, member("bob", 1, t1))
 
-		mustLeave(t, s, "c3")
+		mustLeave(t, s, "c3", "bob")
 		checkFrames(t, env, frame("leave", member("bob", 0, t1), ReasonClosed))
 		checkMembers(t, s)
 		checkRooms(t, s)
@@ -224,8 +227,8 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 			frame("update", member("ann", 2, t0), ""))
 		checkMembers(t, a, member("ann", 2, t0))
 		checkMembers(t, b, member("ann", 2, t0))
-		mustLeave(t, b, "b1")
-		mustLeave(t, a, "a1")
+		mustLeave(t, b, "b1", "ann")
+		mustLeave(t, a, "a1", "ann")
 		checkFrames(t, env,
 			frame("update", member("ann", 1, t0), ""),
 			frame("leave", member("ann", 0, t0), ReasonClosed))
@@ -237,7 +240,7 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		a, b := env.newStore(), env.newStore()
 		t0 := env.clock.Now()
 		mustJoin(t, a, "c1", "ann")
-		mustLeave(t, a, "c1")
+		mustLeave(t, a, "c1", "ann")
 		checkFrames(t, env,
 			frame("join", member("ann", 1, t0), ""),
 			frame("update", member("ann", 0, t0), ""))
@@ -252,7 +255,7 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		mustJoin(t, b, "c2", "ann")
 		checkFrames(t, env, frame("update", member("ann", 1, t0), ""))
 
-		mustLeave(t, b, "c2")
+		mustLeave(t, b, "c2", "ann")
 		checkFrames(t, env, frame("update", member("ann", 0, t0), ""))
 		env.clock.Add(5*time.Second + time.Millisecond)
 		var wg sync.WaitGroup
@@ -269,6 +272,53 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		checkFrames(t, env, frame("leave", member("ann", 0, t0), ReasonClosed))
 		checkMembers(t, a)
 		checkRooms(t, a)
+	})
+
+	t.Run("back within the grace and staying past its end", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second, LeaveGrace: 5 * time.Second})
+		s := env.newStore()
+		t0 := env.clock.Now()
+		sess := Session{Room: room, Conn: "c1", User: "ann", Name: "Name ann"}
+		mustJoin(t, s, "c1", "ann")
+		mustJoin(t, s, "c2", "ann")
+		mustLeave(t, s, "c2", "ann")
+		mustLeave(t, s, "c1", "ann")
+		env.clock.Add(2 * time.Second)
+		mustJoin(t, s, "c3", "ann")
+		checkFrames(t, env,
+			frame("join", member("ann", 1, t0), ""),
+			frame("update", member("ann", 2, t0), ""),
+			frame("update", member("ann", 1, t0), ""),
+			frame("update", member("ann", 0, t0), ""),
+			frame("update", member("ann", 1, t0), ""))
+		// The grace that ended, and later the TTL of the conns that left,
+		// change nothing.
+		sess.Conn = "c3"
+		for range 4 {
+			env.clock.Add(4 * time.Second)
+			if err := s.Heartbeat(ctx, []Session{sess}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkFrames(t, env)
+		checkMembers(t, s, member("ann", 1, t0))
+		// A new grace after it runs its own course.
+		mustLeave(t, s, "c3", "ann")
+		env.clock.Add(5 * time.Second)
+		if err := s.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env, frame("update", member("ann", 0, t0), ""))
+		env.clock.Add(time.Millisecond)
+		if err := s.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env, frame("leave", member("ann", 0, t0), ReasonClosed))
+		checkMembers(t, s)
+		checkRooms(t, s)
 	})
 
 	t.Run("timeout swept exactly once by concurrent sweepers", func(t *testing.T) {
@@ -328,7 +378,7 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		}
 
 		// Replace, not merge.
-		m, err = s.SetMeta(ctx, room, "c1", json.RawMessage(`{"cursor":[1, 2.5,{"x":null}]}`))
+		m, err = s.SetMeta(ctx, room, "c1", "u/<1>", json.RawMessage(`{"cursor":[1, 2.5,{"x":null}]}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -340,14 +390,22 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		checkMembers(t, s, want)
 
 		big := json.RawMessage(`{"x":"` + strings.Repeat("a", MaxMetaBytes) + `"}`)
-		if _, err := s.SetMeta(ctx, room, "c1", big); !errors.Is(err, ErrTooLarge) {
+		if _, err := s.SetMeta(ctx, room, "c1", "u/<1>", big); !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("SetMeta too large: err %v, want ErrTooLarge", err)
 		}
-		if _, err := s.SetMeta(ctx, room, "c1", json.RawMessage(`[1]`)); !errors.Is(err, ErrNotObject) {
+		if _, err := s.SetMeta(ctx, room, "c1", "u/<1>", json.RawMessage(`[1]`)); !errors.Is(err, ErrNotObject) {
 			t.Fatalf("SetMeta array: err %v, want ErrNotObject", err)
 		}
-		if _, err := s.SetMeta(ctx, room, "nope", json.RawMessage(`{}`)); !errors.Is(err, ErrUnknownConn) {
+		if _, err := s.SetMeta(ctx, room, "nope", "u/<1>", json.RawMessage(`{}`)); !errors.Is(err, ErrUnknownConn) {
 			t.Fatalf("SetMeta unknown conn: err %v, want ErrUnknownConn", err)
+		}
+		if _, err := s.SetMeta(ctx, room, "c1", "someone else", json.RawMessage(`{}`)); !errors.Is(err, ErrUnknownConn) {
+			t.Fatalf("SetMeta for another user's conn: err %v, want ErrUnknownConn", err)
+		}
+		for _, conn := range []string{"", "a\nb"} {
+			if _, err := s.Join(ctx, Session{Room: room, Conn: conn, User: "x"}); !errors.Is(err, ErrBadConn) {
+				t.Fatalf("Join conn %q: err %v, want ErrBadConn", conn, err)
+			}
 		}
 		if _, err := s.Join(ctx, Session{Room: room, Conn: "c2", User: "x", Meta: big}); !errors.Is(err, ErrTooLarge) {
 			t.Fatalf("Join too large: err %v, want ErrTooLarge", err)
@@ -356,7 +414,7 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		checkMembers(t, s, want)
 
 		// An empty meta is the empty object.
-		if _, err := s.SetMeta(ctx, room, "c1", nil); err != nil {
+		if _, err := s.SetMeta(ctx, room, "c1", "u/<1>", nil); err != nil {
 			t.Fatal(err)
 		}
 		want.Meta = json.RawMessage(`{}`)

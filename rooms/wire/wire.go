@@ -25,7 +25,8 @@ type Keys struct {
 	StateReq   string // STRING: a state request is outstanding (expires)
 	StateClaim string // STRING: the instance that answers the request (expires)
 	// Presence keys (see presence/presence_lib.lua).
-	Conns, ConnUser, ConnCount, Members, Grace string
+	Conns   string // ZSET "<conn>\n<user>" -> expiry, "\n<user>" -> end of leave grace
+	Members string // HASH user -> "conns\nsince\nid\nname\nmeta"
 
 	idem string
 }
@@ -44,10 +45,7 @@ func RoomKeys(prefix, room string) Keys {
 		StateReq:   p + "state_req",
 		StateClaim: p + "state_claim",
 		Conns:      p + "conns",
-		ConnUser:   p + "conn_user",
-		ConnCount:  p + "conn_count",
 		Members:    p + "members",
-		Grace:      p + "grace",
 		idem:       p + "key:",
 	}
 }
@@ -55,11 +53,9 @@ func RoomKeys(prefix, room string) Keys {
 // Idem is the key that remembers a publish key for the dedupe window.
 func (k Keys) Idem(key string) string { return k.idem + key }
 
-// Index keys span rooms: the rooms with members and the rooms due for a
-// presence sweep.
-func RoomsIndex(prefix string) string { return orDefault(prefix) + "rooms" }
-
-// DueIndex is the key of the sweep index.
+// DueIndex is the one presence key that spans rooms: a ZSET of the rooms
+// with a connection or a leave grace, each scored at or before its
+// earliest expiry, for the sweep (and the room list).
 func DueIndex(prefix string) string { return orDefault(prefix) + "due" }
 
 func orDefault(prefix string) string {

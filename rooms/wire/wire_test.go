@@ -71,7 +71,7 @@ return envelope(ARGV[2], '', ARGV[6])`
 // touch them all on Redis Cluster.
 func TestRoomKeysShareTheHashTag(t *testing.T) {
 	k := RoomKeys("", "doc-1")
-	for _, key := range []string{k.Channel, k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Conns, k.ConnUser, k.ConnCount, k.Members, k.Grace, k.Idem("x")} {
+	for _, key := range []string{k.Channel, k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Conns, k.Members, k.Idem("x")} {
 		if !strings.HasPrefix(key, DefaultPrefix+"{doc-1}:") {
 			t.Errorf("key %q lacks the room's hash tag", key)
 		}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,11 +57,63 @@ type RedisStore struct {
 	o      Options
 	prefix string
 	log    *slog.Logger
-	// serverTime: no Options.Now was given, so scripts read Redis TIME
-	// and every instance shares one clock.
+	// serverTime: no Options.Now was given, so every instance uses the
+	// Redis clock (see now).
 	serverTime bool
+	clock      redisClock
 	keep       time.Duration
 	onReassert func(ctx context.Context, rooms []string)
+}
+
+// redisClock is this instance's reading of the Redis clock: the Redis time
+// a sweep's TIME returned, and the local monotonic time it was taken at
+// (the middle of that round trip). now() runs it forward, so joins, leaves
+// and heartbeats carry the Redis time in their arguments and do not call
+// TIME themselves; its error is half the round trip of the reading it
+// keeps, and every sweep (each SweepInterval) takes a new one.
+type redisClock struct {
+	mu    sync.Mutex
+	at    time.Time     // local time of the reading, with its monotonic clock
+	ms    int64         // the Redis time then, unix ms
+	trip  time.Duration // the reading's round trip
+	valid bool
+}
+
+// maxClockTrip bounds the round trip of a reading the clock takes: its error
+// is at most half of it.
+const maxClockTrip = 200 * time.Millisecond
+
+// observe takes a reading of redisMs, read by Redis between start and
+// end, unless the one held is better: a shorter round trip, under a minute
+// old, and agreeing with this one within both errors (else the Redis clock
+// was set, or another Redis took over, and the new reading is right).
+func (c *redisClock) observe(redisMs int64, start, end time.Time) {
+	trip := end.Sub(start)
+	if trip < 0 || trip > maxClockTrip {
+		return
+	}
+	mid := start.Add(trip / 2)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.valid && trip > c.trip && mid.Sub(c.at) < time.Minute {
+		predicted := c.ms + mid.Sub(c.at).Milliseconds()
+		// TIME is cut to ms by the script and the elapsed time here: 2 ms more.
+		slack := ((trip+c.trip)/2 + 2*time.Millisecond).Milliseconds()
+		if d := redisMs - predicted; d >= -slack && d <= slack {
+			return
+		}
+	}
+	c.at, c.ms, c.trip, c.valid = mid, redisMs, trip, true
+}
+
+// read returns the Redis time now, unix ms, and false before any reading.
+func (c *redisClock) read() (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid {
+		return 0, false
+	}
+	return c.ms + time.Since(c.at).Milliseconds(), true
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -117,11 +170,17 @@ func (s *RedisStore) roomKeys(room string) []string {
 
 func (s *RedisStore) dueKey() string { return wire.DueIndex(s.prefix) }
 
+// now is the time argument of a script: Options.Now when set, else the
+// Redis clock as this instance reads it, or "0" (the script reads TIME)
+// before the first reading.
 func (s *RedisStore) now() string {
-	if s.serverTime {
-		return "0"
+	if !s.serverTime {
+		return strconv.FormatInt(s.o.Now().UnixMilli(), 10)
 	}
-	return strconv.FormatInt(s.o.Now().UnixMilli(), 10)
+	if ms, ok := s.clock.read(); ok {
+		return strconv.FormatInt(ms, 10)
+	}
+	return "0"
 }
 
 // args returns the ARGV every room script starts with, then extra.
@@ -331,19 +390,36 @@ func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
 }
 
 // Sweep implements Store: one read of the rooms due, then one pipeline of
-// sweep script calls for them.
+// sweep script calls for them. The read also takes a reading of the Redis
+// clock (see redisClock), and the sweep calls use the time it returned.
 func (s *RedisStore) Sweep(ctx context.Context) error {
 	for range 100 { // bounded: each pass ends up to sweepBatch entries per room
-		due, err := dueRoomsScript.Run(ctx, s.client, []string{s.dueKey()}, s.now(), 1000).StringSlice()
+		now := "0"
+		if !s.serverTime {
+			now = s.now()
+		}
+		start := time.Now()
+		res, err := dueRoomsScript.Run(ctx, s.client, []string{s.dueKey()}, now, 1000).StringSlice()
+		if err == nil && len(res) == 0 {
+			err = errors.New("empty reply")
+		}
 		if err != nil {
 			return fmt.Errorf("presence: list rooms due for sweep: %w", err)
+		}
+		now, due := res[0], res[1:]
+		if s.serverTime {
+			if ms, err := strconv.ParseInt(now, 10, 64); err == nil {
+				s.clock.observe(ms, start, time.Now())
+			}
 		}
 		if len(due) == 0 {
 			return nil
 		}
 		calls := make([]scriptCall, 0, len(due))
 		for _, room := range due {
-			calls = append(calls, scriptCall{sweepScript, s.roomKeys(room), s.args(room, sweepBatch)})
+			a := s.args(room, sweepBatch)
+			a[0] = now
+			calls = append(calls, scriptCall{sweepScript, s.roomKeys(room), a})
 		}
 		cmds, err := s.runAll(ctx, calls)
 		if err != nil {

@@ -292,6 +292,85 @@ func TestRedisStoreHeartbeatRoundTrips(t *testing.T) {
 	}
 }
 
+func TestRedisClock(t *testing.T) {
+	var c redisClock
+	if _, ok := c.read(); ok {
+		t.Fatal("a clock without a reading reads")
+	}
+	start := time.Now()
+	c.observe(1_000_000, start, start.Add(4*time.Millisecond))
+	ms, ok := c.read()
+	if elapsed := time.Since(start.Add(2 * time.Millisecond)).Milliseconds(); !ok || ms < 1_000_000+elapsed-1 || ms > 1_000_000+elapsed+1 {
+		t.Fatalf("read %d %v, want 1,000,000 + %d ms", ms, ok, elapsed)
+	}
+	// A reading with a longer round trip that agrees is not taken; one
+	// with a shorter round trip is; one that disagrees (the Redis clock
+	// was set) is taken whatever its round trip.
+	later := start.Add(time.Second)
+	c.observe(1_001_003, later, later.Add(10*time.Millisecond))
+	if c.ms != 1_000_000 {
+		t.Fatalf("took a worse reading: ms %d", c.ms)
+	}
+	c.observe(1_001_001, later, later.Add(2*time.Millisecond))
+	if c.ms != 1_001_001 {
+		t.Fatalf("did not take a better reading: ms %d", c.ms)
+	}
+	c.observe(5_000_000, later, later.Add(10*time.Millisecond))
+	if c.ms != 5_000_000 {
+		t.Fatalf("did not take the reading of a clock that was set: ms %d", c.ms)
+	}
+	c.observe(1, later, later.Add(maxClockTrip+time.Millisecond))
+	if c.ms != 5_000_000 {
+		t.Fatalf("took a reading with a round trip over %v: ms %d", maxClockTrip, c.ms)
+	}
+}
+
+// Without Options.Now the store uses the Redis clock: scripts call TIME
+// until a sweep has read it, and are given it after.
+func TestRedisStoreUsesTheRedisClock(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	s := NewRedisStore(c, RedisOptions{})
+	redisNow := func() int64 {
+		t.Helper()
+		tm, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
+	join := func(conn string) (Member, cost) {
+		t.Helper()
+		var m Member
+		var err error
+		got := measure(t, c, func() {
+			m, err = s.Join(ctx, Session{Room: room, Conn: conn, User: "user-" + conn, Name: "N"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, got
+	}
+	join("warm-up") // loads the script
+	before := redisNow()
+	m, got := join("c1")
+	after := redisNow()
+	if got.perCommand["time"] != 1 || m.Since < before || m.Since > after {
+		t.Fatalf("before a sweep: since %d not in [%d, %d], or %v", m.Since, before, after, got)
+	}
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	before = redisNow()
+	m, got = join("c2")
+	after = redisNow()
+	if got.perCommand["time"] != 0 || m.Since < before-5 || m.Since > after+5 {
+		t.Fatalf("after a sweep: since %d not in [%d, %d] ± 5 ms, or %v", m.Since, before, after, got)
+	}
+}
+
 // A heartbeat carries more conns of one room than a script handles in one
 // chunk: all are kept, and those lost are added back, in order.
 func TestRedisStoreHeartbeatOfAThousandConnsInOneRoom(t *testing.T) {

@@ -85,12 +85,13 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 }
 
 // A late joiner sees everything drawn before it came, also a board too big
-// for one message, and then follows clears live. The history is short, so
-// the server asks the tabs for the board as the room's state and the late
-// joiner starts from it. The late joiner is on a phone-sized screen.
+// for one message, and then follows clears live. The history is shorter
+// than the board's messages, so the server asks the tabs for the board as
+// the room's state again and again while they are sent, and the late joiner
+// starts from the latest. The late joiner is on a phone-sized screen.
 func TestLateJoinerSeesBoard(t *testing.T) {
-	// A state request once 50 stored messages follow the latest state.
-	srv := testserver.Start(t, testserver.Options{Args: []string{"-dev"}, Env: map[string]string{"ROOMCAST_HISTORY_SIZE": "100"}})
+	// A state request once 20 stored messages follow the latest state.
+	srv := testserver.Start(t, testserver.Options{Args: []string{"-dev"}, Env: map[string]string{"ROOMCAST_HISTORY_SIZE": "40"}})
 	browser := startBrowser(t)
 	const room = "late-joiners"
 
@@ -101,7 +102,8 @@ func TestLateJoinerSeesBoard(t *testing.T) {
 	ada.waitPeople("Ada (you)", "Bob")
 
 	// Drawn earlier, below where the waves go: 60 strokes of 250 points,
-	// about 240 KB, far more than one message.
+	// about 240 KB, far more than one message, sent as fast as the server
+	// takes them.
 	publishStrokes(ada, "old", 60, 250, 0.78)
 	ada.draw(wave(25, 0.3, 0.1, 0))
 	bob.do(chromedp.Click(chromedp.CSS(`input[aria-label="Green"]`)))
@@ -109,7 +111,7 @@ func TestLateJoinerSeesBoard(t *testing.T) {
 	ada.waitFor("bob's stroke", `whiteboard.board.strokes.size === 62 && `+allStoredJS)
 	bob.waitFor("all strokes", `whiteboard.board.strokes.size === 62 && `+allStoredJS)
 	want := ada.strokes()
-	waitRoomState(t, srv, room, 50)
+	waitRoomState(t, srv, room, 40)
 
 	carol := newUser(t, browser, "carol")
 	carol.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

@@ -455,6 +455,7 @@ export class Room {
     } finally {
       this.#answering = false;
     }
+    this.#answerState(); // a request that came meanwhile
   }
 
   #onWelcome(f) {

@@ -23,16 +23,23 @@ import (
 	"github.com/roomcast/roomcast/rooms"
 )
 
-// Timing of the connection lifecycle that is not configuration.
+// Timing of a connection's life that is not configuration, in one place.
+// A socket write that blocks ends the socket after writeTimeout. Once a
+// connection is closing, a writer stuck on a peer that does not read has
+// closeGrace to get the close frame out before the socket is ended; after
+// the close frame the peer has closeWait to answer before the reader stops
+// waiting. A silent peer is pinged after ROOMCAST_PING_INTERVAL and dropped
+// after 2.5 of them.
 const (
-	opTimeout      = 5 * time.Second  // a presence or broker call made for one client
-	writeTimeout   = 10 * time.Second // one socket write
-	pingSlots      = 10               // each ping interval is spread over this many ticks
-	closeWait      = 2 * time.Second  // for the peer to answer our close frame
-	readBufferSize = 512              // client frames are read through it in pieces; small keeps idle sockets cheap
-	devTokenTTL    = 24 * time.Hour
+	writeTimeout   = 10 * time.Second      // one socket write
+	closeGrace     = 5 * time.Second       // a stuck writer, once closing (4008, 4001, 1001)
+	closeWait      = 2 * time.Second       // for the peer to answer our close frame
+	opTimeout      = 5 * time.Second       // a presence or broker call made for one client
+	pingSlots      = 10                    // each ping interval is spread over this many ticks
+	readBufferSize = 512                   // client frames are read through it in pieces; small keeps idle sockets cheap
 	replicaWait    = 2 * time.Second       // for a joiner's own join to reach the presence replica
-	presenceWindow = 20 * time.Millisecond // presence frames of a room wait this long to share one write per socket
+	presenceWindow = 50 * time.Millisecond // presence frames of a room wait this long to share one write per socket
+	devTokenTTL    = 24 * time.Hour
 	readyzDeadline = time.Second
 )
 

@@ -19,8 +19,9 @@ type wsTransport struct {
 	nc           net.Conn
 	raw          syscall.RawConn // nil when the socket has no file descriptor
 	writeTimeout time.Duration
-	armed        time.Time // when the write deadline was last pushed forward
-	pending      []byte    // the unwritten rest of a TryWrite, written first
+	closeWait    time.Duration // after our close frame, for the peer's answer
+	armed        time.Time     // when the write deadline was last pushed forward
+	pending      []byte        // the unwritten rest of a TryWrite, written first
 	onWrite      func(frames int)
 	rw           rawWrite
 	rwFn         func(fd uintptr) bool // rw.do
@@ -37,8 +38,8 @@ const (
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // newWSTransport writes to nc, the socket under a WebSocket (socketOf).
-func newWSTransport(nc net.Conn, writeTimeout time.Duration, onWrite func(int)) *wsTransport {
-	t := &wsTransport{nc: nc, writeTimeout: writeTimeout, onWrite: onWrite}
+func newWSTransport(nc net.Conn, writeTimeout, closeWait time.Duration, onWrite func(int)) *wsTransport {
+	t := &wsTransport{nc: nc, writeTimeout: writeTimeout, closeWait: closeWait, onWrite: onWrite}
 	t.rwFn = t.rw.do
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -223,7 +224,7 @@ func (t *wsTransport) WriteClose(code int, reason string) error {
 	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
 	payload = append(payload, reason...)
 	err := t.write(appendFrame(hdr[:0], opClose, payload))
-	_ = t.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = t.nc.SetReadDeadline(time.Now().Add(t.closeWait))
 	return err
 }
 

@@ -148,10 +148,11 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(socketOf(ws), writeTimeout, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(socketOf(ws), writeTimeout, closeWait, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize: s.cfg.SendQueue,
-		OnSlow:    s.slowDropped,
+		QueueSize:  s.cfg.SendQueue,
+		CloseGrace: closeGrace,
+		OnSlow:     s.slowDropped,
 	})
 	conn.StateCapable = stateCapable
 	conn.MarkRead(start.UnixNano())

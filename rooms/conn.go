@@ -1,9 +1,9 @@
 package rooms
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Close codes the server sends.
@@ -62,12 +62,14 @@ type Conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 
-	t        Transport
-	inline   InlineWriter // nil when t cannot write inline
-	maxQueue int
-	onSlow   func(*Conn)
+	t          Transport
+	inline     InlineWriter // nil when t cannot write inline
+	maxQueue   int
+	closeGrace time.Duration
+	onSlow     func(*Conn)
 
 	mu        sync.Mutex
+	idle      sync.Cond // on mu: signalled when a write (inline or writer) ends
 	queue     [][]byte
 	spare     [][]byte
 	controls  []control // pings and pongs, written before queued frames
@@ -100,9 +102,16 @@ type control struct {
 // pings faster than we write gets fewer pongs, as RFC 6455 allows).
 const maxControls = 4
 
-// ConnOptions configure a Conn. Zero values: QueueSize 256.
+// ConnOptions configure a Conn.
 type ConnOptions struct {
+	// QueueSize bounds the frames waiting to be written; a connection
+	// whose queue is full is closed with CloseTooSlow. Zero value means
+	// 256.
 	QueueSize int
+	// CloseGrace is how long a writer stuck on a peer that does not read
+	// has, once the connection is closing, to finish and send the close
+	// frame before the socket is ended. Zero value means 5s.
+	CloseGrace time.Duration
 	// OnSlow is called once when the connection is dropped for a full queue.
 	OnSlow func(*Conn)
 }
@@ -112,13 +121,18 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 256
 	}
+	if o.CloseGrace <= 0 {
+		o.CloseGrace = 5 * time.Second
+	}
 	iw, _ := t.(InlineWriter)
-	return &Conn{
+	c := &Conn{
 		ID: id, Room: room, User: user,
-		t: t, inline: iw, maxQueue: o.QueueSize, onSlow: o.OnSlow,
+		t: t, inline: iw, maxQueue: o.QueueSize, closeGrace: o.CloseGrace, onSlow: o.OnSlow,
 		held: true,
 		done: make(chan struct{}),
 	}
+	c.idle.L = &c.mu
+	return c
 }
 
 // Start queues first ahead of every frame held so far and starts writing,
@@ -329,6 +343,7 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		done, err := bw.TryWriteBatch(frames)
 		c.mu.Lock()
 		c.writing = false
+		c.idle.Broadcast()
 		if err != nil {
 			c.failLocked()
 			c.mu.Unlock()
@@ -364,6 +379,7 @@ func (c *Conn) sendInline(frame []byte) bool {
 	done, err := c.inline.TryWrite(frame)
 	c.mu.Lock()
 	c.writing = false
+	c.idle.Broadcast()
 	if err != nil {
 		c.failLocked()
 		c.mu.Unlock()
@@ -422,23 +438,15 @@ func (c *Conn) Closing() (bool, int) {
 	return c.closing, c.closeCode
 }
 
-// Wait blocks until no writer goroutine runs. Call it after the reader has
-// ended, so that no goroutine outlives the connection.
+// Wait blocks until no write runs, inline or in a writer goroutine. Call
+// it after the reader has ended, so that no goroutine outlives the
+// connection.
 func (c *Conn) Wait() {
-	for {
-		c.mu.Lock()
-		writing, ch := c.writing, c.writerDone
-		c.mu.Unlock()
-		switch {
-		case !writing:
-			return
-		case ch != nil:
-			<-ch
-		default:
-			// An inline write, one non-blocking system call, is finishing.
-			runtime.Gosched()
-		}
+	c.mu.Lock()
+	for c.writing {
+		c.idle.Wait()
 	}
+	c.mu.Unlock()
 }
 
 // Shutdown marks the connection closed from the reader's side (the socket
@@ -461,7 +469,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 	c.closing, c.closeCode, c.closeText = true, code, reason
 	if c.writing {
 		// The writer may be stuck in a write to a peer that does not read,
-		// and the close frame waits behind it: give it slowGrace, then end
+		// and the close frame waits behind it: give it CloseGrace, then end
 		// the socket (for 4001 and 1001 as much as for 4008).
 		go c.abortAfterWriter()
 		return
@@ -481,7 +489,7 @@ func (c *Conn) abortAfterWriter() {
 	select {
 	case <-ch:
 	case <-c.done:
-	case <-afterSlowGrace():
+	case <-time.After(c.closeGrace):
 		c.t.Abort()
 	}
 }
@@ -595,4 +603,5 @@ func (c *Conn) stopLocked(exit chan struct{}) {
 	c.writing = false
 	c.writerDone = nil
 	close(exit)
+	c.idle.Broadcast()
 }

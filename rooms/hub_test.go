@@ -208,10 +208,9 @@ func TestConcurrentJoinLeaveKeepsOneSubscriptionPerRoom(t *testing.T) {
 }
 
 func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
-	defer slowGrace.Store(slowGrace.Load())
-	slowGrace.Store(int64(100 * time.Millisecond))
+	const grace = 100 * time.Millisecond
 	stuck := &recorder{block: make(chan struct{}), entered: make(chan struct{}, 1)}
-	c := NewConn("slow", "r", "u", stuck, ConnOptions{QueueSize: 1})
+	c := NewConn("slow", "r", "u", stuck, ConnOptions{QueueSize: 1, CloseGrace: grace})
 	c.Start([]byte("w"))
 	<-stuck.entered // the writer is now stuck on "w"
 	if !c.Send([]byte("x")) {
@@ -222,7 +221,7 @@ func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
 	}
 	start := time.Now()
 	for !stuck.abort.Load() {
-		if time.Since(start) > time.Duration(slowGrace.Load())+5*time.Second {
+		if time.Since(start) > grace+5*time.Second {
 			t.Fatal("stuck socket never aborted")
 		}
 		time.Sleep(10 * time.Millisecond)

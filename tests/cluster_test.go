@@ -291,6 +291,7 @@ func TestClusterSurvivesRedisRestart(t *testing.T) {
 	deliver(bob, alice, "b2a")
 	// Nobody who came back was reported as gone: the grace covered it.
 	for _, c := range []*testserver.Client{alice, bob} {
+		fence(t, c) // presence frames wait a moment to share a write
 		if m := c.Model(); m.String() != "alice(Alice,1,{}) bob(Bob,1,{})" {
 			t.Fatalf("%s's sidebar after the restart: %s", c.Welcome.Me.ID, m)
 		}

@@ -18,6 +18,14 @@ const (
 	CloseRateLimited  = 4029
 )
 
+// Reasons of a CloseResync for a new epoch, so a client can tell an
+// operator's DELETE (do not put the old content back) from a lost history
+// (its copy may be the only one left).
+const (
+	ReasonRoomDeleted = "room deleted: reconnect with since"
+	ReasonHistoryLost = "room history lost: reconnect with since"
+)
+
 // Transport is the network side of a connection. All methods but Abort are
 // called from the connection's writer only, never concurrently.
 type Transport interface {
@@ -240,7 +248,7 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 	switch {
 	case epoch != c.epoch:
 		c.queue = nil
-		c.closeLocked(CloseResync, "the room's history was reset: reconnect with since")
+		c.closeLocked(CloseResync, ReasonHistoryLost)
 		c.mu.Unlock()
 		return false
 	case seq <= c.seq:
@@ -260,13 +268,13 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 	return c.sendLocked(frame, seq)
 }
 
-// ResetEpoch closes the connection with CloseResync unless it is already
-// at epoch: the room's history was reset.
-func (c *Conn) ResetEpoch(epoch string) {
+// ResetEpoch closes the connection with CloseResync, giving reason,
+// unless it is already at epoch: the room's history was reset.
+func (c *Conn) ResetEpoch(epoch, reason string) {
 	c.mu.Lock()
 	if c.epoch != epoch && !c.held {
 		c.queue = nil
-		c.closeLocked(CloseResync, "the room's history was reset: reconnect with since")
+		c.closeLocked(CloseResync, reason)
 	}
 	c.mu.Unlock()
 }

@@ -252,7 +252,11 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 			r.epoch, r.seq = e.Epoch, e.Seq
 			return
 		}
-		h.newEpoch(r, e.Epoch)
+		reason := ReasonHistoryLost
+		if e.Seq == 0 && len(e.Frame) == 0 {
+			reason = ReasonRoomDeleted // the announcement of a Reset
+		}
+		h.newEpoch(r, e.Epoch, reason)
 	}
 	if e.Seq == 0 || e.Seq <= r.seq {
 		return // the announcement of an epoch, or delivered already
@@ -275,12 +279,12 @@ func (h *Hub) room(name string) *room {
 
 // newEpoch moves room r to epoch: its history was reset, and every
 // connection holding a position of the old one must reconnect.
-func (h *Hub) newEpoch(r *room, epoch string) {
+func (h *Hub) newEpoch(r *room, epoch, reason string) {
 	h.log.Info("room stream has a new epoch; connections of the old one resync", "room", r.name, "old", r.epoch, "new", epoch)
 	r.epoch, r.seq = epoch, 0
 	r.mu.RLock()
 	for c := range r.conns {
-		c.ResetEpoch(epoch)
+		c.ResetEpoch(epoch, reason)
 	}
 	r.mu.RUnlock()
 }
@@ -327,7 +331,7 @@ func (h *Hub) fillFrom(r *room, upTo uint64) bool {
 			return false
 		}
 		if hist.Position.Epoch != r.epoch {
-			h.newEpoch(r, hist.Position.Epoch)
+			h.newEpoch(r, hist.Position.Epoch, ReasonHistoryLost)
 			return upTo == 0
 		}
 		if !hist.Complete {

@@ -177,13 +177,21 @@ func TestConnStartAtDropsCoveredFrames(t *testing.T) {
 // A reset (DELETE of the room) closes the room's connections with 4010.
 func TestHubResetClosesConnections(t *testing.T) {
 	h, b, _, _ := lossyHub(t, 100)
-	c, _ := joinedConn(t, h, "c1")
+	c, rec := joinedConn(t, h, "c1")
 	publishN(t, h, 1, 2)
 	if _, err := b.Reset(context.Background(), "r"); err != nil {
 		t.Fatal(err)
 	}
 	if _, code := c.Closing(); code != CloseResync {
 		t.Fatalf("close code %d after a reset, want %d", code, CloseResync)
+	}
+	// The reason tells a deletion from a lost history.
+	<-c.Done()
+	rec.mu.Lock()
+	reason := rec.reason
+	rec.mu.Unlock()
+	if reason != ReasonRoomDeleted {
+		t.Fatalf("close reason %q, want %q", reason, ReasonRoomDeleted)
 	}
 	// A connection joining afterwards is at the new epoch and stays.
 	c2, rec2 := joinedConn(t, h, "c2")

@@ -14,6 +14,7 @@ type recorder struct {
 	mu      sync.Mutex
 	frames  []string
 	closed  int
+	reason  string
 	block   chan struct{} // when set, WriteFrames waits on it
 	entered chan struct{} // when set, WriteFrames signals it first
 	abort   atomic.Bool
@@ -34,9 +35,9 @@ func (r *recorder) WriteFrames(fs [][]byte) error {
 	return nil
 }
 func (r *recorder) WriteControl(byte, []byte) error { return nil }
-func (r *recorder) WriteClose(code int, _ string) error {
+func (r *recorder) WriteClose(code int, reason string) error {
 	r.mu.Lock()
-	r.closed = code
+	r.closed, r.reason = code, reason
 	r.mu.Unlock()
 	return nil
 }

@@ -10,7 +10,8 @@
  * @typedef {{type: "message", room: string, id: string, from: Sender, ts: number, data: any, seq?: number}} Message
  *   seq is set on stored messages only
  * @typedef {{epoch: string, seq: number}} Position
- * @typedef {{state: {seq: number, data: any} | null, messages: Message[], epoch: string | null, seq: number, reconnect: boolean}} Reset
+ * @typedef {{state: {seq: number, data: any} | null, messages: Message[], epoch: string | null, seq: number, reconnect: boolean, deleted: boolean}} Reset
+ *   deleted: the room was deleted (DELETE /api/rooms/{room}) since this client last held it
  *
  * @typedef {Object} JoinOptions
  * @property {string} [token] token for the first connection
@@ -142,6 +143,7 @@ export class Room {
   #sentSince = null; // the since of the current connection: "start", a Position or null
   #ownSeqs = new Set(); // seqs of own unechoed publishes, acked ahead of #position
   #replay = null; // {state, messages, seq, until, reconnect} while a reset replay arrives
+  #deleted = false; // the last 4010 said the room was deleted
   #stateWanted = 0; // seq of a state request waiting for #position to reach it
   #answering = false;
   #meta; // last meta given to setPresence, re-sent after every welcome
@@ -493,7 +495,9 @@ export class Room {
     const r = this.#replay;
     this.#replay = null;
     this.#position = r.epoch ? { epoch: r.epoch, seq: Math.max(r.seq, r.until) } : null;
-    this.#emit("reset", { state: r.state, messages: r.messages, epoch: r.epoch, seq: this.#position?.seq ?? 0, reconnect: r.reconnect });
+    const deleted = this.#deleted;
+    this.#deleted = false;
+    this.#emit("reset", { state: r.state, messages: r.messages, epoch: r.epoch, seq: this.#position?.seq ?? 0, reconnect: r.reconnect, deleted });
     // After the app rebuilt (and maybe sent a state): what is waiting.
     if (this.status === "open") this.#flushQueue();
     this.#answerState();
@@ -539,6 +543,9 @@ export class Room {
   }
 
   #onClose(code, reason) {
+    // An operator deleted the room (not a lost history): the next reset
+    // says so, and the app should not put its old content back.
+    if (code === RESYNC) this.#deleted = String(reason).startsWith("room deleted");
     this.#ws = null;
     const wasOpen = this.status === "open";
     this.#stopTimers();

@@ -96,10 +96,11 @@ function startRoom(url, name, options, myId) {
     if (reconnect) toast("Reconnected");
     renderPeople();
   });
-  room.on("reset", ({ state, messages }) => {
-    if (!state && !messages.length && board.hasStored()) {
+  room.on("reset", ({ state, messages, deleted }) => {
+    if (!deleted && !state && !messages.length && board.hasStored()) {
       // The room has nothing although this tab holds a board: the server
       // lost it (a store restarted empty). Keep the board and give it back.
+      // After an operator's DELETE the board goes, as the operator meant.
       board.load(board.stored());
       room.sendState(boardState(board)).catch((err) => console.warn("roomcast: state not kept:", err.message));
     } else {

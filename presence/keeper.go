@@ -25,6 +25,7 @@ type Keeper struct {
 
 	mu       sync.Mutex
 	sessions map[sessionKey]Session
+	inRoom   map[string]int // live sessions per room
 }
 
 type sessionKey struct{ room, conn string }
@@ -55,7 +56,7 @@ func NewKeeper(store Store, o KeeperOptions) *Keeper {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Keeper{store: store, interval: o.Interval, sweepInt: o.SweepInterval, log: o.Logger, onError: o.OnTick, sessions: make(map[sessionKey]Session)}
+	return &Keeper{store: store, interval: o.Interval, sweepInt: o.SweepInterval, log: o.Logger, onError: o.OnTick, sessions: make(map[sessionKey]Session), inRoom: make(map[string]int)}
 }
 
 // Join adds a live session of this instance to the store and keeps it
@@ -63,11 +64,20 @@ func NewKeeper(store Store, o KeeperOptions) *Keeper {
 func (k *Keeper) Join(ctx context.Context, s Session) (Member, error) {
 	k.tick.RLock()
 	defer k.tick.RUnlock()
+	k.mu.Lock()
+	// With a live session of this instance in the room, the room is in
+	// the sweep index already (its timers keep it there).
+	s.Indexed = k.inRoom[s.Room] > 0
+	k.mu.Unlock()
 	m, err := k.store.Join(ctx, s)
 	if err != nil {
 		return Member{}, err
 	}
+	s.Indexed = false // a re-assert after a flush must index the room again
 	k.mu.Lock()
+	if _, had := k.sessions[sessionKey{s.Room, s.Conn}]; !had {
+		k.inRoom[s.Room]++
+	}
 	k.sessions[sessionKey{s.Room, s.Conn}] = s
 	k.mu.Unlock()
 	return m, nil
@@ -80,6 +90,11 @@ func (k *Keeper) Leave(ctx context.Context, room, conn string) error {
 	k.mu.Lock()
 	s, ok := k.sessions[sessionKey{room, conn}]
 	delete(k.sessions, sessionKey{room, conn})
+	if ok {
+		if k.inRoom[room]--; k.inRoom[room] <= 0 {
+			delete(k.inRoom, room)
+		}
+	}
 	k.mu.Unlock()
 	if !ok {
 		return nil

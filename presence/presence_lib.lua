@@ -91,7 +91,7 @@ end
 
 -- add_conn adds conn of user or, for a conn already held, pushes its
 -- expiry. Returns the member as JSON and whether the conn was added.
-local function add_conn(conn, user, id, name, meta)
+local function add_conn(conn, user, id, name, meta, index)
   local exp = NOW + TTL
   if redis.call('ZADD', K_CONNS, int(exp), conn .. '\n' .. user) == 0 then
     local v = redis.call('HGET', K_MEMBERS, user)
@@ -102,7 +102,12 @@ local function add_conn(conn, user, id, name, meta)
     -- A held conn without a member breaks the invariant; count it again.
   end
   local m = count_conn(user, id, name, meta)
-  redis.call('ZADD', K_DUE, 'LT', int(exp), ROOM)
+  -- A room that has a timer has its due entry at or before it, and so
+  -- before this later one: a caller that holds another live session in
+  -- the room (index false) skips the command. Heartbeats set it exactly.
+  if index then
+    redis.call('ZADD', K_DUE, 'LT', int(exp), ROOM)
+  end
   return m, true
 end
 

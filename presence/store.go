@@ -33,6 +33,10 @@ type Session struct {
 	// Meta is the member's initial meta, used when this session makes the
 	// user join; an existing member keeps its meta.
 	Meta json.RawMessage
+	// Indexed: the caller holds another live session in the room, so the
+	// room is in the sweep index already (its timers keep it there) and
+	// the store may skip making sure of it. The Keeper sets it.
+	Indexed bool
 }
 
 // RoomCount is a room with the number of its members.

@@ -229,7 +229,11 @@ func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
 		return Member{}, err
 	}
 	sess.Meta = meta
-	res, err := joinScript.Run(ctx, s.client, s.roomKeys(sess.Room), s.args(sess.Room, sessionArgs(sess)...)...).Text()
+	index := "1"
+	if sess.Indexed {
+		index = "0"
+	}
+	res, err := joinScript.Run(ctx, s.client, s.roomKeys(sess.Room), s.args(sess.Room, append(sessionArgs(sess), index)...)...).Text()
 	if err != nil {
 		return Member{}, fmt.Errorf("presence: join conn %s to room %q: %w", sess.Conn, sess.Room, err)
 	}

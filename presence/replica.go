@@ -16,7 +16,8 @@ import (
 // the room's order: every frame carries the whole member, so applying the
 // frames that follow any snapshot, in order, gives the room as it is.
 // Welcomes are built from it, so a join reads nothing from the Store, and
-// joiners of one burst share one encoding of the member list.
+// the joiners of a burst share one encoding of the member list (at most
+// one per window and room; a joiner of a quiet room waits for none).
 type Replica struct {
 	store  Store
 	window time.Duration
@@ -26,13 +27,14 @@ type Replica struct {
 }
 
 type replicaRoom struct {
-	mu      sync.Mutex
-	loading chan struct{} // closed when the load ended; nil before it started
-	loadErr error
-	held    [][]byte // frames observed while loading, applied after it
-	members map[string]Member
-	waiters []*snapshotWaiter
-	timer   *time.Timer
+	mu        sync.Mutex
+	loading   chan struct{} // closed when the load ended; nil before it started
+	loadErr   error
+	held      [][]byte // frames observed while loading, applied after it
+	members   map[string]Member
+	waiters   []*snapshotWaiter
+	timer     *time.Timer
+	encodedAt time.Time // the last flush that encoded the member list
 }
 
 type snapshotWaiter struct {
@@ -47,8 +49,8 @@ type snapshotResult struct {
 
 // ReplicaOptions configure a Replica.
 type ReplicaOptions struct {
-	// Window is how long a welcome waits so that the joiners of a burst
-	// share one encoding of the member list. Zero value means 10ms.
+	// Window is the least time between two encodings of a room's member
+	// list: the joiners of a burst share one. Zero value means 10ms.
 	Window time.Duration
 }
 
@@ -268,11 +270,15 @@ func (r *Replica) Snapshot(ctx context.Context, room, user string, wait time.Dur
 	return nil, Member{}, ErrNotReplicated
 }
 
+// scheduleLocked arranges a flush: at once when the room was not encoded
+// within the window (a quiet room's joiner does not wait), else when the
+// window since the last encoding ends (a burst's joiners share it).
 func (r *Replica) scheduleLocked(rr *replicaRoom) {
 	if rr.timer != nil {
 		return
 	}
-	rr.timer = time.AfterFunc(r.window, func() { r.flush(rr) })
+	wait := max(0, r.window-time.Since(rr.encodedAt))
+	rr.timer = time.AfterFunc(wait, func() { r.flush(rr) })
 }
 
 // flush encodes the room once for every waiter whose member it holds.
@@ -303,6 +309,7 @@ func (r *Replica) flush(rr *replicaRoom) {
 		ms = append(ms, m)
 	}
 	sortMembers(ms)
+	rr.encodedAt = time.Now()
 	enc, err := json.Marshal(ms)
 	if err != nil {
 		for _, w := range ready {

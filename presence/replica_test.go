@@ -1,0 +1,130 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type dropPublisher struct{}
+
+func (dropPublisher) Publish(context.Context, string, string, []byte) error { return nil }
+
+func ids(t *testing.T, raw json.RawMessage) string {
+	t.Helper()
+	var ms []Member
+	if err := json.Unmarshal(raw, &ms); err != nil {
+		t.Fatalf("member list %s: %v", raw, err)
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID
+	}
+	return strings.Join(out, ",")
+}
+
+func replicaOf(t *testing.T, window time.Duration, users ...string) (*Replica, Store) {
+	t.Helper()
+	store := NewMemoryStore(Options{}, dropPublisher{})
+	for _, u := range users {
+		if _, err := store.Join(context.Background(), Session{Room: "r", Conn: "c-" + u, User: u, Name: u}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // distinct since: a stable order
+	}
+	return NewReplica(store, ReplicaOptions{Window: window}), store
+}
+
+// The replica is loaded from the store once, then follows the room's
+// frames: join, update, leave and sync.
+func TestReplicaFollowsFrames(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, 5*time.Millisecond, "a", "b")
+	got, me, err := r.Snapshot(ctx, "r", "a", time.Second)
+	if err != nil || ids(t, got) != "a,b" || me.ID != "a" {
+		t.Fatalf("first snapshot: %s %+v %v", got, me, err)
+	}
+	c := Member{ID: "c", Name: "C", Meta: json.RawMessage(`{}`), Conns: 1, Since: time.Now().UnixMilli() + 1000}
+	r.Observe("r", Frame("join", "r", c, ""))
+	r.Observe("r", Frame("leave", "r", Member{ID: "b"}, ReasonClosed))
+	c.Meta = json.RawMessage(`{"x":1}`)
+	r.Observe("r", Frame("update", "r", c, ""))
+	r.Observe("r", []byte(`{"type":"message","room":"r","data":1}`)) // not presence: ignored
+	got, me, err = r.Snapshot(ctx, "r", "c", time.Second)
+	if err != nil || ids(t, got) != "a,c" || string(me.Meta) != `{"x":1}` {
+		t.Fatalf("after join c, leave b, update c: %s %+v %v", got, me, err)
+	}
+	r.Observe("r", []byte(`{"type":"sync","room":"r","members":[{"id":"z","name":"Z","meta":{},"conns":1,"since":1}]}`))
+	if got, _, err := r.Snapshot(ctx, "r", "z", time.Second); err != nil || ids(t, got) != "z" {
+		t.Fatalf("after sync: %s %v", got, err)
+	}
+	r.Reset("r", []Member{{ID: "y", Meta: json.RawMessage(`{}`)}})
+	if got, _, err := r.Snapshot(ctx, "r", "y", time.Second); err != nil || ids(t, got) != "y" {
+		t.Fatalf("after Reset: %s %v", got, err)
+	}
+}
+
+// A joiner's welcome waits until its own join reached the replica; one
+// whose join never comes gets ErrNotReplicated, and the caller reads the
+// store instead.
+func TestReplicaWaitsForTheJoiner(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, 5*time.Millisecond, "a")
+	if _, _, err := r.Snapshot(ctx, "r", "a", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		got, _, err := r.Snapshot(ctx, "r", "late", 5*time.Second)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		done <- ids(t, got)
+	}()
+	time.Sleep(20 * time.Millisecond) // the snapshot is waiting
+	r.Observe("r", Frame("join", "r", Member{ID: "late", Meta: json.RawMessage(`{}`), Since: time.Now().UnixMilli() + 1000}, ""))
+	if got := <-done; got != "a,late" {
+		t.Fatalf("late joiner's snapshot: %s", got)
+	}
+	if _, _, err := r.Snapshot(ctx, "r", "never", 30*time.Millisecond); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("joiner that never shows up: %v", err)
+	}
+	// Forget ends waiters too.
+	go func() { time.Sleep(20 * time.Millisecond); r.Forget("r") }()
+	if _, _, err := r.Snapshot(ctx, "r", "gone", 5*time.Second); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("waiter of a forgotten room: %v", err)
+	}
+}
+
+// The joiners of a burst share one encoding of the member list.
+func TestReplicaBurstSharesOneEncoding(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, 500*time.Millisecond, "a", "b", "c")
+	if _, _, err := r.Snapshot(ctx, "r", "a", time.Second); err != nil {
+		t.Fatal(err) // the first encoding: the next ones wait for the window
+	}
+	var wg sync.WaitGroup
+	lists := make([]json.RawMessage, 3)
+	for i, u := range []string{"a", "b", "c"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, _, err := r.Snapshot(ctx, "r", u, time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			lists[i] = got
+		}()
+	}
+	wg.Wait()
+	for _, l := range lists[1:] {
+		if len(l) == 0 || &l[0] != &lists[0][0] {
+			t.Fatalf("the burst's joiners got separate encodings")
+		}
+	}
+}

@@ -313,7 +313,7 @@ func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
 		return false
 	}
 	if c.inline != nil && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
-		return c.sendInline(frame)
+		return c.sendInline(frame, nil, nil)
 	}
 	c.queue = append(c.queue, frame)
 	if c.held {
@@ -346,26 +346,7 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		return true
 	}
 	if bw, ok := c.t.(BatchInlineWriter); ok && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
-		c.writing = true
-		c.mu.Unlock()
-		done, err := bw.TryWriteBatch(frames)
-		c.mu.Lock()
-		c.writing = false
-		c.idle.Broadcast()
-		if err != nil {
-			c.failLocked()
-			c.mu.Unlock()
-			c.t.Abort()
-			return false
-		}
-		if !done {
-			c.flushRest = true
-			c.forceWriterLocked()
-		} else {
-			c.kickLocked()
-		}
-		c.mu.Unlock()
-		return true
+		return c.sendInline(nil, bw, frames)
 	}
 	c.queue = append(c.queue, frames...)
 	if c.held {
@@ -378,13 +359,20 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 	return true
 }
 
-// sendInline writes frame from the caller's goroutine while no writer
-// runs; it is entered with c.mu held and releases it. Frames sent
-// meanwhile queue behind it, and a writer takes over whatever is left.
-func (c *Conn) sendInline(frame []byte) bool {
+// sendInline writes frame (or, with bw, the frames of batch) from the
+// caller's goroutine while no writer runs; it is entered with c.mu held
+// and releases it. Frames sent meanwhile queue behind it, and a writer
+// takes over whatever is left.
+func (c *Conn) sendInline(frame []byte, bw BatchInlineWriter, batch [][]byte) bool {
 	c.writing = true
 	c.mu.Unlock()
-	done, err := c.inline.TryWrite(frame)
+	var done bool
+	var err error
+	if bw != nil {
+		done, err = bw.TryWriteBatch(batch)
+	} else {
+		done, err = c.inline.TryWrite(frame)
+	}
 	c.mu.Lock()
 	c.writing = false
 	c.idle.Broadcast()

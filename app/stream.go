@@ -61,7 +61,10 @@ func (s *Server) storing() bool { return s.cfg.HistorySize > 0 }
 // welcomeFrames builds the welcome and the stored messages that follow it
 // for a client starting at from, and the position they bring it to.
 func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeFrame, from since) ([][]byte, rooms.Position, error) {
-	pos := conn.Position()
+	// Every stored message after the position the hub gave the connection
+	// reaches it, held behind the welcome: a live welcome is at that
+	// position, not at the later one its held frames moved it to.
+	pos := conn.StartPosition()
 	if !s.storing() {
 		if from.mode == sinceResume {
 			w.Recovered = ptr(false)
@@ -190,11 +193,14 @@ func (s *Server) handleState(conn *rooms.Conn, f *clientFrame, ref string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	err := s.broker.SaveState(ctx, conn.Room, *f.Seq, bytes.Clone(f.Data))
+	// The state describes the stream this connection was given: of its
+	// epoch, not of one that replaced it meanwhile.
+	at := rooms.Position{Epoch: conn.Position().Epoch, Seq: *f.Seq}
+	err := s.broker.SaveState(ctx, conn.Room, at, bytes.Clone(f.Data))
 	cancel()
 	switch {
 	case errors.Is(err, rooms.ErrStaleState):
-		s.sendError(conn, ref, codeStaleState, "the room holds a later state, or seq is ahead of the room")
+		s.sendError(conn, ref, codeStaleState, "the room holds a later state, seq is ahead of the room, or the room's history was reset")
 		return
 	case err != nil:
 		s.logConn(slog.LevelWarn, conn, "save state", "err", err)

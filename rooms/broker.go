@@ -46,10 +46,11 @@ type Stream interface {
 	// History returns up to limit stored messages after seq after (from
 	// the oldest held when the history no longer reaches back that far).
 	History(ctx context.Context, room string, after uint64, limit int) (History, error)
-	// SaveState keeps data as the room's state at seq, or returns
-	// ErrStaleState when the room holds a later state or seq is ahead of
-	// the room's.
-	SaveState(ctx context.Context, room string, seq uint64, data []byte) error
+	// SaveState keeps data as the room's state at epoch:seq, or returns
+	// ErrStaleState when the room holds a later state, seq is ahead of
+	// the room's, or the room is in another epoch (the state describes a
+	// history that was deleted or lost).
+	SaveState(ctx context.Context, room string, at Position, data []byte) error
 	// State returns the room's position and its latest state, if any.
 	State(ctx context.Context, room string) (Position, *State, error)
 	// Reset forgets the room's history and state and starts a new epoch;

@@ -302,13 +302,14 @@ func (b *MemoryBroker) History(_ context.Context, room string, after uint64, lim
 }
 
 // SaveState implements Stream.
-func (b *MemoryBroker) SaveState(_ context.Context, room string, seq uint64, data []byte) error {
+func (b *MemoryBroker) SaveState(_ context.Context, room string, at Position, data []byte) error {
 	if b.down() {
 		return ErrBrokerDown
 	}
 	r := b.room(room)
 	defer r.mu.Unlock()
-	if seq > r.seq || r.state != nil && seq < r.state.Seq {
+	seq := at.Seq
+	if at.Epoch != r.epoch || seq > r.seq || r.state != nil && seq < r.state.Seq {
 		return ErrStaleState
 	}
 	r.state = &State{Seq: seq, Data: data}

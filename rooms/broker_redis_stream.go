@@ -165,9 +165,9 @@ func (b *RedisBroker) History(ctx context.Context, room string, after uint64, li
 }
 
 // SaveState implements Stream.
-func (b *RedisBroker) SaveState(ctx context.Context, room string, seq uint64, data []byte) error {
+func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, data []byte) error {
 	k := b.keys(room)
-	res, err := saveStateScript.Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim}, seq, data, b.ttlMillis()).Text()
+	res, err := saveStateScript.Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim}, at.Seq, data, b.ttlMillis(), at.Epoch).Text()
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}

@@ -96,9 +96,13 @@ type Conn struct {
 	seq   uint64
 	// While held, the seq of each queued frame (0 for unstored ones), so
 	// StartAt can drop those its replay already covers.
-	heldSeq    []uint64
-	done       chan struct{} // closed when the writer has sent the close frame or failed
-	writerDone chan struct{} // closed each time a writer exits; nil while none runs
+	heldSeq  []uint64
+	startPos Position // given by Hub.Add
+	// A new epoch announced while held: StartAt closes the connection
+	// unless its welcome is of that epoch.
+	resetTo, resetWhy string
+	done              chan struct{} // closed when the writer has sent the close frame or failed
+	writerDone        chan struct{} // closed each time a writer exits; nil while none runs
 }
 
 type control struct {
@@ -163,7 +167,17 @@ func (c *Conn) Position() Position {
 func (c *Conn) setPosition(p Position) {
 	c.mu.Lock()
 	c.epoch, c.seq = p.Epoch, p.Seq
+	c.startPos = p
 	c.mu.Unlock()
+}
+
+// StartPosition returns the position the Hub gave the connection when it
+// was added: every stored message after it reaches the connection (held
+// until StartAt), so a welcome without a replay is at this position.
+func (c *Conn) StartPosition() Position {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.startPos
 }
 
 // StartAt queues first (the welcome and any replay, which cover the stream
@@ -186,6 +200,13 @@ func (c *Conn) StartAt(first [][]byte, pos Position) bool {
 		c.queue, c.heldSeq = nil, nil
 		c.held = false
 		c.kickLocked()
+		return true
+	}
+	if c.resetTo != "" && pos.Epoch != c.resetTo {
+		// The welcome was read from an epoch that ended meanwhile.
+		c.queue, c.heldSeq = nil, nil
+		c.held = false
+		c.closeLocked(CloseResync, c.resetWhy)
 		return true
 	}
 	switch {
@@ -247,8 +268,12 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 	}
 	switch {
 	case epoch != c.epoch:
+		why := ReasonHistoryLost
+		if c.resetTo == epoch {
+			why = c.resetWhy
+		}
 		c.queue = nil
-		c.closeLocked(CloseResync, ReasonHistoryLost)
+		c.closeLocked(CloseResync, why)
 		c.mu.Unlock()
 		return false
 	case seq <= c.seq:
@@ -272,7 +297,10 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 // unless it is already at epoch: the room's history was reset.
 func (c *Conn) ResetEpoch(epoch, reason string) {
 	c.mu.Lock()
-	if c.epoch != epoch && !c.held {
+	switch {
+	case c.held:
+		c.resetTo, c.resetWhy = epoch, reason
+	case c.epoch != epoch:
 		c.queue = nil
 		c.closeLocked(CloseResync, reason)
 	}

@@ -189,6 +189,16 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		r.streamMu.Lock()
 		r.epoch, r.seq = "", 0
 		r.streamMu.Unlock()
+		// Presence frames waiting for the room's sockets are of a room
+		// this instance no longer follows.
+		r.flushMu.Lock()
+		r.pmu.Lock()
+		if r.ptimer != nil {
+			r.ptimer.Stop()
+		}
+		r.pending, r.ptimer = nil, nil
+		r.pmu.Unlock()
+		r.flushMu.Unlock()
 		if h.o.OnUnsubscribed != nil {
 			h.o.OnUnsubscribed(c.Room)
 		}
@@ -263,6 +273,9 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 	}
 	if e.Seq > r.seq+1 {
 		h.fill(r, e.Seq-1)
+		if r.epoch != e.Epoch {
+			return // the history moved on to a newer epoch: this one is over
+		}
 	}
 	r.seq = e.Seq
 	h.broadcastStored(r, e.Exclude, e.Epoch, e.Seq, e.Frame)
@@ -293,8 +306,11 @@ func (h *Hub) newEpoch(r *room, epoch, reason string) {
 // Where History no longer holds them, the room's connections are closed
 // with CloseResync and r moves on to upTo.
 func (h *Hub) fill(r *room, upTo uint64) {
-	missing := upTo - r.seq
+	missing, epoch := upTo-r.seq, r.epoch
 	filled := h.fillFrom(r, upTo)
+	if r.epoch != epoch {
+		return // a newer epoch: newEpoch closed the old one's connections
+	}
 	if h.o.OnGap != nil {
 		h.o.OnGap(r.name, missing, filled)
 	}
@@ -332,7 +348,10 @@ func (h *Hub) fillFrom(r *room, upTo uint64) bool {
 		}
 		if hist.Position.Epoch != r.epoch {
 			h.newEpoch(r, hist.Position.Epoch, ReasonHistoryLost)
-			return upTo == 0
+			if upTo != 0 {
+				return false // upTo was a seq of the old epoch
+			}
+			continue // a resync: catch up with the new epoch from its start
 		}
 		if !hist.Complete {
 			return false

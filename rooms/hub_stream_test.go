@@ -201,3 +201,76 @@ func TestHubResetClosesConnections(t *testing.T) {
 		t.Fatal("new connection closed")
 	}
 }
+
+// Stored messages that arrive while a live joiner's welcome is built are
+// held and follow the welcome: the welcome is at the position the hub
+// gave the connection, not at the one its held frames moved it to.
+func TestConnLiveWelcomeKeepsHeldMessages(t *testing.T) {
+	h, _, _, _ := lossyHub(t, 100)
+	publishN(t, h, 1, 2)
+	rec := &recorder{}
+	c := NewConn("c1", "r", "u", rec, ConnOptions{})
+	if err := h.Add(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, h, 3, 4) // while the welcome is built
+	start := c.StartPosition()
+	if start.Seq != 2 {
+		t.Fatalf("start position %+v, want seq 2", start)
+	}
+	c.StartAt([][]byte{[]byte("welcome")}, start)
+	eventually(t, "two messages", func() bool { f, _ := rec.snapshot(); return len(f) == 3 })
+	if frames, _ := rec.snapshot(); seqsOf(frames) != "3,4" {
+		t.Fatalf("frames %v", frames)
+	}
+}
+
+// A joiner whose welcome was read from an epoch a DELETE ended meanwhile
+// is closed as deleted, not left on the deleted content.
+func TestConnResetWhileJoining(t *testing.T) {
+	h, b, _, _ := lossyHub(t, 100)
+	publishN(t, h, 1, 2)
+	rec := &recorder{}
+	c := NewConn("c1", "r", "u", rec, ConnOptions{})
+	if err := h.Add(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	old := c.StartPosition()
+	if _, err := b.Reset(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	c.StartAt([][]byte{[]byte("welcome")}, old)
+	<-c.Done()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.closed != CloseResync || rec.reason != ReasonRoomDeleted {
+		t.Fatalf("closed %d %q, want %d %q", rec.closed, rec.reason, CloseResync, ReasonRoomDeleted)
+	}
+}
+
+// A gap whose fill finds the room in a newer epoch (deleted or lost
+// meanwhile) moves the hub to that epoch from its start: the new epoch's
+// messages are not dropped as if already delivered.
+func TestHubGapIntoANewEpoch(t *testing.T) {
+	h, b, _, _ := lossyHub(t, 100, 0) // the reset's announcement is lost
+	c, _ := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 1)
+	old := c.Position()
+	if _, err := b.Reset(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	// A late delivery of the old epoch after a gap.
+	h.Deliver("r", wire.SealStored("", old.Epoch, 5, false, []byte(`{"seq":5}`)))
+	if _, code := c.Closing(); code != CloseResync {
+		t.Fatalf("the old epoch's connection: close %d, want %d", code, CloseResync)
+	}
+	c2, rec2 := joinedConn(t, h, "c2")
+	if p := c2.Position(); p.Epoch == old.Epoch || p.Seq != 0 {
+		t.Fatalf("a joiner after the gap is at %+v", p)
+	}
+	publishN(t, h, 1, 2)
+	eventually(t, "the new epoch's messages", func() bool { f, _ := rec2.snapshot(); return len(f) == 3 })
+	if frames, _ := rec2.snapshot(); seqsOf(frames) != "1,2" {
+		t.Fatalf("frames %v", frames)
+	}
+}

@@ -148,24 +148,29 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 	t.Run("state", func(t *testing.T) {
 		b := newBroker(t, &envelopeReceiver{}, StreamOptions{HistorySize: 100})
 		name := room(t)
-		if _, st, err := b.State(ctx, name); err != nil || st != nil {
+		pos0, st, err := b.State(ctx, name)
+		if err != nil || st != nil {
 			t.Fatalf("state of a new room: %v %v", st, err)
 		}
+		p0e := pos0.Epoch
 		for i := 1; i <= 5; i++ {
 			if _, err := b.PublishMessage(ctx, name, msg(fmt.Sprint("m", i), true)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := b.SaveState(ctx, name, 6, []byte(`{}`)); !errors.Is(err, ErrStaleState) {
+		if err := b.SaveState(ctx, name, Position{"another-epoch", 5}, []byte(`{}`)); !errors.Is(err, ErrStaleState) {
+			t.Fatalf("state of another epoch: %v", err)
+		}
+		if err := b.SaveState(ctx, name, Position{p0e, 6}, []byte(`{}`)); !errors.Is(err, ErrStaleState) {
 			t.Fatalf("state ahead of the room: %v", err)
 		}
-		if err := b.SaveState(ctx, name, 4, []byte(`{"n":4}`)); err != nil {
+		if err := b.SaveState(ctx, name, Position{p0e, 4}, []byte(`{"n":4}`)); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.SaveState(ctx, name, 3, []byte(`{"n":3}`)); !errors.Is(err, ErrStaleState) {
+		if err := b.SaveState(ctx, name, Position{p0e, 3}, []byte(`{"n":3}`)); !errors.Is(err, ErrStaleState) {
 			t.Fatalf("older state: %v", err)
 		}
-		if err := b.SaveState(ctx, name, 5, []byte(`{"n":5}`)); err != nil {
+		if err := b.SaveState(ctx, name, Position{p0e, 5}, []byte(`{"n":5}`)); err != nil {
 			t.Fatal(err)
 		}
 		p, st, err := b.State(ctx, name)
@@ -216,7 +221,7 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.SaveState(ctx, name, 1, []byte(`{}`)); err != nil {
+		if err := b.SaveState(ctx, name, p1.Position, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 		p, err := b.Reset(ctx, name)

@@ -1,10 +1,12 @@
 -- save_state: keep data as the room's state at seq unless a later state
--- is held or seq is ahead of the room.
--- KEYS 1 meta 2 state 3 state_req 4 state_claim; ARGV 1 seq 2 data 3 history ttl ms
+-- is held, seq is ahead of the room, or the state is of another epoch.
+-- KEYS 1 meta 2 state 3 state_req 4 state_claim
+-- ARGV 1 seq 2 data 3 history ttl ms 4 epoch of the sender's position
 -- Returns "ok" or "stale".
 local seq = tonumber(ARGV[1])
-local top = tonumber(redis.call('HGET', KEYS[1], 'seq'))
-if not top or seq > top then
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local top = tonumber(m[2])
+if not top or m[1] ~= ARGV[4] or seq > top then
   return 'stale'
 end
 local cur = tonumber(redis.call('HGET', KEYS[2], 'seq'))

@@ -171,6 +171,9 @@ func (s *Server) resync(roomNames []string) {
 		frame, err := s.syncFrameOf(ctx, name)
 		cancel()
 		if err != nil {
+			// The replica missed the gap's frames and cannot be
+			// corrected now: the next joiner loads it afresh.
+			s.replica.Forget(name)
 			s.log.Warn("resync", "room", name, "err", err)
 			continue
 		}

@@ -28,13 +28,18 @@ type Replica struct {
 
 type replicaRoom struct {
 	mu        sync.Mutex
-	loading   chan struct{} // closed when the load ended; nil before it started
-	loadErr   error
-	held      [][]byte // frames observed while loading, applied after it
+	load      *replicaLoad // the current (or last good) load; nil before one started or after one failed
+	held      [][]byte     // frames observed while loading, applied after it
 	members   map[string]Member
 	waiters   []*snapshotWaiter
 	timer     *time.Timer
 	encodedAt time.Time // the last flush that encoded the member list
+}
+
+// replicaLoad is one attempt at loading a room.
+type replicaLoad struct {
+	done chan struct{} // closed when the attempt ended
+	err  error         // set before done is closed
 }
 
 type snapshotWaiter struct {
@@ -110,7 +115,9 @@ func (r *Replica) Observe(room string, frame []byte) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	if !rr.loaded() {
-		rr.held = append(rr.held, bytes.Clone(frame))
+		if rr.load != nil { // in flight: applied after it
+			rr.held = append(rr.held, bytes.Clone(frame))
+		}
 		return
 	}
 	rr.apply(frame)
@@ -138,12 +145,12 @@ func (r *Replica) Reset(room string, members []Member) {
 }
 
 func (rr *replicaRoom) loaded() bool {
-	if rr.loading == nil {
+	if rr.load == nil {
 		return false
 	}
 	select {
-	case <-rr.loading:
-		return rr.loadErr == nil
+	case <-rr.load.done:
+		return rr.load.err == nil
 	default:
 		return false
 	}
@@ -186,23 +193,20 @@ func IsPresenceFrame(frame []byte) bool {
 func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
 	rr := r.room(room, true)
 	rr.mu.Lock()
-	if rr.loading != nil {
-		ch := rr.loading
+	if l := rr.load; l != nil {
 		rr.mu.Unlock()
 		select {
-		case <-ch:
+		case <-l.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		rr.mu.Lock()
-		err := rr.loadErr
-		rr.mu.Unlock()
-		if err != nil {
-			return nil, err
+		if l.err != nil {
+			return nil, l.err
 		}
 		return rr, nil
 	}
-	rr.loading = make(chan struct{})
+	l := &replicaLoad{done: make(chan struct{})}
+	rr.load = l
 	rr.mu.Unlock()
 
 	members, err := r.store.Members(ctx, room)
@@ -210,10 +214,12 @@ func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	if err != nil {
-		rr.loadErr = fmt.Errorf("load presence replica: %w", err)
-		close(rr.loading)
-		rr.loading = nil // the next joiner tries again
-		return nil, rr.loadErr
+		l.err = fmt.Errorf("load presence replica: %w", err)
+		close(l.done)
+		// The next joiner tries again, and reads the store after every
+		// frame held so far.
+		rr.load, rr.held = nil, nil
+		return nil, l.err
 	}
 	for _, m := range members {
 		rr.members[m.ID] = m
@@ -222,7 +228,7 @@ func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
 		rr.apply(f)
 	}
 	rr.held = nil
-	close(rr.loading)
+	close(l.done)
 	return rr, nil
 }
 

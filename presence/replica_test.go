@@ -128,3 +128,35 @@ func TestReplicaBurstSharesOneEncoding(t *testing.T) {
 		}
 	}
 }
+
+// flakyStore fails its first Members call, as a store timing out would.
+type flakyStore struct {
+	Store
+	failed bool
+}
+
+func (f *flakyStore) Members(ctx context.Context, room string) ([]Member, error) {
+	if !f.failed {
+		f.failed = true
+		return nil, errors.New("store timed out")
+	}
+	return f.Store.Members(ctx, room)
+}
+
+// A load that failed is tried again by the next joiner, and the replica
+// then follows the room as if the first had worked.
+func TestReplicaLoadRetriesAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	_, store := replicaOf(t, time.Millisecond, "a")
+	r := NewReplica(&flakyStore{Store: store}, ReplicaOptions{Window: time.Millisecond})
+	if _, _, err := r.Snapshot(ctx, "r", "a", time.Second); err == nil {
+		t.Fatal("first load did not fail")
+	}
+	if got, _, err := r.Snapshot(ctx, "r", "a", time.Second); err != nil || ids(t, got) != "a" {
+		t.Fatalf("after a failed load: %s %v", got, err)
+	}
+	r.Observe("r", Frame("join", "r", Member{ID: "b", Meta: json.RawMessage(`{}`), Since: time.Now().UnixMilli() + 1000}, ""))
+	if got, _, err := r.Snapshot(ctx, "r", "b", time.Second); err != nil || ids(t, got) != "a,b" {
+		t.Fatalf("frames after the retried load: %s %v", got, err)
+	}
+}

@@ -81,12 +81,7 @@ func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeF
 			return nil, pos, err
 		}
 		if h.Position.Epoch == from.pos.Epoch && h.Complete {
-			end := rooms.Position{Epoch: h.Position.Epoch, Seq: from.pos.Seq}
-			frames := make([][]byte, 1, 1+len(h.Messages))
-			for _, m := range h.Messages {
-				frames = append(frames, m.Frame)
-				end.Seq = m.Seq
-			}
+			frames, end := replay(h, from.pos.Seq)
 			w.Epoch, w.Seq, w.Recovered = end.Epoch, ptr(end.Seq), ptr(true)
 			frames[0] = encode(w)
 			return frames, end, nil
@@ -117,16 +112,24 @@ func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeF
 			s.log.Warn("join: history does not reach back to the room's state", "room", conn.Room, "state_seq", after)
 			s.metrics.streamGaps.WithLabelValues("lost").Inc()
 		}
-		end := rooms.Position{Epoch: h.Position.Epoch, Seq: after}
-		frames := make([][]byte, 1, 1+len(h.Messages))
-		for _, m := range h.Messages {
-			frames = append(frames, m.Frame)
-			end.Seq = m.Seq
-		}
+		frames, end := replay(h, after)
 		w.Epoch, w.Seq, w.State = end.Epoch, ptr(max(end.Seq, h.Position.Seq)), st
 		frames[0] = encode(w)
 		return frames, end, nil
 	}
+}
+
+// replay returns a slot for the welcome followed by the stored messages of
+// h, and the position they bring a client that held everything up to
+// after.
+func replay(h rooms.History, after uint64) ([][]byte, rooms.Position) {
+	end := rooms.Position{Epoch: h.Position.Epoch, Seq: after}
+	frames := make([][]byte, 1, 1+len(h.Messages))
+	for _, m := range h.Messages {
+		frames = append(frames, m.Frame)
+		end.Seq = m.Seq
+	}
+	return frames, end
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -106,6 +106,34 @@ func TestPresenceAcrossInstancesSmoke(t *testing.T) {
 	}
 }
 
+// TestLargeRoomStorm: 2,000 users join one room over 2 s across two
+// instances, then leave. Every observer counts exactly one join and one
+// leave per user, every client's member list comes right (the bound is
+// for correctness, not speed: the figures are in docs/BENCHMARKS.md); the
+// Redis work per join is logged.
+func TestLargeRoomStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 connections on two servers")
+	}
+	rd := redisproc.Start(t)
+	var addrs []string
+	for range 2 {
+		s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_REDIS_URL": rd.URL(), "ROOMCAST_RATE": "1000"}})
+		addrs = append(addrs, s.Addr)
+	}
+	c := Config{Scenario: "presence", Addrs: addrs, Secret: testserver.Secret, Redis: rd.Addr(), Timeout: 3 * time.Minute,
+		Users: 2000, Observers: 3, Ramp: 2 * time.Second, Duration: 60 * time.Second}
+	res := runOK(t, context.Background(), c)
+	p := res.Presence
+	if !p.CountsExact || p.NotConverged != 0 {
+		t.Fatalf("storm: counts exact %v, %d clients with a wrong member list", p.CountsExact, p.NotConverged)
+	}
+	// Commands per join are counted exactly, in rooms of 1 and 1,000, by
+	// presence's TestRedisStoreCommandsPerJoinAndLeave: here heartbeats
+	// and sweeps run meanwhile and blur the figure.
+	t.Logf("%.2f Redis commands per join, heartbeats and sweeps included", p.RedisPerJoin)
+}
+
 func runOK(t *testing.T, ctx context.Context, c Config) *Result {
 	t.Helper()
 	res, err := run(ctx, c)

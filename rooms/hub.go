@@ -354,6 +354,12 @@ func (h *Hub) fillFrom(r *room, upTo uint64) bool {
 			continue // a resync: catch up with the new epoch from its start
 		}
 		if !hist.Complete {
+			if upTo == 0 && hist.Position.Seq > r.seq {
+				// A resync that cannot be filled: the room's connections
+				// resume (lost), and those joining now start at the top
+				// instead of meeting the same gap again.
+				r.seq = hist.Position.Seq
+			}
 			return false
 		}
 		for _, m := range hist.Messages {
@@ -493,7 +499,7 @@ func (h *Hub) Resync(rooms []string) {
 			before := r.seq
 			filled := h.fillFrom(r, 0)
 			if h.o.OnGap != nil && (!filled || r.seq > before) {
-				h.o.OnGap(name, r.seq-before, filled)
+				h.o.OnGap(name, r.seq-before, filled) // missing: up to the top either way
 			}
 			if !filled {
 				h.lost(r)

@@ -274,3 +274,34 @@ func TestHubGapIntoANewEpoch(t *testing.T) {
 		t.Fatalf("frames %v", frames)
 	}
 }
+
+// A resync whose gap the history no longer holds closes the room's
+// connections, and one joining afterwards starts at the room's top: the
+// next message reaches it instead of closing it for the same gap.
+func TestHubResyncBeyondHistory(t *testing.T) {
+	h, _, l, g := lossyHub(t, 3)
+	c, _ := joinedConn(t, h, "c1")
+	publishN(t, h, 1, 1)
+	l.mu.Lock()
+	for s := uint64(2); s <= 8; s++ {
+		l.drop[s] = true
+	}
+	l.mu.Unlock()
+	publishN(t, h, 2, 8) // the history keeps 6..8
+	h.Resync([]string{"r"})
+	if _, code := c.Closing(); code != CloseResync {
+		t.Fatalf("close %d, want %d", code, CloseResync)
+	}
+	if g.String() != "7:false" {
+		t.Fatalf("gaps %s", g)
+	}
+	c2, rec2 := joinedConn(t, h, "c2")
+	if p := c2.Position(); p.Seq != 8 {
+		t.Fatalf("joiner after the resync at %+v, want seq 8", p)
+	}
+	publishN(t, h, 9, 9)
+	eventually(t, "the next message", func() bool { f, _ := rec2.snapshot(); return len(f) == 2 })
+	if closing, _ := c2.Closing(); closing {
+		t.Fatal("the joiner was closed for the old gap")
+	}
+}

@@ -239,23 +239,30 @@ func TestKeyedPublishAfterDelete(t *testing.T) {
 			t.Fatalf("first message after DELETE has seq %d", other.Seq)
 		}
 		resent := publishAcked(t, pub, map[string]any{"data": "before", "key": "k-old"})
-		page := getMessages(t, a, room, "")
-		var at *testserver.Frame
-		for _, f := range page.frames(t) {
-			if f.Seq == resent.Seq {
-				at = &f
-			}
-		}
-		if at == nil || at.ID != resent.ID {
-			name := "no message"
-			if at != nil {
-				name = at.Raw
-			}
-			t.Fatalf("keyed publish re-sent after DELETE acked %s (before the DELETE: %s); in the new epoch seq %d is %s",
-				resent.Raw, before.Raw, resent.Seq, name)
-		}
+		requireStoredAs(t, a, room, resent, before, "after DELETE", "before the DELETE")
 		awaitSeq(t, sub, resent.Seq)
 	})
+}
+
+// requireStoredAs fails unless the history of room holds the message
+// acked by resent at its seq: a keyed publish re-sent (when) into a new
+// epoch is stored anew, not acked with the first one's (before) old seq.
+func requireStoredAs(t *testing.T, s *testserver.Server, room string, resent, before testserver.Frame, when, beforeWhen string) {
+	t.Helper()
+	var at *testserver.Frame
+	for _, f := range getMessages(t, s, room, "").frames(t) {
+		if f.Seq == resent.Seq {
+			at = &f
+		}
+	}
+	if at == nil || at.ID != resent.ID {
+		name := "no message"
+		if at != nil {
+			name = at.Raw
+		}
+		t.Fatalf("keyed publish re-sent %s acked %s (%s: %s); in the new epoch seq %d is %s",
+			when, resent.Raw, beforeWhen, before.Raw, resent.Seq, name)
+	}
 }
 
 // The same holds when the room's history expired (HISTORY_TTL) within the
@@ -280,20 +287,7 @@ func TestKeyedPublishAfterHistoryExpiry(t *testing.T) {
 		if other.Seq != 1 {
 			t.Fatalf("first message after the expiry has seq %d", other.Seq)
 		}
-		var at *testserver.Frame
-		for _, f := range getMessages(t, a, room, "").frames(t) {
-			if f.Seq == resent.Seq {
-				at = &f
-			}
-		}
-		if at == nil || at.ID != resent.ID {
-			name := "no message"
-			if at != nil {
-				name = at.Raw
-			}
-			t.Fatalf("keyed publish re-sent after the history expired acked %s (before: %s); in the new epoch seq %d is %s",
-				resent.Raw, before.Raw, resent.Seq, name)
-		}
+		requireStoredAs(t, a, room, resent, before, "after the history expired", "before")
 	})
 }
 

@@ -227,13 +227,13 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 	// Events held while the snapshot is read may overflow the queue in a
 	// busy room; then the snapshot is read again, a few times at most.
 	for attempt := 0; ; attempt++ {
-		members, m, err := s.snapshot(ctx, conn.Room, me.ID)
+		// me is what this join made of the user, exactly; the list may
+		// show an older count for it until the join's own frame, held
+		// behind the welcome, arrives.
+		members, err := s.snapshot(ctx, conn.Room, me.ID)
 		if err != nil {
 			s.undoJoin(conn, true)
 			return fmt.Errorf("read members: %w", err)
-		}
-		if m.ID == me.ID {
-			me = m
 		}
 		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: members, Instance: s.cfg.InstanceID}
 		frames, pos, err := s.welcomeFrames(ctx, conn, w, from)
@@ -254,24 +254,19 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 // snapshot returns the room's members for a welcome, from this instance's
 // replica once it holds user (whose join was just published), else from
 // the store.
-func (s *Server) snapshot(ctx context.Context, room, user string) (json.RawMessage, presence.Member, error) {
-	members, me, err := s.replica.Snapshot(ctx, room, user, replicaWait)
+func (s *Server) snapshot(ctx context.Context, room, user string) (json.RawMessage, error) {
+	members, _, err := s.replica.Snapshot(ctx, room, user, replicaWait)
 	if err == nil {
-		return members, me, nil
+		return members, nil
 	}
 	if !errors.Is(err, presence.ErrNotReplicated) {
-		return nil, presence.Member{}, err
+		return nil, err
 	}
 	ms, err := s.store.Members(ctx, room)
 	if err != nil {
-		return nil, presence.Member{}, err
+		return nil, err
 	}
-	for _, m := range ms {
-		if m.ID == user {
-			me = m
-		}
-	}
-	return encode(nonNil(ms)), me, nil
+	return encode(nonNil(ms)), nil
 }
 
 // undoJoin takes a connection whose join failed out of its room, and out of

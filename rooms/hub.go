@@ -456,14 +456,13 @@ func (h *Hub) Flush(roomName string) {
 		return
 	}
 	r.pmu.Lock()
-	waiting := len(r.pending) > 0
-	if waiting && r.ptimer != nil {
+	if len(r.pending) > 0 && r.ptimer != nil {
 		r.ptimer.Stop()
 	}
 	r.pmu.Unlock()
-	if waiting {
-		h.flushCoalesced(r)
-	}
+	// Also with nothing pending: a flush the timer started may still be
+	// sending, and flushCoalesced waits for it.
+	h.flushCoalesced(r)
 }
 
 // flushCoalesced sends the room's waiting frames to each of its sockets in

@@ -31,6 +31,7 @@ type Broker interface {
 	Close() error
 
 	Stream
+	Docs
 }
 
 // Stream is the durable side of a Broker: positions, history and state.

@@ -20,6 +20,8 @@ type MemoryBroker struct {
 	recv   Receiver
 	subs   map[string]struct{}
 	rooms  map[string]*memRoom
+	docMu  sync.Mutex
+	docs   map[string]*memDoc
 	closed bool
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -60,6 +62,7 @@ func NewMemoryBroker(o StreamOptions) *MemoryBroker {
 		o:     o.withDefaults(),
 		subs:  make(map[string]struct{}),
 		rooms: make(map[string]*memRoom),
+		docs:  make(map[string]*memDoc),
 		stop:  make(chan struct{}),
 		now:   time.Now,
 	}
@@ -99,6 +102,7 @@ func (b *MemoryBroker) janitor() {
 
 func (b *MemoryBroker) sweep() {
 	now := b.now()
+	b.sweepDocs(now)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for name, r := range b.rooms {
@@ -342,6 +346,7 @@ func (b *MemoryBroker) Reset(_ context.Context, room string) (Position, error) {
 	r.resetLocked(b.now())
 	pos := Position{Epoch: r.epoch}
 	r.mu.Unlock()
+	b.dropDoc(room)
 	if recv, ok := b.subscribed(room); ok {
 		recv.Deliver(room, wire.SealStored("", pos.Epoch, 0, false, nil))
 	}

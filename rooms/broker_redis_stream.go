@@ -199,7 +199,7 @@ func (b *RedisBroker) State(ctx context.Context, room string) (Position, *State,
 // Reset implements Stream.
 func (b *RedisBroker) Reset(ctx context.Context, room string) (Position, error) {
 	k := b.keys(room)
-	epoch, err := resetScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim},
+	epoch, err := resetScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Doc, k.DocLog},
 		NewEpoch(), b.ttlMillis(), k.Channel).Text()
 	if err != nil {
 		return Position{}, fmt.Errorf("reset room: %w", err)

@@ -67,6 +67,9 @@ type Conn struct {
 	// StateCapable: the client joined with state=1 and answers
 	// state_request frames.
 	StateCapable bool
+	// Doc: a Yjs connection. It takes the room's document payloads (see
+	// HubOptions.OnDoc) and none of its JSON frames.
+	Doc bool
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 

@@ -45,6 +45,7 @@ type room struct {
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
+	docs  map[*Conn]struct{} // Yjs connections
 
 	// Coalesced frames (presence) wait here for one write per socket.
 	flushMu sync.Mutex // held while a batch goes out, so batches keep their order
@@ -79,6 +80,10 @@ type HubOptions struct {
 	// join. They keep their order among themselves.
 	Coalesce       func(frame []byte) bool
 	CoalesceWindow time.Duration
+	// OnDoc, if set, gets every document (Yjs) payload of a room, in the
+	// room's order; it sends what it decides to the room's Yjs
+	// connections (EachDoc).
+	OnDoc func(room string, e wire.Envelope)
 }
 
 // NewHub returns a hub publishing through b. Call b.Start(ctx, hub) to
@@ -107,7 +112,7 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 	h.mu.Lock()
 	r := h.rooms[c.Room]
 	if r == nil {
-		r = &room{name: c.Room, conns: make(map[*Conn]struct{})}
+		r = &room{name: c.Room, conns: make(map[*Conn]struct{}), docs: make(map[*Conn]struct{})}
 		h.rooms[c.Room] = r
 	}
 	r.refs++
@@ -128,7 +133,7 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 		pos, err := h.broker.Position(ctx, c.Room)
 		if err != nil {
 			r.mu.RLock()
-			empty := len(r.conns) == 0
+			empty := len(r.conns)+len(r.docs) == 0
 			r.mu.RUnlock()
 			if empty {
 				if uerr := h.broker.Unsubscribe(ctx, c.Room); uerr != nil {
@@ -153,7 +158,11 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 	r.streamMu.Lock()
 	c.setPosition(Position{Epoch: r.epoch, Seq: r.seq})
 	r.mu.Lock()
-	r.conns[c] = struct{}{}
+	if c.Doc {
+		r.docs[c] = struct{}{}
+	} else {
+		r.conns[c] = struct{}{}
+	}
 	r.mu.Unlock()
 	r.streamMu.Unlock()
 	r.subMu.Unlock()
@@ -171,9 +180,13 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 	}
 	r.subMu.Lock()
 	r.mu.Lock()
-	_, present := r.conns[c]
-	delete(r.conns, c)
-	empty := len(r.conns) == 0
+	set := r.conns
+	if c.Doc {
+		set = r.docs
+	}
+	_, present := set[c]
+	delete(set, c)
+	empty := len(r.conns)+len(r.docs) == 0
 	r.mu.Unlock()
 	if !present {
 		r.subMu.Unlock()
@@ -242,6 +255,12 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 		h.log.Warn("dropped payload that is not an envelope", "room", roomName, "bytes", len(payload))
 		return
 	}
+	if e.Doc != 0 {
+		if h.o.OnDoc != nil {
+			h.o.OnDoc(roomName, e)
+		}
+		return
+	}
 	if !e.Stored() {
 		if h.o.Observe != nil {
 			h.o.Observe(roomName, e.Frame)
@@ -298,6 +317,12 @@ func (h *Hub) newEpoch(r *room, epoch, reason string) {
 	r.mu.RLock()
 	for c := range r.conns {
 		c.ResetEpoch(epoch, reason)
+	}
+	if reason == ReasonRoomDeleted {
+		// The document went with the room: its providers start over.
+		for c := range r.docs {
+			c.Close(CloseResync, "room deleted: its document too")
+		}
 	}
 	r.mu.RUnlock()
 }
@@ -539,7 +564,24 @@ func (h *Hub) Conns(roomName string) []*Conn {
 		for c := range r.conns {
 			out = append(out, c)
 		}
+		for c := range r.docs {
+			out = append(out, c)
+		}
 		r.mu.RUnlock()
 	}
 	return out
+}
+
+// EachDoc calls f for every local Yjs connection of room, under the room's
+// read lock: f must not block (Conn.Send does not).
+func (h *Hub) EachDoc(roomName string, f func(*Conn)) {
+	r := h.room(roomName)
+	if r == nil {
+		return
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for c := range r.docs {
+		f(c)
+	}
 }

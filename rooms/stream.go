@@ -74,11 +74,17 @@ type StreamOptions struct {
 	// HistoryTTL is how long a room's history and state live after its
 	// last stored message. Zero value means 24h.
 	HistoryTTL time.Duration
+	// DocTTL is how long a room's Yjs document lives after its last
+	// update. Zero value means 720h.
+	DocTTL time.Duration
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
 	if o.HistoryTTL <= 0 {
 		o.HistoryTTL = 24 * time.Hour
+	}
+	if o.DocTTL <= 0 {
+		o.DocTTL = 720 * time.Hour
 	}
 	return o
 }

@@ -1,9 +1,10 @@
 -- reset: forget the room's history and state, start epoch ARGV[1] and
 -- announce it on the room channel (position "<epoch>:0", empty frame), so
 -- every instance closes the room's connections of the old epoch.
--- KEYS 1 meta 2 stream 3 state 4 state_req 5 state_claim
+-- The room's Yjs document goes too.
+-- KEYS 1 meta 2 stream 3 state 4 state_req 5 state_claim 6 doc 7 doc_log
 -- ARGV 1 new epoch 2 history ttl ms 3 channel
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], envelope('', stored_pos(ARGV[1], 0, false), ''))

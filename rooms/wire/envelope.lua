@@ -11,3 +11,7 @@ local function stored_pos(epoch, seq, state_due)
   end
   return p
 end
+
+local function doc_pos(epoch, seq)
+  return '~' .. epoch .. ':' .. string.format('%d', seq)
+end

@@ -27,6 +27,9 @@ type Keys struct {
 	// Presence keys (see presence/presence_lib.lua).
 	Conns   string // ZSET "<conn>\n<user>" -> expiry, "\n<user>" -> end of leave grace
 	Members string // HASH user -> "conns\nsince\nid\nname\nmeta"
+	// Yjs document keys (see rooms/lua/doc_*.lua).
+	Doc    string // HASH epoch, base_seq, seq, base, base_bytes, log_bytes
+	DocLog string // LIST of the update messages after base_seq, oldest first
 
 	idem string
 }
@@ -46,6 +49,8 @@ func RoomKeys(prefix, room string) Keys {
 		StateClaim: p + "state_claim",
 		Conns:      p + "conns",
 		Members:    p + "members",
+		Doc:        p + "doc",
+		DocLog:     p + "doc_log",
 		idem:       p + "key:",
 	}
 }
@@ -73,6 +78,14 @@ func orDefault(prefix string) string {
 //     seq 0 and an empty frame announces a new epoch (the room was reset);
 //   - frame: the encoded server frame, shared by every recipient.
 //
+// A document payload (Yjs) has a position starting with "~":
+//   - "~<epoch>:<seq>": an update stored as the document's seq-th in its
+//     epoch; frame is the y-websocket sync Update message;
+//   - "~a": an awareness message of the connection exclude; frame is the
+//     varString user id followed by the y-websocket awareness message;
+//   - "~q": a request that instances announce the awareness of their
+//     connections of the user named by frame (every user when empty).
+//
 // Change the format only together with a new prefix: instances of two
 // formats on one Redis would misread each other.
 
@@ -85,11 +98,42 @@ type Envelope struct {
 	Epoch    string // empty when not stored
 	Seq      uint64
 	StateDue bool
+	Doc      byte // DocUpdate, DocAwareness, DocQuery, or 0 for a room payload
 	Frame    []byte
 }
 
-// Stored reports whether the frame has a position.
-func (e Envelope) Stored() bool { return e.Epoch != "" }
+// Stored reports whether the frame is a stored room message (it has a
+// room stream position).
+func (e Envelope) Stored() bool { return e.Epoch != "" && e.Doc == 0 }
+
+// Doc kinds of an Envelope (zero: not a document payload).
+const (
+	DocUpdate    = 'u'
+	DocAwareness = 'a'
+	DocQuery     = 'q'
+)
+
+// SealDocUpdate returns the payload of a document update stored at
+// epoch:seq.
+func SealDocUpdate(exclude, epoch string, seq uint64, frame []byte) []byte {
+	b := make([]byte, 0, len(exclude)+len(epoch)+24+len(frame))
+	b = append(b, exclude...)
+	b = append(b, '|', '~')
+	b = append(b, epoch...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, '|')
+	return append(b, frame...)
+}
+
+// SealDoc returns the payload of an unstored document message of kind
+// DocAwareness or DocQuery.
+func SealDoc(exclude string, kind byte, frame []byte) []byte {
+	b := make([]byte, 0, len(exclude)+4+len(frame))
+	b = append(b, exclude...)
+	b = append(b, '|', '~', kind, '|')
+	return append(b, frame...)
+}
 
 // Seal returns the payload of an unstored frame.
 func Seal(exclude string, frame []byte) []byte {
@@ -132,6 +176,18 @@ func Open(payload []byte) (e Envelope, ok bool) {
 	pos := rest[:j]
 	if len(pos) == 0 {
 		return e, true
+	}
+	if pos[0] == '~' {
+		switch string(pos) {
+		case "~a":
+			e.Doc = DocAwareness
+			return e, true
+		case "~q":
+			e.Doc = DocQuery
+			return e, true
+		}
+		e.Doc = DocUpdate
+		pos = pos[1:]
 	}
 	c := bytes.IndexByte(pos, ':')
 	if c <= 0 {

@@ -77,3 +77,37 @@ func TestRoomKeysShareTheHashTag(t *testing.T) {
 		}
 	}
 }
+
+func TestDocEnvelopes(t *testing.T) {
+	up, ok := Open(SealDocUpdate("c1", "e0f1", 9, []byte{0, 2, 2, 0, 0}))
+	if !ok || up.Doc != DocUpdate || up.Stored() || up.Epoch != "e0f1" || up.Seq != 9 || up.Exclude != "c1" || string(up.Frame) != "\x00\x02\x02\x00\x00" {
+		t.Fatalf("doc update opened as %+v %v", up, ok)
+	}
+	aw, ok := Open(SealDoc("c2", DocAwareness, []byte("\x01u|\x01")))
+	if !ok || aw.Doc != DocAwareness || aw.Stored() || aw.Epoch != "" || aw.Exclude != "c2" || string(aw.Frame) != "\x01u|\x01" {
+		t.Fatalf("awareness opened as %+v %v", aw, ok)
+	}
+	q, ok := Open(SealDoc("", DocQuery, nil))
+	if !ok || q.Doc != DocQuery || len(q.Frame) != 0 {
+		t.Fatalf("query opened as %+v %v", q, ok)
+	}
+	for _, bad := range []string{"|~|x", "|~x|", "|~:3|x", "|~e:|x"} {
+		if _, ok := Open([]byte(bad)); ok {
+			t.Errorf("Open(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLuaDocEnvelope(t *testing.T) {
+	srv := redisproc.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	got, err := c.Eval(context.Background(), EnvelopeLua+`return envelope(ARGV[1], doc_pos(ARGV[2], tonumber(ARGV[3])), ARGV[4])`,
+		nil, "conn-9", "ab12", 77, "\x00\x02\x01\x07").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := SealDocUpdate("conn-9", "ab12", 77, []byte("\x00\x02\x01\x07")); got != string(want) {
+		t.Fatalf("Lua doc envelope %q, Go %q", got, want)
+	}
+}

@@ -1,0 +1,148 @@
+package rooms
+
+import (
+	"context"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms/wire"
+)
+
+// memDoc is a room's document in the memory engine.
+type memDoc struct {
+	epoch    string
+	baseSeq  uint64
+	seq      uint64
+	base     []byte
+	log      [][]byte // updates baseSeq+1 … seq
+	logBytes int64
+	touched  time.Time
+}
+
+func (d *memDoc) append(msg []byte) {
+	d.seq++
+	d.log = append(d.log, msg)
+	d.logBytes += int64(len(msg))
+}
+
+func (d *memDoc) result() DocAppend {
+	return DocAppend{Position: DocPosition{Epoch: d.epoch, Seq: d.seq}, BaseSeq: d.baseSeq, LogBytes: d.logBytes, BaseBytes: int64(len(d.base))}
+}
+
+// doc returns the room's live document, nil when it has none; b.docMu held.
+func (b *MemoryBroker) docLocked(room string, now time.Time) *memDoc {
+	d := b.docs[room]
+	if d != nil && now.Sub(d.touched) >= b.o.DocTTL {
+		delete(b.docs, room)
+		return nil
+	}
+	return d
+}
+
+// AppendUpdate implements Docs. It delivers under the room's delivery lock,
+// so the room keeps one order whoever publishes.
+func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg []byte) (DocAppend, error) {
+	if b.down() {
+		return DocAppend{}, ErrBrokerDown
+	}
+	r := b.room(room)
+	r.mu.Unlock()
+	r.deliverMu.Lock()
+	defer r.deliverMu.Unlock()
+	now := b.now()
+	b.docMu.Lock()
+	d := b.docLocked(room, now)
+	if d == nil {
+		d = &memDoc{epoch: NewEpoch()}
+		b.docs[room] = d
+	}
+	msg = append([]byte(nil), msg...) // it is queued on sockets and kept
+	d.append(msg)
+	d.touched = now
+	res := d.result()
+	b.docMu.Unlock()
+	if recv, ok := b.subscribed(room); ok {
+		recv.Deliver(room, wire.SealDocUpdate(exclude, res.Position.Epoch, res.Position.Seq, msg))
+	}
+	return res, nil
+}
+
+// Doc implements Docs.
+func (b *MemoryBroker) Doc(_ context.Context, room string) (Doc, error) {
+	if b.down() {
+		return Doc{}, ErrBrokerDown
+	}
+	b.docMu.Lock()
+	defer b.docMu.Unlock()
+	d := b.docLocked(room, b.now())
+	if d == nil {
+		return Doc{}, nil
+	}
+	return Doc{
+		Position:  DocPosition{Epoch: d.epoch, Seq: d.seq},
+		BaseSeq:   d.baseSeq,
+		Base:      d.base,
+		Updates:   append([][]byte(nil), d.log...),
+		LogBytes:  d.logBytes,
+		BaseBytes: int64(len(d.base)),
+	}, nil
+}
+
+// DocUpdates implements Docs.
+func (b *MemoryBroker) DocUpdates(_ context.Context, room, epoch string, after uint64) ([][]byte, DocPosition, bool, error) {
+	if b.down() {
+		return nil, DocPosition{}, false, ErrBrokerDown
+	}
+	b.docMu.Lock()
+	defer b.docMu.Unlock()
+	d := b.docLocked(room, b.now())
+	if d == nil {
+		return nil, DocPosition{}, false, nil
+	}
+	pos := DocPosition{Epoch: d.epoch, Seq: d.seq}
+	if d.epoch != epoch || after < d.baseSeq {
+		return nil, pos, false, nil
+	}
+	if after >= d.seq {
+		return nil, pos, true, nil
+	}
+	return append([][]byte(nil), d.log[after-d.baseSeq:]...), pos, true, nil
+}
+
+// CompactDoc implements Docs.
+func (b *MemoryBroker) CompactDoc(_ context.Context, room string, at DocPosition, base []byte) (bool, error) {
+	if b.down() {
+		return false, ErrBrokerDown
+	}
+	b.docMu.Lock()
+	defer b.docMu.Unlock()
+	d := b.docLocked(room, b.now())
+	if d == nil || d.epoch != at.Epoch || at.Seq <= d.baseSeq || at.Seq > d.seq {
+		return false, nil
+	}
+	n := at.Seq - d.baseSeq
+	for _, m := range d.log[:n] {
+		d.logBytes -= int64(len(m))
+	}
+	d.log = append([][]byte(nil), d.log[n:]...)
+	d.base = base
+	d.baseSeq = at.Seq
+	return true, nil
+}
+
+// dropDoc forgets the room's document (Reset).
+func (b *MemoryBroker) dropDoc(room string) {
+	b.docMu.Lock()
+	delete(b.docs, room)
+	b.docMu.Unlock()
+}
+
+// sweepDocs forgets documents past their TTL.
+func (b *MemoryBroker) sweepDocs(now time.Time) {
+	b.docMu.Lock()
+	defer b.docMu.Unlock()
+	for name, d := range b.docs {
+		if now.Sub(d.touched) >= b.o.DocTTL {
+			delete(b.docs, name)
+		}
+	}
+}

@@ -1,0 +1,21 @@
+-- doc_append: store one update message of a room's Yjs document and publish
+-- it, so the document's pub/sub order is its seq order.
+-- KEYS 1 doc  2 doc_log
+-- ARGV 1 new epoch  2 doc ttl ms  3 exclude conn  4 update message
+--      5 channel
+-- Returns {epoch, seq, base_seq, log_bytes, base_bytes}.
+local doc, log = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', doc, 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', log)
+  redis.call('HSET', doc, 'epoch', epoch, 'base_seq', 0, 'seq', 0, 'log_bytes', 0, 'base_bytes', 0)
+end
+local seq = redis.call('HINCRBY', doc, 'seq', 1)
+redis.call('RPUSH', log, ARGV[4])
+local log_bytes = redis.call('HINCRBY', doc, 'log_bytes', #ARGV[4])
+redis.call('PEXPIRE', doc, ARGV[2])
+redis.call('PEXPIRE', log, ARGV[2])
+redis.call('PUBLISH', ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), ARGV[4]))
+local v = redis.call('HMGET', doc, 'base_seq', 'base_bytes')
+return {epoch, string.format('%d', seq), v[1], string.format('%d', log_bytes), v[2]}

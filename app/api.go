@@ -57,6 +57,10 @@ func (s *Server) routes() *fiber.App {
 		WriteBufferSize: 256, WriteBufferPool: &sync.Pool{},
 	}))
 
+	app.Get("/yjs/:room", s.admitWS, fws.New(s.serveYjs, fws.Config{
+		ReadBufferSize: 125, WriteBufferSize: 256, WriteBufferPool: &sync.Pool{},
+	}))
+
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)
 	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -96,6 +100,12 @@ func (s *Server) routes() *fiber.App {
 		}
 		return c.Next()
 	}, page("room.html"))
+	app.Get("/d/:room", func(c *fiber.Ctx) error {
+		if !rooms.ValidName(c.Params("room")) {
+			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+		}
+		return c.Next()
+	}, page("doc.html"))
 	app.Use("/static", filesystem.New(filesystem.Config{Root: httpFS(ui), MaxAge: 60}))
 	return app
 }

@@ -36,6 +36,7 @@ type Config struct {
 	HistorySize      int
 	HistoryTTL       time.Duration
 	MaxStateBytes    int
+	DocTTL           time.Duration
 }
 
 func defaultConfig() Config {
@@ -51,6 +52,7 @@ func defaultConfig() Config {
 		HistorySize:     1000,
 		HistoryTTL:      24 * time.Hour,
 		MaxStateBytes:   1 << 20,
+		DocTTL:          720 * time.Hour,
 	}
 }
 
@@ -121,6 +123,7 @@ var settings = []setting{
 	intSetting("send-queue", "frames queued per connection before it is closed as too slow", 1, func(c *Config) *int { return &c.SendQueue }),
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
 	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
+	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
 	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
 	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
@@ -234,6 +237,8 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_HISTORY_SIZE must be at most 100000")
 	case c.HistoryTTL < time.Second:
 		return errors.New("ROOMCAST_HISTORY_TTL must be at least 1s")
+	case c.DocTTL < time.Second:
+		return errors.New("ROOMCAST_DOC_TTL must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -257,6 +262,7 @@ func (c Config) logAttrs() []any {
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
+		"doc_ttl", c.DocTTL.String(),
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

@@ -23,6 +23,11 @@ type metrics struct {
 	streamGaps     *prometheus.CounterVec
 	protocolErrors prometheus.Counter
 	heartbeatErr   prometheus.Counter
+	yjsConnections prometheus.Gauge
+	yjsUpdates     prometheus.Counter
+	yjsRejected    *prometheus.CounterVec
+	yjsCompactions prometheus.Counter
+	yjsGaps        prometheus.Counter
 }
 
 func newMetrics(localRooms func() int) *metrics {
@@ -41,6 +46,12 @@ func newMetrics(localRooms func() int) *metrics {
 	m.streamGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_stream_gaps_total", Help: "Gaps in a room's stored messages seen on delivery: filled from the history, or lost (the room's connections closed with 4010)."}, []string{"outcome"})
 	m.protocolErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_protocol_errors_total", Help: "Connections closed for a frame that breaks the WebSocket protocol (1002) or is not valid UTF-8 (1007)."})
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
+	m.yjsConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roomcast_yjs_connections", Help: "Open Yjs (y-websocket) connections on this instance."})
+	m.yjsUpdates = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_updates_total", Help: "Yjs document updates stored from this instance's clients."})
+	m.yjsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_yjs_rejected_total", Help: "Yjs sockets closed for a frame that is not a valid y-websocket message, by reason (invalid, too_big, text)."}, []string{"reason"})
+	m.yjsCompactions = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_compactions_total", Help: "Yjs documents compacted by this instance."})
+	m.yjsGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_gaps_total", Help: "Gaps in a document's updates seen on delivery and filled from the store."})
+	m.reg.MustRegister(m.yjsConnections, m.yjsUpdates, m.yjsRejected, m.yjsCompactions, m.yjsGaps)
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
 		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.protocolErrors, m.heartbeatErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -43,3 +43,19 @@ func (l *rateLimit) allow(now time.Time) (ok, cutOff bool) {
 	oldest := l.drops[l.next]
 	return false, !oldest.IsZero() && now.Sub(oldest) <= dropWindow
 }
+
+// delay takes a token for a frame at now, or tells how long until one is
+// due. A Yjs socket's reader waits that long instead of dropping the
+// frame: an update is never discarded, the sender is slowed down.
+func (l *rateLimit) delay(now time.Time) time.Duration {
+	l.tokens += now.Sub(l.last).Seconds() * l.rate
+	if l.tokens > l.burst {
+		l.tokens = l.burst
+	}
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		return 0
+	}
+	return time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+}

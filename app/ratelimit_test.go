@@ -56,3 +56,20 @@ func TestRateLimitDropsSpreadOutDoNotCutOff(t *testing.T) {
 		}
 	}
 }
+
+func TestRateLimitDelay(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newRateLimit(10, now)
+	for i := 0; i < 20; i++ {
+		if d := l.delay(now); d != 0 {
+			t.Fatalf("frame %d of the burst delayed %v", i, d)
+		}
+	}
+	d := l.delay(now)
+	if d <= 0 || d > 100*time.Millisecond {
+		t.Fatalf("frame past the burst: delay %v, want (0, 100ms]", d)
+	}
+	if d := l.delay(now.Add(d)); d != 0 {
+		t.Fatalf("after waiting, delay %v", d)
+	}
+}

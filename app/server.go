@@ -56,6 +56,7 @@ type Server struct {
 	store    presence.Store
 	keeper   *presence.Keeper
 	replica  *presence.Replica // welcomes are built from it
+	docs     *ydocs            // the Yjs documents of the rooms with local Yjs connections
 	metrics  *metrics
 	app      *fiber.App
 
@@ -76,6 +77,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.InstanceID = uuid.NewString()[:8]
 	}
 	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID), evict: make(chan *rooms.Conn, 4096)}
+	s.docs = newYdocs(s)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
@@ -126,7 +128,11 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) buildBackends() error {
 	popts := presence.Options{TTL: s.cfg.PresenceTTL, LeaveGrace: s.cfg.LeaveGrace}
 	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap,
-		Observe:        func(room string, frame []byte) { s.replica.Observe(room, frame) },
+		Observe: func(room string, frame []byte) {
+			s.replica.Observe(room, frame)
+			s.docs.observePresence(room, frame)
+		},
+		OnDoc:          s.docs.deliver,
 		OnUnsubscribed: func(room string) { s.replica.Forget(room) },
 		Coalesce:       presence.IsPresenceFrame,
 		CoalesceWindow: presenceWindow,
@@ -143,7 +149,7 @@ func (s *Server) buildBackends() error {
 }
 
 func (s *Server) streamOptions() rooms.StreamOptions {
-	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL}
+	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL}
 }
 
 // streamGap counts a gap in a room's stored messages.
@@ -164,6 +170,7 @@ func (s *Server) resync(roomNames []string) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	s.keeper.Tick(ctx)
 	cancel()
+	s.docs.resync(roomNames)
 	// Each room gets its own deadline: with many rooms one shared deadline
 	// would run out part way and leave the rest without their sync.
 	for _, name := range roomNames {
@@ -201,8 +208,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
+	go func() { defer s.bg.Done(); s.docs.keepAlive(s.ctx) }()
 	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()
 	go func() { defer s.bg.Done(); s.evictor(s.ctx) }()
 
@@ -266,6 +274,7 @@ func (s *Server) Shutdown() error {
 func (s *Server) stop() {
 	s.cancel()
 	s.bg.Wait()
+	s.docs.wait()
 	if err := s.broker.Close(); err != nil {
 		s.log.Warn("close broker", "err", err)
 	}

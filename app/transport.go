@@ -18,6 +18,7 @@ import (
 type wsTransport struct {
 	nc           net.Conn
 	raw          syscall.RawConn // nil when the socket has no file descriptor
+	op           byte            // opText, or opBinary for Yjs sockets
 	writeTimeout time.Duration
 	closeWait    time.Duration // after our close frame, for the peer's answer
 	armed        time.Time     // when the write deadline was last pushed forward
@@ -29,17 +30,18 @@ type wsTransport struct {
 }
 
 const (
-	opText  = 0x1
-	opClose = 0x8
-	opPing  = 0x9
-	opPong  = 0xA
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
+	opPong   = 0xA
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // newWSTransport writes to nc, the socket under a WebSocket (socketOf).
 func newWSTransport(nc net.Conn, writeTimeout, closeWait time.Duration, onWrite func(int)) *wsTransport {
-	t := &wsTransport{nc: nc, writeTimeout: writeTimeout, closeWait: closeWait, onWrite: onWrite}
+	t := &wsTransport{nc: nc, op: opText, writeTimeout: writeTimeout, closeWait: closeWait, onWrite: onWrite}
 	t.rwFn = t.rw.do
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
@@ -128,7 +130,7 @@ func (t *wsTransport) TryWriteBatch(frames [][]byte) (bool, error) {
 		// No inline write possible: keep the frames for the writer, which
 		// sends what is pending before anything else.
 		for _, f := range frames {
-			t.pending = appendFrame(t.pending, opText, f)
+			t.pending = appendFrame(t.pending, t.op, f)
 		}
 		return false, nil
 	}
@@ -138,7 +140,7 @@ func (t *wsTransport) TryWriteBatch(frames [][]byte) (bool, error) {
 	bp := bufPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, f := range frames {
-		b = appendFrame(b, opText, f)
+		b = appendFrame(b, t.op, f)
 	}
 	t.rw.b = b
 	err := t.raw.Write(t.rwFn)
@@ -192,7 +194,7 @@ func (t *wsTransport) WriteFrames(frames [][]byte) error {
 	bp := bufPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, f := range frames {
-		b = appendFrame(b, opText, f)
+		b = appendFrame(b, t.op, f)
 	}
 	err := t.write(b)
 	if cap(b) <= 1<<20 {

@@ -6,7 +6,6 @@ package yjs
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +113,3 @@ func Command(ctx context.Context, script string, args ...string) *exec.Cmd {
 	cmd.Dir = Dir()
 	return cmd
 }
-
-// String formats an error line from a script's output.
-func String(b []byte) string { return fmt.Sprintf("%q", bytes.TrimSpace(b)) }

@@ -1,0 +1,654 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/wire"
+	"github.com/roomcast/roomcast/rooms/yjs"
+)
+
+// Timing of the Yjs side.
+const (
+	yjsKeepAlive  = 10 * time.Second // an idle provider hears from us this often (it gives up after 30 s)
+	awarenessWait = 2 * time.Second  // for instances to confirm a user's awareness after a presence change
+	// A document is compacted once the updates after its base outweigh
+	// the base (and at least this many bytes): stored bytes stay within
+	// about twice the document's size, and each compaction's cost is paid
+	// for by as many bytes of updates.
+	compactMinBytes = 8 << 10
+)
+
+// yconn is a local Yjs connection.
+type yconn struct {
+	*rooms.Conn
+}
+
+// awClient is the latest awareness state of one Yjs client (clientID) of a
+// document, and the connection that owns it: the first to announce it.
+// y-websocket providers echo every state they receive, so a connection
+// also sends states of clients it does not own; those are never its own.
+type awClient struct {
+	clock      uint64
+	state      []byte
+	conn, user string
+	local      bool      // conn is on this instance
+	seen       time.Time // last announced by its owner
+}
+
+// ydocs is this instance's side of the rooms' Yjs documents: for each room
+// with a local Yjs connection, the position delivered, a cached merge of
+// the document, and the awareness states of the other instances' clients.
+type ydocs struct {
+	s *Server
+
+	mu    sync.Mutex
+	rooms map[string]*docRoom
+	wg    sync.WaitGroup // async work: compactions, awareness queries and answers
+}
+
+type docRoom struct {
+	name  string
+	d     *ydocs
+	refs  int // attached connections; guarded by ydocs.mu
+	conns map[string]*yconn
+
+	mu         sync.Mutex // guards everything below
+	epoch      string     // the document's epoch as delivered here ("" before the first)
+	seq        uint64
+	clients    map[uint64]*awClient // every known awareness state
+	compacting bool
+	verify     map[string]*time.Timer // user -> pending awareness check
+
+	snapMu sync.Mutex // serialises snapshot reads
+	cache  snapshot
+}
+
+// snapshot is the document merged (and compacted) up to pos.
+type snapshot struct {
+	pos rooms.DocPosition
+	doc []byte
+	sv  yjs.StateVector
+}
+
+func newYdocs(s *Server) *ydocs { return &ydocs{s: s, rooms: make(map[string]*docRoom)} }
+
+func (d *ydocs) room(name string) *docRoom {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rooms[name]
+}
+
+// attach registers yc in its room's document. The room's first local
+// connection asks the other instances for the awareness of theirs.
+func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
+	d.mu.Lock()
+	r := d.rooms[yc.Room]
+	first := r == nil
+	if first {
+		r = &docRoom{name: yc.Room, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient), verify: make(map[string]*time.Timer)}
+		d.rooms[yc.Room] = r
+	}
+	r.refs++
+	r.conns[yc.ID] = yc
+	d.mu.Unlock()
+	if first {
+		d.query(ctx, yc.Room, "")
+	}
+	return r
+}
+
+// detach removes yc: its awareness states are removed for everyone.
+func (d *ydocs) detach(ctx context.Context, yc *yconn) {
+	d.mu.Lock()
+	r := d.rooms[yc.Room]
+	d.mu.Unlock()
+	if r != nil {
+		r.mu.Lock()
+		gone := r.dropLocked(func(c *awClient) bool { return c.conn == yc.ID })
+		r.mu.Unlock()
+		if len(gone) > 0 {
+			d.publishAwareness(ctx, yc.Room, yc.ID, yc.User, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone)))
+		}
+	}
+	d.mu.Lock()
+	r = d.rooms[yc.Room]
+	if r != nil && r.conns[yc.ID] == yc {
+		delete(r.conns, yc.ID)
+		r.refs--
+		if r.refs == 0 {
+			delete(d.rooms, yc.Room)
+			r.mu.Lock()
+			for _, t := range r.verify {
+				t.Stop()
+			}
+			r.mu.Unlock()
+		}
+	}
+	d.mu.Unlock()
+}
+
+// snapshot returns the document merged up to now: the cache plus the
+// updates stored since, or a fresh read when the cache is of another epoch
+// or its updates were compacted away.
+func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	b := r.d.s.broker
+	if c := r.cache; c.pos.Epoch != "" {
+		msgs, pos, ok, err := b.DocUpdates(ctx, r.name, c.pos.Epoch, c.pos.Seq)
+		if err != nil {
+			return snapshot{}, err
+		}
+		if ok {
+			if len(msgs) == 0 {
+				return c, nil
+			}
+			return r.merge(c.doc, msgs, pos)
+		}
+	}
+	doc, err := b.Doc(ctx, r.name)
+	if err != nil {
+		return snapshot{}, err
+	}
+	if doc.Position.Epoch == "" {
+		r.cache = snapshot{doc: yjs.EmptyUpdate, sv: yjs.StateVector{}}
+		return r.cache, nil
+	}
+	r.mu.Lock()
+	if r.epoch == "" {
+		// Nothing delivered yet: deliveries go on from here.
+		r.epoch, r.seq = doc.Position.Epoch, doc.Position.Seq
+	}
+	r.mu.Unlock()
+	return r.merge(doc.Base, doc.Updates, doc.Position)
+}
+
+// merge compacts base and the update messages msgs into the cached
+// snapshot at pos. r.snapMu is held.
+func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snapshot, error) {
+	us := make([][]byte, 0, len(msgs)+1)
+	if len(base) > 0 {
+		us = append(us, base)
+	}
+	for _, m := range msgs {
+		u, err := updateOf(m)
+		if err != nil {
+			return snapshot{}, err
+		}
+		us = append(us, u)
+	}
+	doc, err := yjs.Compact(us)
+	if err != nil {
+		return snapshot{}, fmt.Errorf("merge the document's updates: %w", err)
+	}
+	sv, err := yjs.StateVectorOf(doc)
+	if err != nil {
+		return snapshot{}, fmt.Errorf("state vector of the document: %w", err)
+	}
+	r.cache = snapshot{pos: pos, doc: doc, sv: sv}
+	return r.cache, nil
+}
+
+// append stores and publishes an update message of yc, and compacts the
+// document in the background once its updates outweigh its base.
+func (d *ydocs) append(ctx context.Context, r *docRoom, yc *yconn, msg []byte) error {
+	res, err := d.s.broker.AppendUpdate(ctx, r.name, yc.ID, msg)
+	if err != nil {
+		return err
+	}
+	d.s.metrics.yjsUpdates.Inc()
+	if res.LogBytes < max(res.BaseBytes, compactMinBytes) {
+		return nil
+	}
+	r.mu.Lock()
+	busy := r.compacting
+	r.compacting = true
+	r.mu.Unlock()
+	if busy {
+		return nil
+	}
+	d.async(func() {
+		defer func() { r.mu.Lock(); r.compacting = false; r.mu.Unlock() }()
+		ctx, cancel := context.WithTimeout(d.s.ctx, 30*time.Second)
+		defer cancel()
+		if err := d.compact(ctx, r); err != nil {
+			d.s.log.Warn("compact document", "room", r.name, "err", err)
+		}
+	})
+	return nil
+}
+
+// async runs f on a goroutine that wait waits for. Deliveries use it for
+// what publishes: a publish from inside a delivery could wait on the room
+// being delivered. f must end soon once the server's context is done.
+func (d *ydocs) async(f func()) {
+	if d.s.ctx.Err() != nil {
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+}
+
+// compact writes the document's merge as its new base. Another instance
+// compacting at the same time makes this one a no-op.
+func (d *ydocs) compact(ctx context.Context, r *docRoom) error {
+	start := time.Now()
+	snap, err := r.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if snap.pos.Epoch == "" {
+		return nil
+	}
+	ok, err := d.s.broker.CompactDoc(ctx, r.name, snap.pos, snap.doc)
+	if err != nil {
+		return err
+	}
+	if ok {
+		d.s.metrics.yjsCompactions.Inc()
+		d.s.log.Debug("compacted document", "room", r.name, "seq", snap.pos.Seq, "bytes", len(snap.doc), "took", time.Since(start).String())
+	}
+	return nil
+}
+
+// deliver is the Hub's OnDoc: every document payload of a room, in order.
+func (d *ydocs) deliver(room string, e wire.Envelope) {
+	r := d.room(room)
+	if r == nil {
+		return
+	}
+	switch e.Doc {
+	case wire.DocUpdate:
+		d.deliverUpdate(r, e)
+	case wire.DocAwareness:
+		d.deliverAwareness(r, e)
+	case wire.DocQuery:
+		if e.Exclude != d.s.cfg.InstanceID {
+			user := string(e.Frame)
+			d.async(func() { d.answerQuery(r, user) })
+		}
+	}
+}
+
+func (d *ydocs) deliverUpdate(r *docRoom, e wire.Envelope) {
+	r.mu.Lock()
+	switch {
+	case r.epoch == "":
+		r.epoch, r.seq = e.Epoch, e.Seq
+	case e.Epoch != r.epoch:
+		// The document was lost (Redis restarted empty) or deleted and
+		// started again: the providers reconnect and send what they hold.
+		old := r.epoch
+		r.epoch, r.seq = e.Epoch, e.Seq
+		r.mu.Unlock()
+		d.s.log.Warn("document has a new epoch; its providers resync", "room", r.name, "old", old, "new", e.Epoch)
+		d.closeAll(r, "document lost: reconnect and send your copy")
+		return
+	case e.Seq <= r.seq:
+		r.mu.Unlock()
+		return // delivered already (by a gap fill)
+	case e.Seq > r.seq+1:
+		from := r.seq
+		r.seq = e.Seq
+		r.mu.Unlock()
+		d.fill(r, e.Epoch, from, e.Seq-1)
+		d.send(r, e.Exclude, e.Frame)
+		return
+	default:
+		r.seq = e.Seq
+	}
+	r.mu.Unlock()
+	d.send(r, e.Exclude, e.Frame)
+}
+
+// fill sends the local connections the updates after seq from up to to,
+// which this instance missed. Where they were compacted into the base, the
+// whole document goes out as one update: updates are idempotent.
+func (d *ydocs) fill(r *docRoom, epoch string, from, to uint64) {
+	ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
+	defer cancel()
+	d.s.metrics.yjsGaps.Inc()
+	msgs, _, ok, err := d.s.broker.DocUpdates(ctx, r.name, epoch, from)
+	if err == nil && ok {
+		for i, m := range msgs {
+			if from+uint64(i)+1 > to {
+				break
+			}
+			d.send(r, "", m)
+		}
+		return
+	}
+	snap, serr := r.snapshot(ctx)
+	if serr != nil {
+		d.s.log.Warn("document gap cannot be filled; its providers resync", "room", r.name, "err", errors.Join(err, serr))
+		d.closeAll(r, "missed document updates: reconnect")
+		return
+	}
+	d.send(r, "", yjs.AppendSyncMessage(nil, yjs.SyncUpdate, snap.doc))
+}
+
+// resync follows a broker gap: updates published meanwhile are filled in,
+// and the other instances are asked for their awareness again.
+func (d *ydocs) resync(roomNames []string) {
+	ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
+	defer cancel()
+	for _, name := range roomNames {
+		r := d.room(name)
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		epoch, seq := r.epoch, r.seq
+		r.mu.Unlock()
+		if epoch != "" {
+			msgs, pos, ok, err := d.s.broker.DocUpdates(ctx, name, epoch, seq)
+			switch {
+			case err != nil:
+				d.s.log.Warn("document resync", "room", name, "err", err)
+			case pos.Epoch != "" && pos.Epoch != epoch:
+				r.mu.Lock()
+				r.epoch, r.seq = pos.Epoch, pos.Seq
+				r.mu.Unlock()
+				d.closeAll(r, "document lost: reconnect and send your copy")
+			case !ok && pos.Epoch == "":
+				// Gone from the store (Redis restarted empty): the
+				// providers put it back.
+				r.mu.Lock()
+				r.epoch, r.seq = "", 0
+				r.mu.Unlock()
+				d.closeAll(r, "document lost: reconnect and send your copy")
+			case ok:
+				for _, m := range msgs {
+					d.send(r, "", m)
+				}
+				r.mu.Lock()
+				r.seq = max(r.seq, pos.Seq)
+				r.mu.Unlock()
+			default:
+				d.fill(r, epoch, seq, pos.Seq)
+			}
+		}
+		d.query(ctx, name, "")
+	}
+}
+
+func (d *ydocs) closeAll(r *docRoom, reason string) {
+	r.snapMu.Lock()
+	r.cache = snapshot{}
+	r.snapMu.Unlock()
+	d.s.hub.EachDoc(r.name, func(c *rooms.Conn) { c.Close(rooms.CloseResync, reason) })
+}
+
+// send queues frame on every local Yjs connection of r but exclude.
+func (d *ydocs) send(r *docRoom, exclude string, frame []byte) {
+	d.s.hub.EachDoc(r.name, func(c *rooms.Conn) {
+		if c.ID != exclude {
+			c.Send(frame)
+		}
+	})
+}
+
+// awareness handles a client's awareness message: the states that are new
+// (a higher clock than known) are recorded and relayed to every client of
+// the document; echoes of states everyone has go no further.
+func (d *ydocs) awareness(ctx context.Context, r *docRoom, yc *yconn, update []byte) error {
+	entries, err := yjs.ParseAwareness(update)
+	if err != nil {
+		return fmt.Errorf("parse awareness: %w", err) // ParseMessage checked it already
+	}
+	r.mu.Lock()
+	fresh := r.applyLocked(entries, yc.ID, yc.User, true, time.Now())
+	r.mu.Unlock()
+	if len(fresh) > 0 {
+		d.publishAwareness(ctx, r.name, yc.ID, yc.User, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(fresh)))
+	}
+	return nil
+}
+
+// applyLocked records entries announced by conn (of user) and returns those
+// that changed something. r.mu is held.
+func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, local bool, now time.Time) []yjs.AwarenessEntry {
+	var fresh []yjs.AwarenessEntry
+	for _, e := range entries {
+		cur := r.clients[e.Client]
+		null := string(e.State) == "null"
+		switch {
+		case cur == nil && null:
+			continue // the removal of a state nobody has
+		case cur != nil && e.Clock < cur.clock:
+			continue // older than what we have
+		case cur != nil && e.Clock == cur.clock && !null:
+			if cur.conn == conn {
+				cur.seen = now // its owner confirms it (an answer to a query)
+			}
+			continue // an echo
+		}
+		// Kept: the entry aliases a read buffer or a payload.
+		e.State = append([]byte(nil), e.State...)
+		switch {
+		case null:
+			delete(r.clients, e.Client)
+		case cur == nil:
+			r.clients[e.Client] = &awClient{clock: e.Clock, state: e.State, conn: conn, user: user, local: local, seen: now}
+		default:
+			cur.clock, cur.state = e.Clock, e.State
+			if cur.conn == conn {
+				cur.seen = now
+			}
+		}
+		fresh = append(fresh, e)
+	}
+	return fresh
+}
+
+// dropLocked removes the states for which match holds and returns their
+// removal entries (clock + 1, state null). r.mu is held.
+func (r *docRoom) dropLocked(match func(*awClient) bool) []yjs.AwarenessEntry {
+	var gone []yjs.AwarenessEntry
+	for client, c := range r.clients {
+		if match(c) {
+			delete(r.clients, client)
+			gone = append(gone, yjs.AwarenessEntry{Client: client, Clock: c.clock + 1, State: []byte("null")})
+		}
+	}
+	return gone
+}
+
+// publishAwareness sends an awareness message of conn to every instance.
+func (d *ydocs) publishAwareness(ctx context.Context, room, conn, user string, msg []byte) {
+	b := binary.AppendUvarint(make([]byte, 0, len(user)+len(msg)+4), uint64(len(user)))
+	b = append(b, user...)
+	b = append(b, msg...)
+	if err := d.s.broker.Publish(ctx, room, wire.SealDoc(conn, wire.DocAwareness, b)); err != nil {
+		d.s.log.Warn("publish awareness", "room", room, "conn", conn, "err", err)
+	}
+}
+
+// query asks every instance to announce the awareness of its connections
+// of user in room (every user when empty).
+func (d *ydocs) query(ctx context.Context, room, user string) {
+	if err := d.s.broker.Publish(ctx, room, wire.SealDoc(d.s.cfg.InstanceID, wire.DocQuery, []byte(user))); err != nil {
+		d.s.log.Warn("ask for awareness", "room", room, "err", err)
+	}
+}
+
+// deliverAwareness relays an awareness payload to the local connections:
+// one of a local connection as it is (its states were recorded when it
+// arrived), one of another instance's connection with only what is new.
+func (d *ydocs) deliverAwareness(r *docRoom, e wire.Envelope) {
+	n, k := binary.Uvarint(e.Frame)
+	if k <= 0 || uint64(len(e.Frame)-k) < n {
+		d.s.log.Warn("dropped a malformed awareness payload", "room", r.name)
+		return
+	}
+	user := string(e.Frame[k : k+int(n)])
+	msg := e.Frame[k+int(n):]
+	d.mu.Lock()
+	_, local := r.conns[e.Exclude]
+	d.mu.Unlock()
+	if local {
+		d.send(r, e.Exclude, msg)
+		return
+	}
+	m, err := yjs.ParseMessage(msg)
+	if err != nil || m.Type != yjs.MessageAwareness {
+		d.s.log.Warn("dropped an invalid awareness payload", "room", r.name, "err", err)
+		return
+	}
+	entries, _ := yjs.ParseAwareness(m.Payload)
+	r.mu.Lock()
+	fresh := r.applyLocked(entries, e.Exclude, user, false, time.Now())
+	r.mu.Unlock()
+	if len(fresh) > 0 {
+		d.send(r, e.Exclude, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(fresh)))
+	}
+}
+
+// answerQuery announces the awareness states owned by this instance's
+// connections of user (all when empty) in r, one payload per connection.
+func (d *ydocs) answerQuery(r *docRoom, user string) {
+	type owned struct {
+		user    string
+		entries []yjs.AwarenessEntry
+	}
+	byConn := make(map[string]*owned)
+	r.mu.Lock()
+	for client, c := range r.clients {
+		if !c.local || (user != "" && c.user != user) {
+			continue
+		}
+		o := byConn[c.conn]
+		if o == nil {
+			o = &owned{user: c.user}
+			byConn[c.conn] = o
+		}
+		o.entries = append(o.entries, yjs.AwarenessEntry{Client: client, Clock: c.clock, State: c.state})
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
+	defer cancel()
+	for conn, o := range byConn {
+		d.publishAwareness(ctx, r.name, conn, o.user, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(o.entries)))
+	}
+}
+
+// awarenessFor returns an awareness message with every known state of the
+// document's clients but those owned by except (nil for all), or nil when
+// there are none.
+func (r *docRoom) awarenessFor(except *yconn) []byte {
+	var all []yjs.AwarenessEntry
+	r.mu.Lock()
+	for client, c := range r.clients {
+		if except == nil || c.conn != except.ID {
+			all = append(all, yjs.AwarenessEntry{Client: client, Clock: c.clock, State: c.state})
+		}
+	}
+	r.mu.Unlock()
+	if len(all) == 0 {
+		return nil
+	}
+	return yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(all))
+}
+
+// observePresence is fed every presence frame of the rooms (Hub Observe).
+// When a user leaves, the awareness states of their connections on other
+// instances go at once; when they lose a connection but stay, the
+// instances are asked which of their states still stand, and the rest go
+// after awarenessWait. This is how the states of an instance that crashed
+// are removed: its connections' presence expires.
+func (d *ydocs) observePresence(room string, frame []byte) {
+	r := d.room(room)
+	if r == nil {
+		return
+	}
+	var f struct {
+		Type   string `json:"type"`
+		Member struct {
+			ID string `json:"id"`
+		} `json:"member"`
+	}
+	if json.Unmarshal(frame, &f) != nil || (f.Type != "leave" && f.Type != "update") {
+		return
+	}
+	user := f.Member.ID
+	r.mu.Lock()
+	has := false
+	for _, c := range r.clients {
+		if !c.local && c.user == user {
+			has = true
+			break
+		}
+	}
+	if !has {
+		r.mu.Unlock()
+		return
+	}
+	if f.Type == "leave" {
+		gone := r.dropLocked(func(c *awClient) bool { return !c.local && c.user == user })
+		r.mu.Unlock()
+		d.sendRemoved(r, gone)
+		return
+	}
+	if _, pending := r.verify[user]; pending {
+		r.mu.Unlock()
+		return
+	}
+	asked := time.Now()
+	r.verify[user] = time.AfterFunc(awarenessWait, func() {
+		r.mu.Lock()
+		delete(r.verify, user)
+		gone := r.dropLocked(func(c *awClient) bool { return !c.local && c.user == user && c.seen.Before(asked) })
+		r.mu.Unlock()
+		d.sendRemoved(r, gone)
+	})
+	r.mu.Unlock()
+	d.async(func() {
+		ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
+		d.query(ctx, room, user)
+		cancel()
+	})
+}
+
+func (d *ydocs) sendRemoved(r *docRoom, gone []yjs.AwarenessEntry) {
+	if len(gone) == 0 {
+		return
+	}
+	d.s.log.Info("removed awareness of connections gone from presence", "room", r.name, "states", len(gone))
+	d.send(r, "", yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone)))
+}
+
+// keepAlive sends every local Yjs connection a message that changes
+// nothing, so an idle provider does not give up on its socket.
+func (d *ydocs) keepAlive(ctx context.Context) {
+	t := time.NewTicker(yjsKeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.mu.Lock()
+			names := make([]string, 0, len(d.rooms))
+			for name := range d.rooms {
+				names = append(names, name)
+			}
+			d.mu.Unlock()
+			for _, name := range names {
+				d.s.hub.EachDoc(name, func(c *rooms.Conn) { c.Send(keepAliveFrame) })
+			}
+		}
+	}
+}
+
+// wait waits for the async work (call after the server's context ended).
+func (d *ydocs) wait() { d.wg.Wait() }

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	fws "github.com/gofiber/contrib/websocket"
+	"github.com/google/uuid"
+
+	"github.com/roomcast/roomcast/app/wsread"
+	"github.com/roomcast/roomcast/auth"
+	"github.com/roomcast/roomcast/presence"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/yjs"
+)
+
+// Close codes of a Yjs socket besides the common ones.
+const (
+	closeUnsupported    = 1003 // a text frame: y-websocket speaks binary
+	closeInvalidMessage = 1007 // not one valid y-websocket message
+)
+
+// keepAliveFrame is an awareness message with no entries: y-websocket
+// closes a socket that received nothing for 30 s, and this changes nothing
+// on the client.
+var keepAliveFrame = []byte{yjs.MessageAwareness, 1, 0}
+
+// serveYjs runs one y-websocket connection: join presence and the room's
+// document, sync, relay, leave. The protocol: the server sends its sync
+// step 1 (its state vector) first, so the client answers with what the
+// server lacks, and the current awareness states; it answers the client's
+// step 1 with a step 2 holding exactly what the client lacks.
+func (s *Server) serveYjs(fc *fws.Conn) {
+	if !s.live.enter() {
+		_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		return
+	}
+	defer s.live.leave()
+	claims := fc.Locals(localClaims).(*auth.Claims)
+	room := fc.Locals(localRoom).(string)
+	ws := fc.Conn
+	start := time.Now()
+	id := uuid.NewString()
+
+	t := newWSTransport(socketOf(ws), writeTimeout, closeWait, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t.op = opBinary
+	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
+		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
+		CloseGrace: closeGrace,
+		OnSlow:     s.slowDropped,
+	})
+	conn.Doc = true
+	conn.MarkRead(start.UnixNano())
+	s.metrics.connections.Inc()
+	s.metrics.connects.Inc()
+	s.metrics.yjsConnections.Inc()
+	defer s.metrics.connections.Dec()
+	defer s.metrics.yjsConnections.Dec()
+
+	yc := &yconn{Conn: conn}
+	if err := s.joinYjs(yc, claims); errors.Is(err, errDraining) {
+		conn.Close(rooms.CloseGoingAway, "server shutting down")
+		s.finish(conn, t)
+		return
+	} else if err != nil {
+		s.logConn(slog.LevelWarn, conn, "yjs join failed", "err", err)
+		conn.Close(1011, "could not join the document; connect again")
+		s.finish(conn, t)
+		return
+	}
+	s.logConn(slog.LevelInfo, conn, "yjs connected")
+
+	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
+		conn.Close(rooms.CloseTokenExpired, "token expired")
+	})
+	s.readYjs(ws, yc)
+	expiry.Stop()
+
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	s.docs.detach(ctx, yc)
+	s.hub.Remove(ctx, conn)
+	if err := s.keeper.Leave(ctx, room, id); err != nil {
+		s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
+	}
+	cancel()
+	s.finish(conn, t)
+	_, code := conn.Closing()
+	if code != 0 {
+		s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
+	}
+	s.logConn(slog.LevelInfo, conn, "yjs disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+}
+
+// joinYjs subscribes the room, adds presence, then reads the document:
+// every update stored after the read arrives through the subscription.
+func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
+	conn := yc.Conn
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	if err := s.hub.Add(ctx, conn); err != nil {
+		return err
+	}
+	if s.draining.Load() {
+		s.undoJoin(conn, false)
+		return errDraining
+	}
+	if _, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta}); err != nil {
+		s.undoJoin(conn, true)
+		return fmt.Errorf("add presence: %w", err)
+	}
+	dr := s.docs.attach(ctx, yc)
+	snap, err := dr.snapshot(ctx)
+	if err != nil {
+		s.docs.detach(ctx, yc)
+		s.undoJoin(conn, true)
+		return fmt.Errorf("read the document: %w", err)
+	}
+	first := yjs.AppendSyncMessage(nil, yjs.SyncStep1, snap.sv.Encode())
+	if !conn.Start(first) {
+		s.docs.detach(ctx, yc)
+		s.undoJoin(conn, true)
+		return errors.New("connection closed while joining")
+	}
+	if aw := dr.awarenessFor(yc); aw != nil {
+		conn.Send(aw)
+	}
+	return nil
+}
+
+// readYjs reads client messages until the socket ends. A frame that is not
+// one valid y-websocket message closes the socket before anything of it is
+// relayed or stored.
+func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
+	conn := yc.Conn
+	lim := newRateLimit(s.cfg.Rate, time.Now())
+	maxRead := s.cfg.MaxStateBytes
+	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
+	for {
+		m, err := rd.Next()
+		if err != nil {
+			var pe *wsread.ProtocolError
+			if errors.As(err, &pe) {
+				s.metrics.protocolErrors.Inc()
+				conn.Close(pe.Code, pe.Reason)
+			}
+			return
+		}
+		now := time.Now()
+		conn.MarkRead(now.UnixNano())
+		switch m.Kind {
+		case wsread.Ping:
+			conn.SendControl(opPong, m.Data)
+			continue
+		case wsread.Pong:
+			continue
+		case wsread.Close:
+			code := m.CloseCode
+			if code == wsread.CloseNoStatus {
+				code = rooms.CloseNormal
+			}
+			conn.Close(code, "")
+			return
+		}
+		if closing, _ := conn.Closing(); closing {
+			continue
+		}
+		s.metrics.messagesIn.Inc()
+		if m.TooBig {
+			s.metrics.yjsRejected.WithLabelValues("too_big").Inc()
+			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes; nothing kept", maxRead))
+			continue
+		}
+		if m.Kind != wsread.Binary {
+			s.metrics.yjsRejected.WithLabelValues("text").Inc()
+			conn.Close(closeUnsupported, "y-websocket messages are binary frames")
+			continue
+		}
+		// Slow a flood down instead of dropping: an edit is never lost.
+		for d := lim.delay(now); d > 0; d = lim.delay(now) {
+			s.metrics.rateLimited.Inc()
+			select {
+			case <-time.After(d):
+			case <-conn.Done():
+				return
+			}
+			now = time.Now()
+		}
+		msg, err := yjs.ParseMessage(m.Data)
+		if err != nil {
+			s.metrics.yjsRejected.WithLabelValues("invalid").Inc()
+			s.logConn(slog.LevelInfo, conn, "invalid y-websocket message", "err", err)
+			conn.Close(closeInvalidMessage, closeReason(err))
+			continue
+		}
+		if err := s.handleYjs(yc, msg, m.Data); err != nil {
+			s.logConn(slog.LevelWarn, conn, "yjs message failed", "err", err)
+			conn.Close(1011, "could not store the update; reconnect")
+			continue
+		}
+	}
+}
+
+// closeReason fits err in a close frame.
+func closeReason(err error) string {
+	r := err.Error()
+	if len(r) > 120 {
+		r = r[:120]
+	}
+	return r
+}
+
+func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	dr := s.docs.room(yc.Room)
+	if dr == nil {
+		return errors.New("document not attached")
+	}
+	switch m.Type {
+	case yjs.MessageSync:
+		switch m.Sync {
+		case yjs.SyncStep1:
+			sv, err := yjs.DecodeStateVector(m.Payload)
+			if err != nil {
+				return fmt.Errorf("decode state vector: %w", err)
+			}
+			snap, err := dr.snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			diff, err := yjs.DiffUpdate(snap.doc, sv)
+			if err != nil {
+				return fmt.Errorf("diff the document: %w", err)
+			}
+			yc.Send(yjs.AppendSyncMessage(nil, yjs.SyncStep2, diff))
+			return nil
+		case yjs.SyncStep2, yjs.SyncUpdate:
+			if isEmptyUpdate(m.Payload) {
+				return nil
+			}
+			msg := frame
+			if m.Sync == yjs.SyncStep2 {
+				// Stored and relayed as an update: a step 2 would mark
+				// other providers synced.
+				msg = yjs.AppendSyncMessage(nil, yjs.SyncUpdate, m.Payload)
+			}
+			return s.docs.append(ctx, dr, yc, msg)
+		}
+	case yjs.MessageAwareness:
+		return s.docs.awareness(ctx, dr, yc, m.Payload)
+	case yjs.MessageQueryAwareness:
+		if aw := dr.awarenessFor(nil); aw != nil {
+			yc.Send(aw)
+		}
+		return nil
+	}
+	return nil
+}
+
+// isEmptyUpdate reports an update with no structs and no deletions.
+func isEmptyUpdate(u []byte) bool { return len(u) == 2 && u[0] == 0 && u[1] == 0 }
+
+// updateOf returns the update inside a stored sync Update message.
+func updateOf(msg []byte) ([]byte, error) {
+	if len(msg) < 3 || msg[0] != yjs.MessageSync || msg[1] != yjs.SyncUpdate {
+		return nil, errors.New("stored document entry is not a sync update message")
+	}
+	n, k := binary.Uvarint(msg[2:])
+	if k <= 0 || uint64(len(msg)-2-k) != n {
+		return nil, errors.New("stored document entry has a bad length")
+	}
+	return msg[2+k:], nil
+}

@@ -1,0 +1,424 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms/wire"
+	"github.com/roomcast/roomcast/tests/testserver"
+	"github.com/roomcast/roomcast/tests/yjs"
+)
+
+// These tests drive the stock y-websocket client (tests/yjs/peer.mjs)
+// against the real binary.
+
+func yjsURL(s *testserver.Server) string { return s.WS + "/yjs" }
+
+func synced(id string) func(yjs.Event) bool {
+	return func(e yjs.Event) bool { return e.Ev == "synced" && e.ID == id }
+}
+
+// converged waits until every client's document has the same content and
+// returns it.
+func converged(t *testing.T, p *yjs.Peers, within time.Duration, ids ...string) yjs.Content {
+	t.Helper()
+	var first yjs.Content
+	p.Eventually(within, "convergence of "+fmt.Sprint(ids), func() (bool, string) {
+		first = p.Content(ids[0])
+		for _, id := range ids[1:] {
+			c := p.Content(id)
+			if c.Text != first.Text || !reflect.DeepEqual(c.Map, first.Map) {
+				return false, fmt.Sprintf("%s %q %v vs %s %q %v", ids[0], short(first.Text), first.Map, id, short(c.Text), c.Map)
+			}
+		}
+		return true, ""
+	})
+	return first
+}
+
+func short(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "…" + strconv.Itoa(len(s))
+	}
+	return s
+}
+
+func TestYjsProvidersConvergeAcrossInstancesAndRestarts(t *testing.T) {
+	t.Parallel()
+	r, s := cluster(t, 2, nil)
+	p := yjs.StartPeers(t)
+	tokA, tokB := testserver.Token(t, "alice", "Alice", 0, nil), testserver.Token(t, "bob", "Bob", 0, nil)
+	p.Connect("a", yjsURL(s[0]), "notes", tokA, nil)
+	p.Connect("b", yjsURL(s[1]), "notes", tokB, nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Await(wait, "b synced", synced("b"))
+
+	// Concurrent edits of one text and one map on both instances.
+	for i := 0; i < 20; i++ {
+		p.Do("insert", "a", map[string]any{"pos": 0, "text": fmt.Sprintf("a%d ", i)})
+		p.Do("insert", "b", map[string]any{"text": fmt.Sprintf("b%d ", i)})
+		p.Do("set", "a", map[string]any{"key": "k" + strconv.Itoa(i%5), "value": "a" + strconv.Itoa(i)})
+		p.Do("set", "b", map[string]any{"key": "k" + strconv.Itoa(i%5), "value": map[string]any{"b": i}})
+	}
+	got := converged(t, p, wait, "a", "b")
+	if len(got.Text) != 140 { // 20 inserts of 3 or 4 bytes from each side
+		t.Fatalf("converged text is missing edits: %q", got.Text)
+	}
+	if len(got.Map) != 5 {
+		t.Fatalf("converged map: %v", got.Map)
+	}
+
+	// A latecomer is synced with the same content.
+	p.Connect("c", yjsURL(s[0]), "notes", testserver.Token(t, "carol", "Carol", 0, nil), nil)
+	p.Await(wait, "c synced", synced("c"))
+	if c := p.Content("c"); c.Text != got.Text || !reflect.DeepEqual(c.Map, got.Map) {
+		t.Fatalf("latecomer has %q %v, want %q %v", c.Text, c.Map, got.Text, got.Map)
+	}
+
+	// Everyone leaves, every instance restarts: the document is in Redis.
+	for _, id := range []string{"a", "b", "c"} {
+		p.Do("destroy", id, nil)
+	}
+	for i, srv := range s {
+		addr := srv.Addr
+		srv.Kill()
+		s[i] = testserver.Start(t, testserver.Options{Addr: addr, Env: map[string]string{
+			"ROOMCAST_REDIS_URL": r.URL(), "ROOMCAST_INSTANCE_ID": fmt.Sprint("re-", i),
+			"ROOMCAST_PRESENCE_TTL": "3s", "ROOMCAST_HEARTBEAT": "1s",
+		}})
+	}
+	p.Connect("d", yjsURL(s[1]), "notes", tokB, nil)
+	p.Await(wait, "d synced after the restart", synced("d"))
+	if d := p.Content("d"); d.Text != got.Text || !reflect.DeepEqual(d.Map, got.Map) {
+		t.Fatalf("after every instance restarted, a new provider has %q %v, want %q %v", short(d.Text), d.Map, short(got.Text), got.Map)
+	}
+}
+
+func TestYjsOfflineEditsReachEveryoneOnReconnect(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 2, nil)
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s[0]), "offline", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Connect("b", yjsURL(s[1]), "offline", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Await(wait, "b synced", synced("b"))
+	p.Do("insert", "a", map[string]any{"text": "shared start. "})
+	converged(t, p, wait, "a", "b")
+
+	p.Do("disconnect", "a", nil)
+	p.Do("insert", "a", map[string]any{"text": "typed offline by alice. "})
+	p.Do("set", "a", map[string]any{"key": "offline", "value": true})
+	p.Do("insert", "b", map[string]any{"pos": 0, "text": "bob meanwhile. "})
+	time.Sleep(200 * time.Millisecond)
+	if b := p.Content("b"); b.Map["offline"] != nil {
+		t.Fatalf("bob has alice's offline edit before she reconnected: %v", b.Map)
+	}
+	p.Do("reconnect", "a", nil)
+	got := converged(t, p, wait, "a", "b")
+	if got.Map["offline"] != true || !contains(got.Text, "typed offline by alice. ") || !contains(got.Text, "bob meanwhile. ") {
+		t.Fatalf("after the reconnect: %q %v", got.Text, got.Map)
+	}
+	// And a newcomer gets it from the store.
+	p.Connect("c", yjsURL(s[1]), "offline", testserver.Token(t, "carol", "Carol", 0, nil), nil)
+	p.Await(wait, "c synced", synced("c"))
+	if c := p.Content("c"); c.Text != got.Text {
+		t.Fatalf("newcomer: %q, want %q", c.Text, got.Text)
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && indexOf(s, sub) >= 0 }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+// storedDocBytes is what Redis holds for the room's document: its base and
+// its update log.
+func storedDocBytes(t *testing.T, rc *redis.Client, room string) (base, log int64, entries int64) {
+	t.Helper()
+	ctx := context.Background()
+	k := wire.RoomKeys("", room)
+	base, err := rc.HStrLen(ctx, k.Doc, "base").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := rc.LRange(ctx, k.DocLog, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		log += int64(len(m))
+	}
+	return base, log, int64(len(msgs))
+}
+
+func TestYjsStoredBytesStaySmallAfterManyEdits(t *testing.T) {
+	t.Parallel()
+	// Typing is paced by the rate limit (50 messages/s by default); this
+	// test types 10,000 edits as fast as Node makes them.
+	r, s := cluster(t, 1, map[string]string{"ROOMCAST_RATE": "20000"})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s[0]), "edits", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	// 10,000 small edits, one update each.
+	for i := 0; i < 10; i++ {
+		p.Do("edits", "a", map[string]any{"count": 1000, "seed": i + 1})
+	}
+	want := p.Content("a")
+	p.Connect("b", yjsURL(s[0]), "edits", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "b synced", synced("b"))
+	converged(t, p, 60*time.Second, "a", "b")
+	var base, log, n int64
+	p.Eventually(60*time.Second, "every update stored", func() (bool, string) {
+		base, log, n = storedDocBytes(t, rc, "edits")
+		k := wire.RoomKeys("", "edits")
+		seq, _ := rc.HGet(context.Background(), k.Doc, "seq").Uint64()
+		return seq >= 10000, fmt.Sprintf("seq %d", seq)
+	})
+	stored := base + log
+	t.Logf("10,000 edits: document %d bytes (Y.encodeStateAsUpdate), stored %d bytes (base %d + %d updates of %d bytes): %.2fx",
+		want.Size, stored, base, n, log, float64(stored)/float64(want.Size))
+	if stored > 3*int64(want.Size)+16<<10 {
+		t.Fatalf("stored %d bytes for a document of %d", stored, want.Size)
+	}
+	// A newcomer after compaction has the same content.
+	p.Connect("c", yjsURL(s[0]), "edits", testserver.Token(t, "carol", "Carol", 0, nil), nil)
+	p.Await(wait, "c synced", synced("c"))
+	if c := p.Content("c"); c.Text != want.Text {
+		t.Fatalf("newcomer after compaction: %q, want %q", short(c.Text), short(want.Text))
+	}
+}
+
+// awareOf reports whether client's awareness state is in e.
+func awareOf(e yjs.Event, client uint64) bool {
+	_, ok := e.States[strconv.FormatUint(client, 10)]
+	return ok
+}
+
+func TestYjsAwarenessAcrossInstancesAndOnCrash(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 3, nil)
+	p := yjs.StartPeers(t)
+	ca := p.Connect("a", yjsURL(s[0]), "aware", testserver.Token(t, "alice", "Alice", 0, nil), map[string]any{"awareness": map[string]any{"user": "Alice"}})
+	cb := p.Connect("b", yjsURL(s[1]), "aware", testserver.Token(t, "bob", "Bob", 0, nil), map[string]any{"awareness": map[string]any{"user": "Bob"}})
+	p.Await(wait, "a sees b", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cb) })
+	p.Await(wait, "b sees a", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && awareOf(e, ca) })
+	// A newcomer gets both at once.
+	cc := p.Connect("c", yjsURL(s[2]), "aware", testserver.Token(t, "carol", "Carol", 0, nil), map[string]any{"awareness": map[string]any{"user": "Carol"}})
+	p.Await(wait, "c sees a and b", func(e yjs.Event) bool {
+		return e.Ev == "awareness" && e.ID == "c" && awareOf(e, ca) && awareOf(e, cb)
+	})
+	p.Await(wait, "a sees c", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cc) })
+
+	// A provider that closes is removed for everyone, and only it: a
+	// provider echoes the states of others, which are not its own.
+	mark := p.Mark()
+	p.Do("destroy", "b", nil)
+	p.AwaitAfter(mark, wait, "a sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cb) })
+	p.AwaitAfter(mark, wait, "c sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "c" && !awareOf(e, cb) })
+	time.Sleep(300 * time.Millisecond)
+	for id, want := range map[string][]uint64{"a": {ca, cc}, "c": {ca, cc}} {
+		states := p.Do("states", id, nil)["states"].(map[string]any)
+		for _, client := range want {
+			if _, ok := states[strconv.FormatUint(client, 10)]; !ok || len(states) != 2 {
+				t.Fatalf("after b closed, %s has states %v, want exactly a's and c's", id, states)
+			}
+		}
+	}
+
+	// An instance killed with -9: its client's state goes once its
+	// presence expires (PRESENCE_TTL 3s here), long before the client-side
+	// 30 s timeout would drop it.
+	killed := time.Now()
+	mark = p.Mark()
+	s[2].Kill()
+	e := p.AwaitAfter(mark, 3*time.Second+15*time.Second, "a sees c removed after its instance died", func(e yjs.Event) bool {
+		return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cc) && e.At.After(killed)
+	})
+	t.Logf("awareness of a client on a killed instance removed after %v", e.At.Sub(killed).Round(10*time.Millisecond))
+	if d := e.At.Sub(killed); d > 25*time.Second {
+		t.Fatalf("removed only after %v: that is the client's own timeout, not the server", d)
+	}
+}
+
+func TestYjsAndJSONTabOfOneUserAreOneMember(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 2, nil)
+	p := yjs.StartPeers(t)
+	bob := testserver.Join(t, s[1].WS, "mixed", "bob", "Bob")
+	p.Connect("a", yjsURL(s[0]), "mixed", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	bob.Await(t, wait, "alice's join", isFrame("join", "alice"))
+	tab := testserver.Join(t, s[1].WS, "mixed", "alice", "Alice")
+	// The welcome's "me" is the member this join made: the Yjs socket and
+	// the tab.
+	if me := tab.Welcome.Me; me == nil || me.Conns != 2 {
+		t.Fatalf("alice's JSON tab welcome: %s", tab.Welcome.Raw)
+	}
+	bob.Await(t, wait, "alice's update to 2 conns", func(f testserver.Frame) bool {
+		return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 2
+	})
+	if n := count(bob, "join", "alice"); n != 1 {
+		t.Fatalf("bob saw %d joins of alice", n)
+	}
+	p.Do("destroy", "a", nil)
+	bob.Await(t, wait, "alice back to 1 conn", func(f testserver.Frame) bool {
+		return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 1
+	})
+	if n := count(bob, "leave", "alice"); n != 0 {
+		t.Fatalf("bob saw alice leave while her tab is open")
+	}
+}
+
+// rawYjs dials /yjs/{room} with a plain WebSocket client.
+func rawYjs(t *testing.T, s *testserver.Server, room, user string) *websocket.Conn {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(s.WS+"/yjs/"+room+"?token="+testserver.Token(t, user, user, 0, nil), nil)
+	if err != nil {
+		t.Fatalf("dial yjs: %v (%v)", err, resp)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// closeCodeOf reads until the server closes ws and returns the code.
+func closeCodeOf(t *testing.T, ws *websocket.Conn) int {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(wait))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if ce, ok := err.(*websocket.CloseError); ok {
+				return ce.Code
+			}
+			t.Fatalf("socket ended without a close frame: %v", err)
+		}
+	}
+}
+
+func TestYjsInvalidFramesCloseOnlyThatSocket(t *testing.T) {
+	t.Parallel()
+	r, s := cluster(t, 1, map[string]string{"ROOMCAST_MAX_STATE_BYTES": "65536"})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s[0]), "bad", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Do("insert", "a", map[string]any{"text": "keep me"})
+	time.Sleep(100 * time.Millisecond)
+	_, logBefore, nBefore := storedDocBytes(t, rc, "bad")
+
+	big := make([]byte, 70000)
+	big[0], big[1], big[2] = 0, 2, 0xff
+	cases := []struct {
+		name  string
+		typ   int
+		frame []byte
+		code  int
+	}{
+		{"truncated varint", websocket.BinaryMessage, []byte{0, 2, 0x80}, 1007},
+		{"update longer than the frame", websocket.BinaryMessage, []byte{0, 2, 10, 1, 2}, 1007},
+		{"unknown message type", websocket.BinaryMessage, []byte{9, 0}, 1007},
+		{"unknown sync type", websocket.BinaryMessage, []byte{0, 7, 0}, 1007},
+		{"garbage update", websocket.BinaryMessage, []byte{0, 2, 3, 5, 5, 5}, 1007},
+		{"trailing bytes", websocket.BinaryMessage, []byte{0, 2, 2, 0, 0, 42}, 1007},
+		{"awareness with bad JSON", websocket.BinaryMessage, []byte{1, 6, 1, 7, 1, 2, '{', 'x'}, 1007},
+		{"oversize", websocket.BinaryMessage, big, 1009},
+		{"text frame", websocket.TextMessage, []byte(`{"type":"publish"}`), 1003},
+	}
+	for _, c := range cases {
+		ws := rawYjs(t, s[0], "bad", "mallory")
+		if err := ws.WriteMessage(c.typ, c.frame); err != nil {
+			t.Fatalf("%s: write: %v", c.name, err)
+		}
+		if code := closeCodeOf(t, ws); code != c.code {
+			t.Errorf("%s: closed with %d, want %d", c.name, code, c.code)
+		}
+	}
+	_, logAfter, nAfter := storedDocBytes(t, rc, "bad")
+	if nAfter != nBefore || logAfter != logBefore {
+		t.Fatalf("invalid frames changed the stored document: %d entries/%d bytes before, %d/%d after", nBefore, logBefore, nAfter, logAfter)
+	}
+	// The good provider was never disturbed, and its document is intact.
+	if info := p.Do("info", "a", nil); len(info["closes"].([]any)) != 0 {
+		t.Fatalf("the valid provider's socket closed: %v", info)
+	}
+	p.Do("insert", "a", map[string]any{"text": " and this"})
+	p.Connect("b", yjsURL(s[0]), "bad", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "b synced", synced("b"))
+	if got := converged(t, p, wait, "a", "b"); got.Text != "keep me and this" {
+		t.Fatalf("document after the invalid frames: %q", got.Text)
+	}
+}
+
+func TestYjsRefusalsAnswerInHTTP(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{s.WS + "/yjs/bad%20room?token=" + testserver.Token(t, "u", "U", 0, nil), http.StatusBadRequest},
+		{s.WS + "/yjs/room", http.StatusUnauthorized},
+		{s.WS + "/yjs/room?token=" + testserver.Token(t, "u", "U", 0, []string{"other"}), http.StatusForbidden},
+	} {
+		_, resp, err := websocket.DefaultDialer.Dial(c.url, nil)
+		if err == nil || resp == nil || resp.StatusCode != c.want {
+			t.Errorf("%s: %v %v, want HTTP %d", c.url, err, resp, c.want)
+		}
+	}
+}
+
+func TestYjsIdleProviderStaysConnected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("idles for minutes")
+	}
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s), "idle", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	// y-websocket drops a socket that heard nothing for 30 s; four times
+	// that with nobody else in the document.
+	time.Sleep(2 * time.Minute)
+	info := p.Do("info", "a", nil)
+	if len(info["closes"].([]any)) != 0 || info["wsconnected"] != true {
+		t.Fatalf("idle provider lost its socket: %v", info)
+	}
+}
+
+// Single-instance mode keeps documents in the process: a provider that
+// comes after everyone left gets the document.
+func TestYjsMemoryEngineKeepsTheDocument(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s), "mem", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Connect("b", yjsURL(s), "mem", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Await(wait, "b synced", synced("b"))
+	p.Do("insert", "a", map[string]any{"text": "from alice "})
+	p.Do("set", "b", map[string]any{"key": "by", "value": "bob"})
+	want := converged(t, p, wait, "a", "b")
+	p.Do("destroy", "a", nil)
+	p.Do("destroy", "b", nil)
+	p.Connect("c", yjsURL(s), "mem", testserver.Token(t, "carol", "Carol", 0, nil), nil)
+	p.Await(wait, "c synced", synced("c"))
+	if c := p.Content("c"); c.Text != want.Text || !reflect.DeepEqual(c.Map, want.Map) {
+		t.Fatalf("after everyone left: %q %v, want %q %v", c.Text, c.Map, want.Text, want.Map)
+	}
+}

@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the UI files, served under /static/ and at / and /r/{room}.
 //
-//go:embed *.html *.js *.css *.svg
+//go:embed *.html *.js *.css *.svg vendor
 var FS embed.FS

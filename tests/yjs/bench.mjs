@@ -106,10 +106,11 @@ async function reconnect () {
   const t0 = performance.now()
   b.p.connect()
   await once(b.p, 'sync', (s) => s)
+  const syncMs = performance.now() - t0
   const ok = await settle(a.doc, b.doc)
   await sleep(300) // late acks
   const sock = b.p.ws?._socket
-  const out = { mode, docBytes: Y.encodeStateAsUpdate(a.doc).length, editBytes, ok, syncedMs: Math.round(performance.now() - t0), sent: sock?.bytesWritten, received: sock?.bytesRead }
+  const out = { mode, docBytes: Y.encodeStateAsUpdate(a.doc).length, editBytes, ok, syncMs: Math.round(syncMs * 10) / 10, convergedMs: Math.round(performance.now() - t0 - 300), sent: sock?.bytesWritten, received: sock?.bytesRead }
   a.p.destroy(); b.p.destroy()
   return out
 }

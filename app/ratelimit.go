@@ -24,11 +24,7 @@ func newRateLimit(rate int, now time.Time) *rateLimit {
 // allow takes a token for a frame at now. When there is none it records a
 // drop and reports whether the drops within dropWindow now exceed 2×rate.
 func (l *rateLimit) allow(now time.Time) (ok, cutOff bool) {
-	l.tokens += now.Sub(l.last).Seconds() * l.rate
-	if l.tokens > l.burst {
-		l.tokens = l.burst
-	}
-	l.last = now
+	l.refill(now)
 	if l.tokens >= 1 {
 		l.tokens--
 		return true, false
@@ -48,14 +44,19 @@ func (l *rateLimit) allow(now time.Time) (ok, cutOff bool) {
 // due. A Yjs socket's reader waits that long instead of dropping the
 // frame: an update is never discarded, the sender is slowed down.
 func (l *rateLimit) delay(now time.Time) time.Duration {
-	l.tokens += now.Sub(l.last).Seconds() * l.rate
-	if l.tokens > l.burst {
-		l.tokens = l.burst
-	}
-	l.last = now
+	l.refill(now)
 	if l.tokens >= 1 {
 		l.tokens--
 		return 0
 	}
 	return time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+}
+
+// refill adds the tokens earned since the last frame, up to the burst.
+func (l *rateLimit) refill(now time.Time) {
+	l.tokens += now.Sub(l.last).Seconds() * l.rate
+	if l.tokens > l.burst {
+		l.tokens = l.burst
+	}
+	l.last = now
 }

@@ -329,31 +329,8 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 	// writer.
 	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
 	for {
-		m, err := rd.Next()
-		if err != nil {
-			var pe *wsread.ProtocolError
-			if errors.As(err, &pe) {
-				// Nothing after a broken frame can be read: close, and
-				// let finish give the close frame its moment.
-				s.metrics.protocolErrors.Inc()
-				conn.Close(pe.Code, pe.Reason)
-			}
-			return
-		}
-		now := time.Now()
-		conn.MarkRead(now.UnixNano())
-		switch m.Kind {
-		case wsread.Ping:
-			conn.SendControl(opPong, m.Data)
-			continue
-		case wsread.Pong:
-			continue
-		case wsread.Close:
-			code := m.CloseCode
-			if code == wsread.CloseNoStatus {
-				code = rooms.CloseNormal
-			}
-			conn.Close(code, "")
+		m, now, ok := s.nextData(rd, conn)
+		if !ok {
 			return
 		}
 		if closing, _ := conn.Closing(); closing {
@@ -387,6 +364,43 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 		// nothing relayed or stored is: a browser drops its socket on
 		// such a frame.
 		s.handleFrame(conn, claims, data)
+	}
+}
+
+// nextData returns the connection's next data message and when it was
+// read, answering pings and the peer's close on the way; ok is false once
+// the socket is done (a protocol error closes it with its code). Shared by
+// the JSON and the Yjs read loops.
+func (s *Server) nextData(rd *wsread.Reader, conn *rooms.Conn) (m wsread.Message, now time.Time, ok bool) {
+	for {
+		m, err := rd.Next()
+		if err != nil {
+			var pe *wsread.ProtocolError
+			if errors.As(err, &pe) {
+				// Nothing after a broken frame can be read: close, and
+				// let finish give the close frame its moment.
+				s.metrics.protocolErrors.Inc()
+				conn.Close(pe.Code, pe.Reason)
+			}
+			return m, now, false
+		}
+		now = time.Now()
+		conn.MarkRead(now.UnixNano())
+		switch m.Kind {
+		case wsread.Ping:
+			conn.SendControl(opPong, m.Data)
+			continue
+		case wsread.Pong:
+			continue
+		case wsread.Close:
+			code := m.CloseCode
+			if code == wsread.CloseNoStatus {
+				code = rooms.CloseNormal
+			}
+			conn.Close(code, "")
+			return m, now, false
+		}
+		return m, now, true
 	}
 }
 

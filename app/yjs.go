@@ -141,29 +141,8 @@ func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 	maxRead := s.cfg.MaxStateBytes
 	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
 	for {
-		m, err := rd.Next()
-		if err != nil {
-			var pe *wsread.ProtocolError
-			if errors.As(err, &pe) {
-				s.metrics.protocolErrors.Inc()
-				conn.Close(pe.Code, pe.Reason)
-			}
-			return
-		}
-		now := time.Now()
-		conn.MarkRead(now.UnixNano())
-		switch m.Kind {
-		case wsread.Ping:
-			conn.SendControl(opPong, m.Data)
-			continue
-		case wsread.Pong:
-			continue
-		case wsread.Close:
-			code := m.CloseCode
-			if code == wsread.CloseNoStatus {
-				code = rooms.CloseNormal
-			}
-			conn.Close(code, "")
+		m, now, ok := s.nextData(rd, conn)
+		if !ok {
 			return
 		}
 		if closing, _ := conn.Closing(); closing {

@@ -138,25 +138,9 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestMemoryDocs(t *testing.T) {
-	testDocs(t, func(t *testing.T, r Receiver, o StreamOptions) Broker {
-		b := NewMemoryBroker(o)
-		if err := b.Start(context.Background(), r); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return b
-	})
-}
+func TestMemoryDocs(t *testing.T) { testDocs(t, startMemoryBroker) }
 
-func TestRedisDocs(t *testing.T) {
-	srv := redisproc.Start(t)
-	testDocs(t, func(t *testing.T, r Receiver, o StreamOptions) Broker {
-		ro := fastOptions()
-		ro.Stream = o
-		return startRedisBroker(t, srv, r, ro)
-	})
-}
+func TestRedisDocs(t *testing.T) { testDocs(t, redisStreamBroker(redisproc.Start(t))) }
 
 // The memory engine forgets a document DocTTL after its last update.
 func TestMemoryDocExpires(t *testing.T) {

@@ -258,24 +258,27 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 	})
 }
 
-func TestMemoryStream(t *testing.T) {
-	testStream(t, func(t *testing.T, r Receiver, o StreamOptions) Broker {
-		b := NewMemoryBroker(o)
-		if err := b.Start(context.Background(), r); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return b
-	})
+func TestMemoryStream(t *testing.T) { testStream(t, startMemoryBroker) }
+
+func TestRedisStream(t *testing.T) { testStream(t, redisStreamBroker(redisproc.Start(t))) }
+
+// startMemoryBroker is a newStreamBroker of the memory engine.
+func startMemoryBroker(t *testing.T, r Receiver, o StreamOptions) Broker {
+	b := NewMemoryBroker(o)
+	if err := b.Start(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
 }
 
-func TestRedisStream(t *testing.T) {
-	srv := redisproc.Start(t)
-	testStream(t, func(t *testing.T, r Receiver, o StreamOptions) Broker {
+// redisStreamBroker returns a newStreamBroker of Redis brokers on srv.
+func redisStreamBroker(srv *redisproc.Server) newStreamBroker {
+	return func(t *testing.T, r Receiver, o StreamOptions) Broker {
 		ro := fastOptions()
 		ro.Stream = o
 		return startRedisBroker(t, srv, r, ro)
-	})
+	}
 }
 
 // The memory engine forgets a room's history HistoryTTL after its last

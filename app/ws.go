@@ -160,27 +160,44 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	s.metrics.connects.Inc()
 	defer s.metrics.connections.Dec()
 
-	if err := s.join(conn, claims, from); errors.Is(err, errDraining) {
+	s.runConn(conn, t, claims, start, "", func() error { return s.join(conn, claims, from) }, func() { s.readLoop(ws, conn, claims) }, nil)
+}
+
+// runConn is the life both kinds of socket share once upgraded: join (a
+// refusal closes with 1001 or 1011), serve until the socket ends with the
+// token's expiry armed, then leave the room and presence, wait for the
+// writer, count and log the close. kind prefixes the log lines ("yjs");
+// beforeLeave, if set, runs first on the way out.
+func (s *Server) runConn(conn *rooms.Conn, t *wsTransport, claims *auth.Claims, start time.Time, kind string,
+	join func() error, serve func(), beforeLeave func(context.Context)) {
+	prefix := ""
+	if kind != "" {
+		prefix = kind + " "
+	}
+	if err := join(); errors.Is(err, errDraining) {
 		conn.Close(rooms.CloseGoingAway, "server shutting down")
 		s.finish(conn, t)
 		return
 	} else if err != nil {
-		s.logConn(slog.LevelWarn, conn, "join failed", "err", err)
+		s.logConn(slog.LevelWarn, conn, prefix+"join failed", "err", err)
 		conn.Close(1011, "could not join the room; connect again")
 		s.finish(conn, t)
 		return
 	}
-	s.logConn(slog.LevelInfo, conn, "connected")
+	s.logConn(slog.LevelInfo, conn, prefix+"connected")
 
 	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
 		conn.Close(rooms.CloseTokenExpired, "token expired")
 	})
-	s.readLoop(ws, conn, claims)
+	serve()
 	expiry.Stop()
 
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	if beforeLeave != nil {
+		beforeLeave(ctx)
+	}
 	s.hub.Remove(ctx, conn)
-	if err := s.keeper.Leave(ctx, room, id); err != nil {
+	if err := s.keeper.Leave(ctx, conn.Room, conn.ID); err != nil {
 		s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
 	}
 	cancel()
@@ -189,7 +206,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	if code != 0 {
 		s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
 	}
-	s.logConn(slog.LevelInfo, conn, "disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+	s.logConn(slog.LevelInfo, conn, prefix+"disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
 }
 
 // logConn logs a line about conn with its room, user and id. It builds the
@@ -333,10 +350,6 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 		if !ok {
 			return
 		}
-		if closing, _ := conn.Closing(); closing {
-			continue
-		}
-		s.metrics.messagesIn.Inc()
 		data := m.Data
 		isState := len(data) > maxMsg && m.Kind == wsread.Text && frameType(data) == "state"
 		if m.TooBig && isState {
@@ -369,8 +382,10 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 
 // nextData returns the connection's next data message and when it was
 // read, answering pings and the peer's close on the way; ok is false once
-// the socket is done (a protocol error closes it with its code). Shared by
-// the JSON and the Yjs read loops.
+// the socket is done (a protocol error closes it with its code). Once the
+// server is closing it, data is read and ignored until the peer answers,
+// so the close frame is not lost to a reset. Shared by the JSON and the
+// Yjs read loops.
 func (s *Server) nextData(rd *wsread.Reader, conn *rooms.Conn) (m wsread.Message, now time.Time, ok bool) {
 	for {
 		m, err := rd.Next()
@@ -400,6 +415,10 @@ func (s *Server) nextData(rd *wsread.Reader, conn *rooms.Conn) (m wsread.Message
 			conn.Close(code, "")
 			return m, now, false
 		}
+		if closing, _ := conn.Closing(); closing {
+			continue
+		}
+		s.metrics.messagesIn.Inc()
 		return m, now, true
 	}
 }

@@ -63,37 +63,8 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	defer s.metrics.yjsConnections.Dec()
 
 	yc := &yconn{Conn: conn}
-	if err := s.joinYjs(yc, claims); errors.Is(err, errDraining) {
-		conn.Close(rooms.CloseGoingAway, "server shutting down")
-		s.finish(conn, t)
-		return
-	} else if err != nil {
-		s.logConn(slog.LevelWarn, conn, "yjs join failed", "err", err)
-		conn.Close(1011, "could not join the document; connect again")
-		s.finish(conn, t)
-		return
-	}
-	s.logConn(slog.LevelInfo, conn, "yjs connected")
-
-	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
-		conn.Close(rooms.CloseTokenExpired, "token expired")
-	})
-	s.readYjs(ws, yc)
-	expiry.Stop()
-
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	s.docs.detach(ctx, yc)
-	s.hub.Remove(ctx, conn)
-	if err := s.keeper.Leave(ctx, room, id); err != nil {
-		s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
-	}
-	cancel()
-	s.finish(conn, t)
-	_, code := conn.Closing()
-	if code != 0 {
-		s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
-	}
-	s.logConn(slog.LevelInfo, conn, "yjs disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+	s.runConn(conn, t, claims, start, "yjs", func() error { return s.joinYjs(yc, claims) }, func() { s.readYjs(ws, yc) },
+		func(ctx context.Context) { s.docs.detach(ctx, yc) })
 }
 
 // joinYjs subscribes the room, adds presence, then reads the document:
@@ -145,10 +116,6 @@ func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 		if !ok {
 			return
 		}
-		if closing, _ := conn.Closing(); closing {
-			continue
-		}
-		s.metrics.messagesIn.Inc()
 		if m.TooBig {
 			s.metrics.yjsRejected.WithLabelValues("too_big").Inc()
 			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes; nothing kept", maxRead))

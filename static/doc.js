@@ -4,78 +4,30 @@
 // comes from the roomcast SDK (a JSON /ws/{room} socket with the same token;
 // the server counts both sockets of a tab as one member); where the others'
 // carets are comes from the y-websocket awareness. Yjs and y-websocket are
-// the vendored bundle static/vendor/yjs-bundle.js (docs/YJS-BUNDLE.md).
+// the vendored bundle static/vendor/yjs-bundle.js (docs/YJS.md).
 
 import { Y, WebsocketProvider } from "./vendor/yjs-bundle.js";
 import { join } from "./roomcast.js";
-import { colorFor, devToken, devUserId, initials, rememberedName, rememberName, tokenClaims, ROOM_NAME } from "./identity.js";
+import { colorFor, initials } from "./identity.js";
+import { pageRoom, pageToken, setStatus, showProblem } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 
-const STATUS_TEXT = { connecting: "Connecting…", open: "Connected", reconnecting: "Reconnecting…", closed: "Disconnected" };
 const CURSOR_INTERVAL = 80; // least ms between two awareness updates of the own caret
 // The origin of the transactions made from the textarea's own input: the
 // observer skips them (the textarea shows them already), the undo manager
 // tracks only them.
 const LOCAL = Symbol("textarea");
 
-const roomName = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() ?? "");
-$("room-name").textContent = roomName;
-document.title = `${roomName} · roomcast document`;
+const roomName = pageRoom("roomcast document");
 
 main().catch((err) => showProblem(`Could not open the document: ${err.message}`));
 
 async function main() {
-  if (!ROOM_NAME.test(roomName)) return showProblem("This is not a valid room name. Room names use letters, digits and . _ : -");
-  const token = new URLSearchParams(location.search).get("token") ?? (await tokenFromName());
-  if (!token) return;
-  const claims = tokenClaims(token) ?? {};
-  let devMode = true;
-  // Before every reconnect: a dev server mints a fresh token (a restarted
-  // dev server has a new secret); any other server gets the token we have.
-  const getToken = async () => {
-    if (!devMode || !claims.sub) return token;
-    const fresh = await devToken(claims.sub, claims.name ?? claims.sub, roomName);
-    devMode = fresh !== null;
-    return fresh ?? token;
-  };
+  const page = await pageToken(roomName, { what: "document" });
+  if (!page) return;
+  const { token, claims, getToken } = page;
   startDoc(roomName, token, getToken, { id: claims.sub ?? "", name: claims.name || claims.sub || "" });
-}
-
-// In -dev mode, asks for a display name and mints a token with it; otherwise
-// explains that the join link needs a token. As on the whiteboard page.
-async function tokenFromName() {
-  if ((await devToken("probe", "probe", roomName)) === null) {
-    showProblem("This document needs an invitation: open the join link you were given (it ends in ?token=…), or the page of the app that embeds this room.");
-    return null;
-  }
-  const dialog = $("join-dialog");
-  const input = $("join-name");
-  input.value = rememberedName();
-  dialog.addEventListener("cancel", (ev) => ev.preventDefault()); // Escape would leave a dead page
-  dialog.showModal();
-  const name = await new Promise((resolve) =>
-    $("join-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const name = input.value.trim();
-      if (name) resolve(name);
-    }),
-  );
-  dialog.close();
-  rememberName(name);
-  return devToken(devUserId(name), name, roomName);
-}
-
-function showProblem(text) {
-  $("problem-text").textContent = text;
-  $("problem").hidden = false;
-  setStatus("closed", "Not connected");
-}
-
-function setStatus(status, text = STATUS_TEXT[status]) {
-  const el = $("status");
-  el.dataset.status = status;
-  el.textContent = text;
 }
 
 function startDoc(name, token, getToken, me) {

@@ -7,7 +7,8 @@
 
 import { join } from "./roomcast.js";
 import { Board, MAX_POINTS } from "./board.js";
-import { colorFor, devToken, devUserId, initials, newId, rememberedName, rememberName, tokenClaims, ROOM_NAME } from "./identity.js";
+import { colorFor, initials, newId } from "./identity.js";
+import { pageRoom, pageToken, setStatus, showProblem } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,65 +17,15 @@ const MIN_STEP = 0.0015; // ignore pointer moves shorter than this (board widths
 const STATE_VERSION = 1;
 const RETRIES = 5; // stored messages refused as unavailable or rate_limited are sent again
 
-const STATUS_TEXT = { connecting: "Connecting…", open: "Connected", reconnecting: "Reconnecting…", closed: "Disconnected" };
-
-const roomName = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() ?? "");
-$("room-name").textContent = roomName;
-document.title = `${roomName} · roomcast`;
+const roomName = pageRoom("roomcast");
 
 main().catch((err) => showProblem(`Could not open the room: ${err.message}`));
 
 async function main() {
-  if (!ROOM_NAME.test(roomName)) return showProblem("This is not a valid room name. Room names use letters, digits and . _ : -");
-  const token = new URLSearchParams(location.search).get("token") ?? (await tokenFromName());
-  if (!token) return;
-  const claims = tokenClaims(token) ?? {};
-  let devMode = true;
-  // Before every reconnect: a dev server mints a fresh token (a restarted
-  // dev server has a new secret); any other server gets the token we have.
-  const getToken = async () => {
-    if (!devMode || !claims.sub) return token;
-    const fresh = await devToken(claims.sub, claims.name ?? claims.sub, roomName);
-    devMode = fresh !== null;
-    return fresh ?? token;
-  };
+  const page = await pageToken(roomName, { what: "room" });
+  if (!page) return;
+  const { token, claims, getToken } = page;
   startRoom(location.origin, roomName, { token, getToken }, claims.sub ?? "");
-}
-
-// In -dev mode, asks for a display name and mints a token with it; otherwise
-// explains that the join link needs a token.
-async function tokenFromName() {
-  if ((await devToken("probe", "probe", roomName)) === null) {
-    showProblem("This room needs an invitation: open the join link you were given (it ends in ?token=…), or the page of the app that embeds this room.");
-    return null;
-  }
-  const dialog = $("join-dialog");
-  const input = $("join-name");
-  input.value = rememberedName();
-  dialog.addEventListener("cancel", (ev) => ev.preventDefault()); // Escape would leave a dead page
-  dialog.showModal();
-  const name = await new Promise((resolve) =>
-    $("join-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      const name = input.value.trim();
-      if (name) resolve(name);
-    }),
-  );
-  dialog.close();
-  rememberName(name);
-  return devToken(devUserId(name), name, roomName);
-}
-
-function showProblem(text) {
-  $("problem-text").textContent = text;
-  $("problem").hidden = false;
-  setStatus("closed", "Not connected");
-}
-
-function setStatus(status, text = STATUS_TEXT[status]) {
-  const el = $("status");
-  el.dataset.status = status;
-  el.textContent = text;
 }
 
 function startRoom(url, name, options, myId) {

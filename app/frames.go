@@ -14,7 +14,8 @@ type welcomeFrame struct {
 	Room     string          `json:"room"`
 	Conn     string          `json:"conn"`
 	Me       presence.Member `json:"me"`
-	Members  json.RawMessage `json:"members"` // encoded once per burst of joiners
+	Members  json.RawMessage `json:"members,omitempty"` // encoded once per burst of joiners; absent with presence=count
+	Count    *int            `json:"count,omitempty"`   // the member count, with presence=count
 	Instance string          `json:"instance"`
 	// The room's position as of the welcome (absent with storing off).
 	Epoch string  `json:"epoch,omitempty"`

@@ -28,6 +28,7 @@ const (
 	localRoom   = "roomcast.room"
 	localSince  = "roomcast.since"
 	localState  = "roomcast.state"
+	localCount  = "roomcast.count"
 )
 
 // apiError is the JSON body of every HTTP error.
@@ -75,6 +76,14 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	default:
 		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "state is 1 (this client answers state requests) or 0")
 	}
+	countOnly := false
+	switch c.Query("presence") {
+	case "", "full":
+	case "count":
+		countOnly = true
+	default:
+		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "presence is full (members and their events) or count (the member count only)")
+	}
 	claims, err := s.verifier.Verify(bearer(c))
 	if err != nil {
 		return s.refuseToken(c, err)
@@ -103,6 +112,7 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	c.Locals(localRoom, room)
 	c.Locals(localSince, from)
 	c.Locals(localState, stateCapable)
+	c.Locals(localCount, countOnly)
 	return c.Next()
 }
 
@@ -155,6 +165,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 		OnSlow:     s.slowDropped,
 	})
 	conn.StateCapable = stateCapable
+	conn.PresenceCount = fc.Locals(localCount).(bool)
 	conn.MarkRead(start.UnixNano())
 	s.metrics.connections.Inc()
 	s.metrics.connects.Inc()
@@ -253,6 +264,14 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 			return fmt.Errorf("read members: %w", err)
 		}
 		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: members, Instance: s.cfg.InstanceID}
+		if conn.PresenceCount {
+			n, err := s.memberCount(ctx, conn.Room)
+			if err != nil {
+				s.undoJoin(conn, true)
+				return fmt.Errorf("count members: %w", err)
+			}
+			w.Members, w.Count = nil, &n
+		}
 		frames, pos, err := s.welcomeFrames(ctx, conn, w, from)
 		if err != nil {
 			s.undoJoin(conn, true)
@@ -284,6 +303,16 @@ func (s *Server) snapshot(ctx context.Context, room, user string) (json.RawMessa
 		return nil, err
 	}
 	return encode(nonNil(ms)), nil
+}
+
+// memberCount is the room's member count, from the replica when it holds
+// the room.
+func (s *Server) memberCount(ctx context.Context, room string) (int, error) {
+	if n, ok := s.replica.Count(room); ok {
+		return n, nil
+	}
+	ms, err := s.store.Members(ctx, room)
+	return len(ms), err
 }
 
 // undoJoin takes a connection whose join failed out of its room, and out of

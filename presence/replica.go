@@ -144,6 +144,20 @@ func (r *Replica) Reset(room string, members []Member) {
 	}
 }
 
+// Count returns how many members the room has, when the replica holds it.
+func (r *Replica) Count(room string) (int, bool) {
+	rr := r.room(room, false)
+	if rr == nil {
+		return 0, false
+	}
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if !rr.loaded() {
+		return 0, false
+	}
+	return len(rr.members), true
+}
+
 func (rr *replicaRoom) loaded() bool {
 	if rr.load == nil {
 		return false

@@ -70,6 +70,11 @@ type Conn struct {
 	// Doc: a Yjs connection. It takes the room's document payloads (see
 	// HubOptions.OnDoc) and none of its JSON frames.
 	Doc bool
+	// PresenceCount: the client asked for the room's member count instead
+	// of its presence events (presence=count): it gets count frames, at
+	// most one per HubOptions.CountInterval, and no join, leave, update or
+	// sync frames.
+	PresenceCount bool
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 

@@ -52,6 +52,11 @@ type room struct {
 	pmu     sync.Mutex
 	pending [][]byte
 	ptimer  *time.Timer
+
+	// Count-mode connections (Conn.PresenceCount) get the member count at
+	// most once per CountInterval; guarded by pmu.
+	ncount int // count-mode connections in conns; guarded by mu
+	ctimer *time.Timer
 }
 
 // HubOptions configure a Hub.
@@ -84,6 +89,11 @@ type HubOptions struct {
 	// room's order; it sends what it decides to the room's Yjs
 	// connections (EachDoc).
 	OnDoc func(room string, e wire.Envelope)
+	// Count returns the room's member count for count-mode connections
+	// (false when unknown); CountInterval is the least time between two
+	// count frames of a room. Zero value means 1s.
+	Count         func(room string) (int, bool)
+	CountInterval time.Duration
 }
 
 // NewHub returns a hub publishing through b. Call b.Start(ctx, hub) to
@@ -97,6 +107,9 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	}
 	if o.CoalesceWindow <= 0 {
 		o.CoalesceWindow = 20 * time.Millisecond
+	}
+	if o.CountInterval <= 0 {
+		o.CountInterval = time.Second
 	}
 	return &Hub{broker: b, log: o.Logger, o: o, rooms: make(map[string]*room)}
 }
@@ -162,6 +175,9 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 		r.docs[c] = struct{}{}
 	} else {
 		r.conns[c] = struct{}{}
+		if c.PresenceCount {
+			r.ncount++
+		}
 	}
 	r.mu.Unlock()
 	r.streamMu.Unlock()
@@ -186,6 +202,9 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 	}
 	_, present := set[c]
 	delete(set, c)
+	if present && c.PresenceCount && !c.Doc {
+		r.ncount--
+	}
 	empty := len(r.conns)+len(r.docs) == 0
 	r.mu.Unlock()
 	if !present {
@@ -209,7 +228,10 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		if r.ptimer != nil {
 			r.ptimer.Stop()
 		}
-		r.pending, r.ptimer = nil, nil
+		if r.ctimer != nil {
+			r.ctimer.Stop()
+		}
+		r.pending, r.ptimer, r.ctimer = nil, nil, nil
 		r.pmu.Unlock()
 		r.flushMu.Unlock()
 		if h.o.OnUnsubscribed != nil {
@@ -503,10 +525,50 @@ func (h *Hub) flushCoalesced(r *room) {
 		return
 	}
 	r.mu.RLock()
+	counting := r.ncount > 0
 	for c := range r.conns {
-		c.SendBatch(frames)
+		if !c.PresenceCount {
+			c.SendBatch(frames)
+		}
 	}
 	r.mu.RUnlock()
+	if counting && h.o.Count != nil {
+		r.pmu.Lock()
+		if r.ctimer == nil {
+			r.ctimer = time.AfterFunc(h.o.CountInterval, func() { h.sendCount(r) })
+		}
+		r.pmu.Unlock()
+	}
+}
+
+// sendCount sends the room's count-mode connections its member count: the
+// presence changed since the last one (a welcome may have counted some of
+// the changes, so the count is sent even when it is the last one again).
+func (h *Hub) sendCount(r *room) {
+	n, ok := h.o.Count(r.name)
+	r.pmu.Lock()
+	r.ctimer = nil
+	r.pmu.Unlock()
+	if !ok {
+		return
+	}
+	frame := CountFrame(r.name, n)
+	r.mu.RLock()
+	for c := range r.conns {
+		if c.PresenceCount {
+			c.Send(frame)
+		}
+	}
+	r.mu.RUnlock()
+}
+
+// CountFrame is the frame that tells a count-mode connection the room's
+// member count.
+func CountFrame(room string, n int) []byte {
+	b := append([]byte(`{"type":"count","room":`), strconv.Quote(room)...)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, '}')
 }
 
 // Resync answers a broker gap: each room's stored messages published

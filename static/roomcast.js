@@ -32,6 +32,10 @@
  *   holds it (a promise of it is fine); given, the SDK answers the server's
  *   state requests with it
  * @property {number} [maxStateBytes] the server's state limit (default 1 MiB)
+ * @property {"full" | "count"} [presence] "count" for broadcast-style rooms:
+ *   the client is a member for everyone else but holds only room.count
+ *   (updated by "count" events, at most one a second), no member list and
+ *   no join/leave/update events (default "full")
  */
 
 const ROOM_NAME = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -88,7 +92,7 @@ export function applyPresence(members, frame) {
     case "welcome":
     case "sync":
       members.clear();
-      for (const m of frame.members) members.set(m.id, m);
+      for (const m of frame.members ?? []) members.set(m.id, m);
       return frame.type;
     case "join":
     case "update": {
@@ -116,6 +120,8 @@ export function join(url, room, options = {}) {
 export class Room {
   /** Live map of user id to Member, kept in step with the server. @type {Map<string, Member>} */
   members = new Map();
+  /** The room's member count: members.size, or with presence "count" the server's count. */
+  count = 0;
   /** @type {Status} */
   status = "connecting";
   /** This user as the server last described it. @type {Member | null} */
@@ -165,6 +171,9 @@ export class Room {
     const since = options.since;
     if (since !== undefined && since !== "start" && !(typeof since?.epoch === "string" && Number.isSafeInteger(since?.seq) && since.seq >= 0)) {
       throw new RoomcastError("bad_request", `since is "start" or a position {epoch, seq}`);
+    }
+    if (options.presence !== undefined && options.presence !== "full" && options.presence !== "count") {
+      throw new RoomcastError("bad_request", `presence is "full" or "count"`);
     }
     globalThis.addEventListener?.("online", this.#online);
     queueMicrotask(() => {
@@ -320,6 +329,7 @@ export class Room {
     this.#sentSince = p ? { ...p } : this.#opts.since === "start" ? "start" : null;
     if (this.#sentSince) q.set("since", p ? `${p.epoch}:${p.seq}` : "start");
     if (this.#opts.getState) q.set("state", "1");
+    if (this.#opts.presence === "count") q.set("presence", "count");
     u.search = q.size ? "?" + q : "";
     u.hash = "";
     return u.href;
@@ -367,10 +377,14 @@ export class Room {
       case "leave":
       case "sync": {
         const event = applyPresence(this.members, f);
+        this.count = this.members.size;
         if (f.member && f.member.id === this.me?.id && f.type !== "leave") this.me = f.member;
         if (event) this.#emit(event, f);
         return;
       }
+      case "count":
+        this.count = f.count;
+        return this.#emit("count", f);
       case "message":
         return this.#onMessage(f);
       case "ack": {
@@ -467,6 +481,7 @@ export class Room {
     this.conn = f.conn;
     this.me = f.me;
     applyPresence(this.members, f);
+    this.count = Number.isSafeInteger(f.count) ? f.count : this.members.size;
     this.status = "open";
     const seq = Number.isSafeInteger(f.seq) ? f.seq : 0;
     if (f.recovered === false || this.#sentSince === "start") {

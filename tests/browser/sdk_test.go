@@ -151,6 +151,34 @@ func TestSDK(t *testing.T) {
 		}
 	})
 
+	t.Run("count mode holds only the member count", func(t *testing.T) {
+		p.t = t
+		res := eval[struct {
+			Welcome, Later float64
+			Members        int
+			Events         []string
+		}](p, script(`
+			const a = rc.join(location.origin, "audience", { token: `+js(token("host", "audience"))+` });
+			await until("the host's welcome", () => a.status === "open");
+			const v = rc.join(location.origin, "audience", { token: `+js(token("viewer", "audience"))+`, presence: "count" });
+			const events = [];
+			for (const type of ["join", "update", "leave", "sync", "count"]) v.on(type, () => events.push(type));
+			await until("the viewer's welcome", () => v.status === "open");
+			const welcome = v.count;
+			const b = rc.join(location.origin, "audience", { token: `+js(token("guest", "audience"))+` });
+			await until("a count of 3", () => v.count === 3, 5000);
+			const out = { Welcome: welcome, Later: v.count, Members: v.members.size, Events: events };
+			a.leave(); b.leave(); v.leave();
+			let threw = false;
+			try { rc.join(location.origin, "audience", { token: "x", presence: "some" }); } catch { threw = true; }
+			if (!threw) out.Events.push("no error for presence: some");
+			return out;
+		`))
+		if res.Welcome != 2 || res.Later != 3 || res.Members != 0 || strings.Join(res.Events, ",") != "count" {
+			t.Fatalf("count mode: welcome count %v, later %v, %d members held, events %v; want 2, 3, 0, [count]", res.Welcome, res.Later, res.Members, res.Events)
+		}
+	})
+
 	t.Run("member map is idempotent", func(t *testing.T) {
 		p.t = t
 		res := eval[struct {

@@ -36,9 +36,10 @@ type Config struct {
 	ServerRate int       // the instances' ROOMCAST_RATE (per-connection publish limit)
 
 	// connections
-	Conns       int
-	Concurrency int // parallel dialers
-	Settle      time.Duration
+	Conns        int
+	PresenceMode string // "full" (default) or "count": the connections join with presence=count
+	Concurrency  int    // parallel dialers
+	Settle       time.Duration
 
 	// presence
 	Users     int
@@ -145,6 +146,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Pids) > 0 && len(c.Pids) != len(c.Addrs) {
 		return fmt.Errorf("-pid lists %d pids for %d addresses", len(c.Pids), len(c.Addrs))
+	}
+	if c.PresenceMode != "" && c.PresenceMode != "full" && c.PresenceMode != "count" {
+		return fmt.Errorf("-presence-mode %q: want full or count", c.PresenceMode)
 	}
 	if c.Scenario == "fanout" || c.Scenario == "slow" {
 		if c.Size < 48 {

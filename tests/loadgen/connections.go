@@ -85,7 +85,7 @@ func (r *runner) connections(ctx context.Context) error {
 	err := r.dialAll(ctx, c.Conns, func(ctx context.Context, i int) error {
 		addr := c.Addrs[i%len(c.Addrs)]
 		t0 := time.Now()
-		conn, err := r.dialToken(ctx, addr, rooms[i%c.Rooms], tokens[i], dialOptions{ReadBuffer: 2048}, nil)
+		conn, err := r.dialToken(ctx, addr, rooms[i%c.Rooms], tokens[i], dialOptions{ReadBuffer: 2048, Query: presenceQuery(c.PresenceMode)}, nil)
 		if err != nil {
 			return fmt.Errorf("connection %d of %d: %w", i+1, c.Conns, err)
 		}
@@ -145,4 +145,12 @@ func (r *runner) connections(ctx context.Context) error {
 	sleepCtx(ctx, c.Duration)
 	res.IdleCPU = idle.stop(ctx)
 	return ctx.Err()
+}
+
+// presenceQuery is the query that asks for mode.
+func presenceQuery(mode string) string {
+	if mode == "count" {
+		return "&presence=count"
+	}
+	return ""
 }

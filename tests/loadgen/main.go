@@ -91,6 +91,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.ServerRate, "server-rate", max(envRate, 50), "the instances' ROOMCAST_RATE, per-connection frames/s (taken from $ROOMCAST_RATE when set)")
 	fs.IntVar(&c.Conns, "conns", 0, "connections: how many (10000)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "parallel dialers")
+	fs.StringVar(&c.PresenceMode, "presence-mode", "full", "connections: full (every member and event) or count (presence=count: the member count only)")
 	fs.DurationVar(&c.Settle, "settle", 0, "connections: wait after the ramp before reading /metrics (3s)")
 	fs.IntVar(&c.Users, "users", 0, "presence: users (2000)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "presence: join (and leave) ramp (2s)")

@@ -66,6 +66,7 @@ type dialOptions struct {
 	ReadBuffer int // bufio size (default 4096)
 	RcvBuf     int // SO_RCVBUF before connect (0: kernel default)
 	Timeout    time.Duration
+	Query      string // more query parameters, "&k=v…"
 }
 
 // dialWS connects to ws://addr/ws/room with token and completes the
@@ -95,20 +96,20 @@ func dialWS(ctx context.Context, addr, room, token string, o dialOptions) (*wsCo
 		return nil, err
 	}
 	c := &wsConn{nc: nc, br: bufio.NewReaderSize(nc, o.ReadBuffer)}
-	if err := c.handshake(addr, room, token, o.Timeout); err != nil {
+	if err := c.handshake(addr, room, token, o.Query, o.Timeout); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *wsConn) handshake(addr, room, token string, timeout time.Duration) error {
+func (c *wsConn) handshake(addr, room, token, query string, timeout time.Duration) error {
 	var k [16]byte
 	_, _ = rand.Read(k[:])
 	key := base64.StdEncoding.EncodeToString(k[:])
 	c.mask = binary.LittleEndian.Uint32(k[:4]) | 1
 	_ = c.nc.SetDeadline(time.Now().Add(timeout))
-	req := "GET /ws/" + room + "?token=" + url.QueryEscape(token) + " HTTP/1.1\r\n" +
+	req := "GET /ws/" + room + "?token=" + url.QueryEscape(token) + query + " HTTP/1.1\r\n" +
 		"Host: " + addr + "\r\n" +
 		"Upgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n"

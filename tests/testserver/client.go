@@ -45,7 +45,9 @@ type Frame struct {
 	Seq       uint64         `json:"seq"`
 	Recovered *bool          `json:"recovered"`
 	State     *StateSnapshot `json:"state"`
-	Raw       string         `json:"-"`
+	// presence=count: the welcome's and count frames' member count.
+	Count *int   `json:"count"`
+	Raw   string `json:"-"`
 }
 
 // StateSnapshot is a room's state as the server sends it.

@@ -23,6 +23,10 @@ const (
 	// about twice the document's size, and each compaction's cost is paid
 	// for by as many bytes of updates.
 	compactMinBytes = 8 << 10
+	// Awareness a connection may hold: a provider has one client, a tab
+	// with several documents a few; what is beyond is not relayed.
+	maxAwarenessStates = 16
+	maxAwarenessState  = 16 << 10 // bytes of one state's JSON
 )
 
 // yconn is a local Yjs connection.
@@ -48,9 +52,11 @@ type awClient struct {
 type ydocs struct {
 	s *Server
 
-	mu    sync.Mutex
-	rooms map[string]*docRoom
-	wg    sync.WaitGroup // async work: compactions, awareness queries and answers
+	mu      sync.Mutex
+	rooms   map[string]*docRoom
+	asyncMu sync.Mutex
+	stopped bool           // wait was called: no more async work
+	wg      sync.WaitGroup // async work: compactions, awareness queries and answers
 }
 
 type docRoom struct {
@@ -114,7 +120,11 @@ func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 		gone := r.dropLocked(func(c *awClient) bool { return c.conn == yc.ID })
 		r.mu.Unlock()
 		if len(gone) > 0 {
-			d.publishAwareness(ctx, yc.Room, yc.ID, yc.User, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone)))
+			msg := yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone))
+			// The local peers get it now: once yc is gone, the payload's
+			// return trip would find no local connection to relay for.
+			d.send(r, yc.ID, msg)
+			d.publishAwareness(ctx, yc.Room, yc.ID, yc.User, msg)
 		}
 	}
 	d.mu.Lock()
@@ -161,12 +171,9 @@ func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
 		r.cache = snapshot{doc: yjs.EmptyUpdate, sv: yjs.StateVector{}}
 		return r.cache, nil
 	}
-	r.mu.Lock()
-	if r.epoch == "" {
-		// Nothing delivered yet: deliveries go on from here.
-		r.epoch, r.seq = doc.Position.Epoch, doc.Position.Seq
-	}
-	r.mu.Unlock()
+	// The delivery position is never taken from a read: an update stored
+	// before it may still be on its way, and the first delivery after the
+	// subscription is the baseline.
 	return r.merge(doc.Base, doc.Updates, doc.Position)
 }
 
@@ -177,10 +184,13 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 	if len(base) > 0 {
 		us = append(us, base)
 	}
-	for _, m := range msgs {
+	for i, m := range msgs {
 		u, err := updateOf(m)
 		if err != nil {
-			return snapshot{}, err
+			// Never expected (every entry was validated before it was
+			// stored); one bad entry must not make the document unreadable.
+			r.d.s.log.Error("skipped a stored document entry", "room", r.name, "seq", pos.Seq-uint64(len(msgs)-1-i), "err", err)
+			continue
 		}
 		us = append(us, u)
 	}
@@ -229,7 +239,9 @@ func (d *ydocs) append(ctx context.Context, r *docRoom, yc *yconn, msg []byte) e
 // what publishes: a publish from inside a delivery could wait on the room
 // being delivered. f must end soon once the server's context is done.
 func (d *ydocs) async(f func()) {
-	if d.s.ctx.Err() != nil {
+	d.asyncMu.Lock()
+	defer d.asyncMu.Unlock()
+	if d.stopped {
 		return
 	}
 	d.wg.Add(1)
@@ -376,9 +388,18 @@ func (d *ydocs) resync(roomNames []string) {
 				r.mu.Unlock()
 			default:
 				d.fill(r, epoch, seq, pos.Seq)
+				r.mu.Lock()
+				r.seq = max(r.seq, pos.Seq)
+				r.mu.Unlock()
 			}
+		} else if snap, err := r.snapshot(ctx); err == nil && snap.pos.Epoch != "" {
+			// Nothing delivered here yet, so no position to fill from:
+			// the whole document, once (updates are idempotent).
+			d.send(r, "", yjs.AppendSyncMessage(nil, yjs.SyncUpdate, snap.doc))
 		}
-		d.query(ctx, name, "")
+		r.mu.Lock()
+		d.verifyLocked(r, "")
+		r.mu.Unlock()
 	}
 }
 
@@ -423,8 +444,14 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 		cur := r.clients[e.Client]
 		null := string(e.State) == "null"
 		switch {
+		case cur != nil && cur.user != user:
+			continue // another user's client: only its own connections speak for it
+		case len(e.State) > maxAwarenessState:
+			continue
 		case cur == nil && null:
 			continue // the removal of a state nobody has
+		case cur == nil && r.ownedLocked(conn) >= maxAwarenessStates:
+			continue
 		case cur != nil && e.Clock < cur.clock:
 			continue // older than what we have
 		case cur != nil && e.Clock == cur.clock && !null:
@@ -441,14 +468,24 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 		case cur == nil:
 			r.clients[e.Client] = &awClient{clock: e.Clock, state: e.State, conn: conn, user: user, local: local, seen: now}
 		default:
-			cur.clock, cur.state = e.Clock, e.State
-			if cur.conn == conn {
-				cur.seen = now
-			}
+			// The same user's newer connection (a reconnect whose old
+			// socket has not ended yet) takes the state over.
+			cur.clock, cur.state, cur.conn, cur.local, cur.seen = e.Clock, e.State, conn, local, now
 		}
 		fresh = append(fresh, e)
 	}
 	return fresh
+}
+
+// ownedLocked counts the states conn owns. r.mu is held.
+func (r *docRoom) ownedLocked(conn string) int {
+	n := 0
+	for _, c := range r.clients {
+		if c.conn == conn {
+			n++
+		}
+	}
+	return n
 }
 
 // dropLocked removes the states for which match holds and returns their
@@ -464,9 +501,13 @@ func (r *docRoom) dropLocked(match func(*awClient) bool) []yjs.AwarenessEntry {
 	return gone
 }
 
-// publishAwareness sends an awareness message of conn to every instance.
+// publishAwareness sends an awareness message of conn to every instance:
+// the payload is varString instance, varString user, then the message.
 func (d *ydocs) publishAwareness(ctx context.Context, room, conn, user string, msg []byte) {
-	b := binary.AppendUvarint(make([]byte, 0, len(user)+len(msg)+4), uint64(len(user)))
+	inst := d.s.cfg.InstanceID
+	b := binary.AppendUvarint(make([]byte, 0, len(inst)+len(user)+len(msg)+8), uint64(len(inst)))
+	b = append(b, inst...)
+	b = binary.AppendUvarint(b, uint64(len(user)))
 	b = append(b, user...)
 	b = append(b, msg...)
 	if err := d.s.broker.Publish(ctx, room, wire.SealDoc(conn, wire.DocAwareness, b)); err != nil {
@@ -486,17 +527,14 @@ func (d *ydocs) query(ctx context.Context, room, user string) {
 // one of a local connection as it is (its states were recorded when it
 // arrived), one of another instance's connection with only what is new.
 func (d *ydocs) deliverAwareness(r *docRoom, e wire.Envelope) {
-	n, k := binary.Uvarint(e.Frame)
-	if k <= 0 || uint64(len(e.Frame)-k) < n {
+	inst, rest, ok1 := varString(e.Frame)
+	user, msg, ok2 := varString(rest)
+	if !ok1 || !ok2 {
 		d.s.log.Warn("dropped a malformed awareness payload", "room", r.name)
 		return
 	}
-	user := string(e.Frame[k : k+int(n)])
-	msg := e.Frame[k+int(n):]
-	d.mu.Lock()
-	_, local := r.conns[e.Exclude]
-	d.mu.Unlock()
-	if local {
+	if inst == d.s.cfg.InstanceID {
+		// Recorded when it arrived from the client: relay only.
 		d.send(r, e.Exclude, msg)
 		return
 	}
@@ -512,6 +550,15 @@ func (d *ydocs) deliverAwareness(r *docRoom, e wire.Envelope) {
 	if len(fresh) > 0 {
 		d.send(r, e.Exclude, yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(fresh)))
 	}
+}
+
+// varString splits a lib0 varString off b.
+func varString(b []byte) (string, []byte, bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return "", nil, false
+	}
+	return string(b[k : k+int(n)]), b[k+int(n):], true
 }
 
 // answerQuery announces the awareness states owned by this instance's
@@ -577,44 +624,54 @@ func (d *ydocs) observePresence(room string, frame []byte) {
 			ID string `json:"id"`
 		} `json:"member"`
 	}
-	if json.Unmarshal(frame, &f) != nil || (f.Type != "leave" && f.Type != "update") {
+	if json.Unmarshal(frame, &f) != nil {
 		return
 	}
 	user := f.Member.ID
 	r.mu.Lock()
-	has := false
-	for _, c := range r.clients {
-		if !c.local && c.user == user {
-			has = true
-			break
+	defer r.mu.Unlock()
+	switch f.Type {
+	case "sync":
+		// Events may have been lost: every remote state must be confirmed.
+		for _, c := range r.clients {
+			if !c.local {
+				d.verifyLocked(r, "")
+				break
+			}
+		}
+	case "leave":
+		gone := r.dropLocked(func(c *awClient) bool { return !c.local && c.user == user })
+		d.sendRemoved(r, gone)
+	case "update":
+		for _, c := range r.clients {
+			if !c.local && c.user == user {
+				d.verifyLocked(r, user)
+				break
+			}
 		}
 	}
-	if !has {
-		r.mu.Unlock()
-		return
-	}
-	if f.Type == "leave" {
-		gone := r.dropLocked(func(c *awClient) bool { return !c.local && c.user == user })
-		r.mu.Unlock()
-		d.sendRemoved(r, gone)
-		return
-	}
+}
+
+// verifyLocked asks the instances to announce again the states of user's
+// connections ("" for every user), and removes the remote states not
+// confirmed within awarenessWait. r.mu is held.
+func (d *ydocs) verifyLocked(r *docRoom, user string) {
 	if _, pending := r.verify[user]; pending {
-		r.mu.Unlock()
 		return
 	}
 	asked := time.Now()
 	r.verify[user] = time.AfterFunc(awarenessWait, func() {
 		r.mu.Lock()
 		delete(r.verify, user)
-		gone := r.dropLocked(func(c *awClient) bool { return !c.local && c.user == user && c.seen.Before(asked) })
+		gone := r.dropLocked(func(c *awClient) bool {
+			return !c.local && (user == "" || c.user == user) && c.seen.Before(asked)
+		})
 		r.mu.Unlock()
 		d.sendRemoved(r, gone)
 	})
-	r.mu.Unlock()
 	d.async(func() {
 		ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
-		d.query(ctx, room, user)
+		d.query(ctx, r.name, user)
 		cancel()
 	})
 }
@@ -651,4 +708,9 @@ func (d *ydocs) keepAlive(ctx context.Context) {
 }
 
 // wait waits for the async work (call after the server's context ended).
-func (d *ydocs) wait() { d.wg.Wait() }
+func (d *ydocs) wait() {
+	d.asyncMu.Lock()
+	d.stopped = true
+	d.asyncMu.Unlock()
+	d.wg.Wait()
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -85,17 +86,23 @@ func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
 		return fmt.Errorf("add presence: %w", err)
 	}
 	dr := s.docs.attach(ctx, yc)
-	snap, err := dr.snapshot(ctx)
-	if err != nil {
-		s.docs.detach(ctx, yc)
-		s.undoJoin(conn, true)
-		return fmt.Errorf("read the document: %w", err)
-	}
-	first := yjs.AppendSyncMessage(nil, yjs.SyncStep1, snap.sv.Encode())
-	if !conn.Start(first) {
-		s.docs.detach(ctx, yc)
-		s.undoJoin(conn, true)
-		return errors.New("connection closed while joining")
+	// Frames held while the document is read may overflow the queue of a
+	// busy document; then it is read again, a few times at most.
+	for attempt := 0; ; attempt++ {
+		snap, err := dr.snapshot(ctx)
+		if err != nil {
+			s.docs.detach(ctx, yc)
+			s.undoJoin(conn, true)
+			return fmt.Errorf("read the document: %w", err)
+		}
+		if conn.Start(yjs.AppendSyncMessage(nil, yjs.SyncStep1, snap.sv.Encode())) {
+			break
+		}
+		if closing, _ := conn.Closing(); closing || attempt == 3 {
+			s.docs.detach(ctx, yc)
+			s.undoJoin(conn, true)
+			return errors.New("document too busy to join, or the connection closed while joining")
+		}
 	}
 	if aw := dr.awarenessFor(yc); aw != nil {
 		conn.Send(aw)
@@ -189,7 +196,7 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 			if isEmptyUpdate(m.Payload) {
 				return nil
 			}
-			msg := frame
+			msg := bytes.Clone(frame) // the read buffer is reused; a timed-out append may still run
 			if m.Sync == yjs.SyncStep2 {
 				// Stored and relayed as an update: a step 2 would mark
 				// other providers synced.

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/roomcast/roomcast/rooms/wire"
+	yjsproto "github.com/roomcast/roomcast/rooms/yjs"
 	"github.com/roomcast/roomcast/tests/testserver"
 	"github.com/roomcast/roomcast/tests/yjs"
 )
@@ -225,9 +226,18 @@ func TestYjsAwarenessAcrossInstancesAndOnCrash(t *testing.T) {
 	})
 	p.Await(wait, "a sees c", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cc) })
 
+	// A provider next to another on one instance: when it closes, its
+	// neighbour sees it go too.
+	cd := p.Connect("d", yjsURL(s[0]), "aware", testserver.Token(t, "dave", "Dave", 0, nil), map[string]any{"awareness": map[string]any{"user": "Dave"}})
+	p.Await(wait, "a sees d", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cd) })
+	mark := p.Mark()
+	p.Do("destroy", "d", nil)
+	p.AwaitAfter(mark, wait, "a sees d removed (same instance)", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cd) })
+	p.AwaitAfter(mark, wait, "b sees d removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && !awareOf(e, cd) })
+
 	// A provider that closes is removed for everyone, and only it: a
 	// provider echoes the states of others, which are not its own.
-	mark := p.Mark()
+	mark = p.Mark()
 	p.Do("destroy", "b", nil)
 	p.AwaitAfter(mark, wait, "a sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cb) })
 	p.AwaitAfter(mark, wait, "c sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "c" && !awareOf(e, cb) })
@@ -239,6 +249,18 @@ func TestYjsAwarenessAcrossInstancesAndOnCrash(t *testing.T) {
 				t.Fatalf("after b closed, %s has states %v, want exactly a's and c's", id, states)
 			}
 		}
+	}
+
+	// Another user cannot speak for alice's client: mallory's message is
+	// not relayed and alice's state stands.
+	mallory := rawYjs(t, s[1], "aware", "mallory")
+	spoof := yjsproto.AppendAwarenessMessage(nil, yjsproto.EncodeAwareness([]yjsproto.AwarenessEntry{{Client: ca, Clock: 1 << 20, State: []byte(`{"user":"Mallory"}`)}}))
+	if err := mallory.WriteMessage(websocket.BinaryMessage, spoof); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st := p.Do("states", "c", nil)["states"].(map[string]any)[strconv.FormatUint(ca, 10)]; fmt.Sprint(st) != "map[user:Alice]" {
+		t.Fatalf("after another user's message for alice's client, c has %v for it", st)
 	}
 
 	// An instance killed with -9: its client's state goes once its

@@ -43,6 +43,10 @@ const (
 	readyzDeadline = time.Second
 )
 
+// connTimings carries the close timings above to every connection and its
+// transport: the constants are where they are set, this is how they travel.
+var connTimings = rooms.CloseTimings{WriteTimeout: writeTimeout, Grace: closeGrace, Wait: closeWait}
+
 // Server is one roomcast instance: its HTTP/WebSocket front and the parts
 // behind it.
 type Server struct {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // wsTransport writes server frames straight to the socket: a batch of
@@ -39,9 +41,11 @@ const (
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// newWSTransport writes to nc, the socket under a WebSocket (socketOf).
-func newWSTransport(nc net.Conn, writeTimeout, closeWait time.Duration, onWrite func(int)) *wsTransport {
-	t := &wsTransport{nc: nc, op: opText, writeTimeout: writeTimeout, closeWait: closeWait, onWrite: onWrite}
+// newWSTransport writes to nc, the socket under a WebSocket (socketOf),
+// bounding each write by tm.WriteTimeout and the wait for the peer's
+// answer to our close frame by tm.Wait: the same timings its Conn gets.
+func newWSTransport(nc net.Conn, tm rooms.CloseTimings, onWrite func(int)) *wsTransport {
+	t := &wsTransport{nc: nc, op: opText, writeTimeout: tm.WriteTimeout, closeWait: tm.Wait, onWrite: onWrite}
 	t.rwFn = t.rw.do
 	if sc, ok := t.nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {

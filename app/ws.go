@@ -158,11 +158,11 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(socketOf(ws), writeTimeout, closeWait, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize:  s.cfg.SendQueue,
-		CloseGrace: closeGrace,
-		OnSlow:     s.slowDropped,
+		QueueSize: s.cfg.SendQueue,
+		Timings:   connTimings,
+		OnSlow:    s.slowDropped,
 	})
 	conn.StateCapable = stateCapable
 	conn.PresenceCount = fc.Locals(localCount).(bool)
@@ -348,12 +348,13 @@ func closeLabel(code int) string {
 	return "other"
 }
 
-// finish waits for the close frame to go out, then for the writer to end.
+// finish waits, for the connection's close Wait at most, for the close
+// frame to go out, then ends the socket and waits for the writer to end.
 func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {
 	if closing, _ := conn.Closing(); closing {
 		select {
 		case <-conn.Done():
-		case <-time.After(closeWait):
+		case <-time.After(conn.Timings().Wait):
 		}
 	}
 	conn.Shutdown()

@@ -48,12 +48,12 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(socketOf(ws), writeTimeout, closeWait, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	t.op = opBinary
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
-		CloseGrace: closeGrace,
-		OnSlow:     s.slowDropped,
+		QueueSize: max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
+		Timings:   connTimings,
+		OnSlow:    s.slowDropped,
 	})
 	conn.Doc = true
 	conn.MarkRead(start.UnixNano())

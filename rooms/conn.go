@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,25 +79,31 @@ type Conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 
-	t          Transport
-	inline     InlineWriter // nil when t cannot write inline
-	maxQueue   int
-	closeGrace time.Duration
-	onSlow     func(*Conn)
+	t        Transport
+	inline   InlineWriter // nil when t cannot write inline
+	maxQueue int
+	timings  CloseTimings
+	onSlow   func(*Conn)
 
-	mu        sync.Mutex
-	idle      sync.Cond // on mu: signalled when a write (inline or writer) ends
-	queue     [][]byte
-	spare     [][]byte
-	controls  []control // pings and pongs, written before queued frames
-	flushRest bool      // the transport holds the rest of an inline write
-	stale     bool      // held frames were dropped: the welcome must be rebuilt
-	held      bool      // frames wait until Start puts the welcome first
-	writing   bool
-	closing   bool
+	mu       sync.Mutex
+	idle     sync.Cond // on mu: signalled when a write (inline or writer) ends
+	state    connState
+	queue    [][]byte
+	spare    [][]byte
+	controls []control // pings and pongs, written before queued frames
+	// writing: a write runs, inline or in a writer goroutine (writerDone
+	// is then set). Not a state: see connState.
+	writing bool
+	// flushRest: the transport holds the rest of an inline write, which
+	// the writer sends first. Not a state: see connState.
+	flushRest bool
+	// stale: in stateHeld, held frames were dropped for the queue bound,
+	// so the next StartAt is refused and the welcome rebuilt.
+	stale bool
+	// The close frame's code and reason, set on entering stateClosing
+	// (closeCode stays 0 when the connection ended without one).
 	closeCode int
 	closeText string
-	closeSent bool
 	// The position of the last stored message queued: a stored frame is
 	// queued only when it is the next one, so the client's stream has no
 	// gap and no duplicate.
@@ -109,9 +116,94 @@ type Conn struct {
 	// A new epoch announced while held: StartAt closes the connection
 	// unless its welcome is of that epoch.
 	resetTo, resetWhy string
-	done              chan struct{} // closed when the writer has sent the close frame or failed
+	done              chan struct{} // closed on entering stateClosed
 	writerDone        chan struct{} // closed each time a writer exits; nil while none runs
 }
+
+// connState is where a connection is in its life. Every transition is
+// made under Conn.mu, and only ever forward:
+//
+//	           ┌───────────────────────────────────────┐
+//	           │                                       ▼
+//	held ───▶ open ───▶ closing ───▶ closeSent ───▶ closed
+//	│  │                 ▲  │                        ▲   ▲
+//	│  └─────────────────┘  └────────────────────────┘   │
+//	└────────────────────────────────────────────────────┘
+//
+//	from       event                                            to
+//	held       StartAt                                          open
+//	held       StartAt while stale (it returns false)           held
+//	held       StartAt after an epoch reset, or with a gap      closing (4010)
+//	held       Close                                            closing
+//	held       Shutdown                                         closed
+//	open       Close; full queue (4008); ResetEpoch, SendStored
+//	           of another epoch or after a gap (4010)           closing
+//	open       Shutdown; a failed write                         closed
+//	closing    the writer takes the close frame                 closeSent
+//	closing    a failed write                                   closed
+//	closeSent  WriteClose returned (written or failed)          closed
+//
+// In the states:
+//
+//   - held: frames are queued but not written until StartAt puts the
+//     welcome first; no writer runs, pings and pongs wait too. A full
+//     queue drops the held frames and sets stale instead of closing.
+//   - open: frames are written, inline or by a writer.
+//   - closing: Close was called (closeCode is set). Frames queued before
+//     are still written (CloseTooSlow drops them), then the close frame;
+//     nothing new is queued, no ping or pong written. A writer runs, or
+//     an inline write that starts one when it returns, until it takes the
+//     close frame: closeLocked sees to that. Entered from held, the held
+//     frames are dropped, as they must not go out without their welcome,
+//     and a later StartAt writes nothing of its own.
+//   - closeSent: the writer has taken the close frame and is writing it.
+//   - closed: nothing more is ever written: the close frame was written
+//     (or its write failed), another write failed, or Shutdown found the
+//     socket ended first. Done is closed exactly on entering this state.
+//
+// Shutdown in closing or closeSent changes no state: the writer running
+// there ends the connection itself, by the close frame or by its failure
+// on the socket the caller then ends.
+//
+// Facts that are not part of the lifecycle stay fields of Conn, because
+// they vary independently of it: writing (a write runs) is true or false
+// in open, closing, closeSent and even closed (a writer returning from
+// its last write), and Wait waits on it alone; flushRest (the transport
+// keeps the rest of an inline write) arises in open and may still be due
+// in closing; stale, resetTo and heldSeq describe the held frames and
+// mean nothing after held.
+type connState uint8
+
+const (
+	stateHeld connState = iota
+	stateOpen
+	stateClosing
+	stateCloseSent
+	stateClosed
+)
+
+func (s connState) String() string {
+	switch s {
+	case stateHeld:
+		return "held"
+	case stateOpen:
+		return "open"
+	case stateClosing:
+		return "closing"
+	case stateCloseSent:
+		return "closeSent"
+	case stateClosed:
+		return "closed"
+	}
+	return "connState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// closing reports whether Close was called or the connection ended: no
+// frame is queued from then on.
+func (s connState) closing() bool { return s >= stateClosing }
+
+// ended reports whether nothing more is written, not even a close frame.
+func (s connState) ended() bool { return s >= stateCloseSent }
 
 type control struct {
 	op      byte
@@ -128,12 +220,41 @@ type ConnOptions struct {
 	// whose queue is full is closed with CloseTooSlow. Zero value means
 	// 256.
 	QueueSize int
-	// CloseGrace is how long a writer stuck on a peer that does not read
-	// has, once the connection is closing, to finish and send the close
-	// frame before the socket is ended. Zero value means 5s.
-	CloseGrace time.Duration
+	// Timings govern how the connection ends.
+	Timings CloseTimings
 	// OnSlow is called once when the connection is dropped for a full queue.
 	OnSlow func(*Conn)
+}
+
+// CloseTimings are the timings that govern how a connection ends, in one
+// place. The Conn applies Grace itself; WriteTimeout and Wait are the
+// transport's and the connection owner's (see Conn.Timings), carried here
+// so that every timing of a close is set together. A zero field takes its
+// default.
+type CloseTimings struct {
+	// WriteTimeout bounds one socket write: a write to a peer that does
+	// not read ends the socket after it. Zero value means 10s.
+	WriteTimeout time.Duration
+	// Grace is how long a writer stuck on a peer that does not read has,
+	// once the connection is closing, to finish and send the close frame
+	// before the socket is ended. Zero value means 5s.
+	Grace time.Duration
+	// Wait is how long the peer has, after the close frame, to answer it
+	// before the socket is ended. Zero value means 2s.
+	Wait time.Duration
+}
+
+func (t CloseTimings) withDefaults() CloseTimings {
+	if t.WriteTimeout <= 0 {
+		t.WriteTimeout = 10 * time.Second
+	}
+	if t.Grace <= 0 {
+		t.Grace = 5 * time.Second
+	}
+	if t.Wait <= 0 {
+		t.Wait = 2 * time.Second
+	}
+	return t
 }
 
 // NewConn returns a connection whose frames are held until Start.
@@ -141,19 +262,19 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 256
 	}
-	if o.CloseGrace <= 0 {
-		o.CloseGrace = 5 * time.Second
-	}
 	iw, _ := t.(InlineWriter)
 	c := &Conn{
 		ID: id, Room: room, User: user,
-		t: t, inline: iw, maxQueue: o.QueueSize, closeGrace: o.CloseGrace, onSlow: o.OnSlow,
-		held: true,
-		done: make(chan struct{}),
+		t: t, inline: iw, maxQueue: o.QueueSize, timings: o.Timings.withDefaults(), onSlow: o.OnSlow,
+		state: stateHeld,
+		done:  make(chan struct{}),
 	}
 	c.idle.L = &c.mu
 	return c
 }
+
+// Timings returns the connection's close timings, defaults filled in.
+func (c *Conn) Timings() CloseTimings { return c.timings }
 
 // Start queues first ahead of every frame held so far and starts writing,
 // keeping the connection's position. See StartAt.
@@ -198,22 +319,17 @@ func (c *Conn) StartPosition() Position {
 func (c *Conn) StartAt(first [][]byte, pos Position) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stale && !c.closing {
+	if c.state.closing() {
+		// Closed before it began (closeLocked dropped the held frames):
+		// the close frame is all it gets, and first is not written.
+		return true
+	}
+	if c.stale {
 		c.stale = false
 		return false
 	}
-	if c.closing {
-		// Closed before it began: the close frame is all it gets; held
-		// events must not follow it, nor go out without a welcome.
-		c.queue, c.heldSeq = nil, nil
-		c.held = false
-		c.kickLocked()
-		return true
-	}
 	if c.resetTo != "" && pos.Epoch != c.resetTo {
 		// The welcome was read from an epoch that ended meanwhile.
-		c.queue, c.heldSeq = nil, nil
-		c.held = false
 		c.closeLocked(CloseResync, c.resetWhy)
 		return true
 	}
@@ -227,8 +343,6 @@ func (c *Conn) StartAt(first [][]byte, pos Position) bool {
 	default:
 		// Held frames start after pos+1: the first ones are missing.
 		if held := c.firstHeldStoredLocked(); held == 0 || held > pos.Seq+1 {
-			c.queue, c.heldSeq = nil, nil
-			c.held = false
 			c.closeLocked(CloseResync, "missed messages: reconnect with since")
 			return true
 		}
@@ -237,7 +351,7 @@ func (c *Conn) StartAt(first [][]byte, pos Position) bool {
 	q := make([][]byte, 0, len(first)+len(c.queue))
 	q = append(append(q, first...), c.queue...)
 	c.queue, c.heldSeq = q, nil
-	c.held = false
+	c.state = stateOpen
 	c.kickLocked()
 	return true
 }
@@ -270,7 +384,7 @@ func (c *Conn) firstHeldStoredLocked() uint64 {
 // client reconnects with its position and gets what it missed.
 func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 	c.mu.Lock()
-	if c.closing {
+	if c.state.closing() {
 		c.mu.Unlock()
 		return false
 	}
@@ -306,7 +420,7 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 func (c *Conn) ResetEpoch(epoch, reason string) {
 	c.mu.Lock()
 	switch {
-	case c.held:
+	case c.state == stateHeld:
 		c.resetTo, c.resetWhy = epoch, reason
 	case c.epoch != epoch:
 		c.queue = nil
@@ -321,7 +435,7 @@ func (c *Conn) ResetEpoch(epoch, reason string) {
 // with CloseTooSlow).
 func (c *Conn) Send(frame []byte) bool {
 	c.mu.Lock()
-	if c.closing {
+	if c.state.closing() {
 		c.mu.Unlock()
 		return false
 	}
@@ -330,7 +444,7 @@ func (c *Conn) Send(frame []byte) bool {
 
 // sendLocked queues frame (stored at seq, or 0); it releases c.mu.
 func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
-	if len(c.queue) >= c.maxQueue && c.held {
+	if len(c.queue) >= c.maxQueue && c.state == stateHeld {
 		// Before the welcome every queued frame is an event the snapshot
 		// will be read after; drop them and have Start ask for a fresh
 		// snapshot instead of dropping a connection that has not begun.
@@ -348,11 +462,11 @@ func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
 		}
 		return false
 	}
-	if c.inline != nil && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
+	if c.inline != nil && !c.writing && c.state == stateOpen && len(c.queue) == 0 && len(c.controls) == 0 {
 		return c.sendInline(frame, nil, nil)
 	}
 	c.queue = append(c.queue, frame)
-	if c.held {
+	if c.state == stateHeld {
 		c.heldSeq = append(c.heldSeq, seq)
 	}
 	c.kickLocked()
@@ -367,7 +481,7 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		return c.Send(frames[0])
 	}
 	c.mu.Lock()
-	if c.closing {
+	if c.state.closing() {
 		c.mu.Unlock()
 		return false
 	}
@@ -381,11 +495,11 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		}
 		return true
 	}
-	if bw, ok := c.t.(BatchInlineWriter); ok && !c.writing && !c.held && len(c.queue) == 0 && len(c.controls) == 0 {
+	if bw, ok := c.t.(BatchInlineWriter); ok && !c.writing && c.state == stateOpen && len(c.queue) == 0 && len(c.controls) == 0 {
 		return c.sendInline(nil, bw, frames)
 	}
 	c.queue = append(c.queue, frames...)
-	if c.held {
+	if c.state == stateHeld {
 		for range frames {
 			c.heldSeq = append(c.heldSeq, 0)
 		}
@@ -431,7 +545,7 @@ func (c *Conn) sendInline(frame []byte, bw BatchInlineWriter, batch [][]byte) bo
 // SendControl queues a ping or pong control frame (op 0x9 or 0xA).
 func (c *Conn) SendControl(op byte, payload []byte) {
 	c.mu.Lock()
-	if !c.closing && len(c.controls) < maxControls {
+	if !c.state.closing() && len(c.controls) < maxControls {
 		c.controls = append(c.controls, control{op, append([]byte(nil), payload...)})
 		c.kickLocked()
 	}
@@ -463,16 +577,17 @@ func (c *Conn) Abort() { c.t.Abort() }
 // Done is closed once the close frame was written (or writing failed).
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Closing reports whether Close was called, and with which code.
+// Closing reports whether Close was called (or the connection ended
+// without a close frame, then with code 0), and with which code.
 func (c *Conn) Closing() (bool, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closing, c.closeCode
+	return c.state.closing(), c.closeCode
 }
 
 // Wait blocks until no write runs, inline or in a writer goroutine. Call
 // it after the reader has ended, so that no goroutine outlives the
-// connection.
+// connection. It sleeps on c.idle, which every end of a write signals.
 func (c *Conn) Wait() {
 	c.mu.Lock()
 	for c.writing {
@@ -486,19 +601,29 @@ func (c *Conn) Wait() {
 func (c *Conn) Shutdown() {
 	c.mu.Lock()
 	c.queue = nil
-	if !c.closing {
-		c.closing = true
-		c.closeSent = true
-		close(c.done)
+	if !c.state.closing() {
+		c.endLocked()
 	}
 	c.mu.Unlock()
 }
 
+// endLocked enters stateClosed.
+func (c *Conn) endLocked() {
+	c.state = stateClosed
+	close(c.done)
+}
+
+// closeLocked moves a held or open connection to stateClosing with code.
 func (c *Conn) closeLocked(code int, reason string) {
-	if c.closing {
+	if c.state.closing() {
 		return
 	}
-	c.closing, c.closeCode, c.closeText = true, code, reason
+	if c.state == stateHeld {
+		// Held frames must not go out without their welcome, nor after
+		// the close frame.
+		c.queue, c.heldSeq, c.stale = nil, nil, false
+	}
+	c.state, c.closeCode, c.closeText = stateClosing, code, reason
 	if c.writing {
 		// The writer may be stuck in a write to a peer that does not read,
 		// and the close frame waits behind it: give it CloseGrace, then end
@@ -521,18 +646,27 @@ func (c *Conn) abortAfterWriter() {
 	select {
 	case <-ch:
 	case <-c.done:
-	case <-time.After(c.closeGrace):
+	case <-time.After(c.timings.Grace):
 		c.t.Abort()
 	}
 }
 
 // kickLocked starts a writer when there is work and none runs.
 func (c *Conn) kickLocked() {
-	if c.writing || c.held && !c.closing {
+	if c.writing {
 		return
 	}
-	if len(c.queue) == 0 && len(c.controls) == 0 && (!c.closing || c.closeSent) {
-		return
+	switch c.state {
+	case stateHeld:
+		return // frames wait for StartAt
+	case stateOpen:
+		if len(c.queue) == 0 && len(c.controls) == 0 {
+			return
+		}
+	case stateClosing:
+		// The close frame is due, after the queue.
+	default:
+		return // nothing more is written
 	}
 	c.forceWriterLocked()
 }
@@ -551,11 +685,11 @@ func (c *Conn) forceWriterLocked() {
 func (c *Conn) writeLoop(exit chan struct{}) {
 	for {
 		c.mu.Lock()
-		if c.flushRest && !c.closeSent {
+		if c.flushRest && !c.state.ended() {
 			// Every transport write goes out after the rest; with nothing
 			// else to write, an empty batch sends just the rest.
 			c.flushRest = false
-			if len(c.queue) == 0 && len(c.controls) == 0 && !c.closing {
+			if len(c.queue) == 0 && len(c.controls) == 0 && c.state == stateOpen {
 				c.mu.Unlock()
 				if err := c.t.WriteFrames(nil); err != nil {
 					c.writerFailed(exit)
@@ -564,7 +698,7 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 				continue
 			}
 		}
-		if len(c.controls) > 0 && !c.closing {
+		if len(c.controls) > 0 && c.state == stateOpen {
 			ctl := c.controls[0]
 			c.controls = c.controls[1:]
 			c.mu.Unlock()
@@ -574,7 +708,7 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			}
 			continue
 		}
-		if len(c.queue) > 0 && !c.held && !c.closeSent {
+		if len(c.queue) > 0 && (c.state == stateOpen || c.state == stateClosing) {
 			batch := c.queue
 			c.queue, c.spare = c.spare[:0], nil
 			c.mu.Unlock()
@@ -591,13 +725,13 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 			}
 			continue
 		}
-		if c.closing && !c.closeSent {
+		if c.state == stateClosing {
 			code, text := c.closeCode, c.closeText
-			c.closeSent = true
+			c.state = stateCloseSent
 			c.mu.Unlock()
 			err := c.t.WriteClose(code, text)
 			c.mu.Lock()
-			close(c.done)
+			c.endLocked()
 			c.stopLocked(exit)
 			c.mu.Unlock()
 			if err != nil {
@@ -624,10 +758,8 @@ func (c *Conn) writerFailed(exit chan struct{}) {
 // failLocked records a failed write: the connection is over.
 func (c *Conn) failLocked() {
 	c.queue = nil
-	if !c.closeSent {
-		c.closing = true
-		c.closeSent = true
-		close(c.done)
+	if !c.state.ended() {
+		c.endLocked()
 	}
 }
 

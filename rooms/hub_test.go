@@ -211,7 +211,7 @@ func TestConcurrentJoinLeaveKeepsOneSubscriptionPerRoom(t *testing.T) {
 func TestSlowConnAbortedWhenWriterStaysStuck(t *testing.T) {
 	const grace = 100 * time.Millisecond
 	stuck := &recorder{block: make(chan struct{}), entered: make(chan struct{}, 1)}
-	c := NewConn("slow", "r", "u", stuck, ConnOptions{QueueSize: 1, CloseGrace: grace})
+	c := NewConn("slow", "r", "u", stuck, ConnOptions{QueueSize: 1, Timings: CloseTimings{Grace: grace}})
 	c.Start([]byte("w"))
 	<-stuck.entered // the writer is now stuck on "w"
 	if !c.Send([]byte("x")) {

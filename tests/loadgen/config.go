@@ -37,7 +37,7 @@ type Config struct {
 
 	// connections
 	Conns        int
-	PresenceMode string // "full" (default) or "count": the connections join with presence=count
+	PresenceMode string // "full" (default) or "count": the connections (presence: the storm's users, not the observers) join with presence=count
 	Concurrency  int    // parallel dialers
 	Settle       time.Duration
 

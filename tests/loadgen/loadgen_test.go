@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,6 +138,115 @@ func TestLargeRoomStorm(t *testing.T) {
 	t.Logf("%.2f Redis commands per join, heartbeats and sweeps included", p.RedisPerJoin)
 }
 
+// TestTenThousandMemberRoom: 10,000 count-mode users (presence=count)
+// join one room over 4 s across two instances, then leave, while three
+// full-mode observers count every join and leave. Every user must end up
+// counting every member, every observer must see exactly one join and
+// one leave per user, and no join may fail.
+func TestTenThousandMemberRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 connections on two servers")
+	}
+	const users, observers, instances, dialers = 10000, 3, 2, 64
+	// The test process holds every client socket (and, while a socket moves
+	// to a poller, a duplicate per dialer); each instance holds its share.
+	needFDs(t, users+observers+dialers+256)
+	rd := redisproc.Start(t)
+	var addrs []string
+	for range instances {
+		s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_REDIS_URL": rd.URL(), "ROOMCAST_RATE": "1000"}})
+		addrs = append(addrs, s.Addr)
+	}
+	ctx := context.Background()
+	for _, a := range addrs {
+		m, err := scrape(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := float64((users+observers)/instances + 256)
+		if lim, ok := m["process_max_fds"]; ok && lim < need {
+			t.Fatalf("roomcast %s may open %.0f files (process_max_fds), this test puts about %.0f sockets on it: "+
+				"raise the hard open-file limit (`ulimit -Hn`, as root) to at least %.0f", a, lim, need, need)
+		}
+	}
+	// 64 dialers keep at most 64 handshakes in flight, far below the
+	// listen backlog (somaxconn): an overflow would show as SYN retries
+	// (a second each) in the ramp and in ListenOverflows.
+	over0 := listenOverflows()
+	c := Config{Scenario: "presence", PresenceMode: "count", Addrs: addrs, Secret: testserver.Secret, Redis: rd.Addr(),
+		ServerRate: 1000, Concurrency: dialers, Timeout: 2 * time.Minute,
+		Users: users, Observers: observers, Ramp: 4 * time.Second, Duration: 30 * time.Second}
+	res := runOK(t, ctx, c)
+	p := res.Presence
+	if p.FailedJoins != 0 || !p.CountsExact || p.NotConverged != 0 || p.CountNotConverged != 0 || p.CountModeFrames != 0 || p.UserMode != "count" {
+		t.Fatalf("10,000-member room: %d failed joins, counts exact %v, %d clients not converged (%d count-mode users), %d presence frames to count-mode users",
+			p.FailedJoins, p.CountsExact, p.NotConverged, p.CountNotConverged, p.CountModeFrames)
+	}
+	for j := range p.ObserverJoins {
+		if p.ObserverJoins[j] != users || p.ObserverLeaves[j] != users {
+			t.Fatalf("observer %d: %d joins, %d leaves", j, p.ObserverJoins[j], p.ObserverLeaves[j])
+		}
+	}
+	t.Logf("join ramp %.2f s (%.0f joins/s; dial→welcome p50 %.1f ms, p99 %.1f ms, max %.1f ms); counts right %.0f ms and observers' lists %.0f ms after the last welcome",
+		p.JoinRampS, users/p.JoinRampS, p.JoinLatency.P50, p.JoinLatency.P99, p.JoinLatency.Max, p.CountConverge*1e3, p.JoinConverge*1e3)
+	t.Logf("leave ramp %.2f s, observers empty %.0f ms after the last close; server CPU %.0f µs per join, %.0f µs per leave; %.2f Redis commands per join",
+		p.LeaveRampS, p.LeaveConverge*1e3, p.ServerUSJoin, p.ServerUSLeave, p.RedisPerJoin)
+	var welcomes []string
+	for _, w := range p.ObserverWelcomeS {
+		welcomes = append(welcomes, fmt.Sprintf("%.1f ms", w*1e3))
+	}
+	t.Logf("observers' dial→welcome (into the room before the storm): %s", strings.Join(welcomes, ", "))
+	if over0 >= 0 {
+		t.Logf("TCP listen overflows during the run (whole host): %d", listenOverflows()-over0)
+	}
+}
+
+// needFDs fails the test unless this process may open n files, raising
+// its soft limit to the hard one if that is what it takes.
+func needFDs(t *testing.T, n int) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if lim.Cur < uint64(n) && lim.Max > lim.Cur {
+		lim.Cur = min(lim.Max, uint64(n))
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatalf("setrlimit: %v", err)
+		}
+	}
+	if lim.Cur < uint64(n) {
+		t.Fatalf("this test opens about %d files but the open-file limit is %d (hard %d): raise it (`ulimit -n %d`; as root if the hard limit is lower)",
+			n, lim.Cur, lim.Max, n)
+	}
+}
+
+// listenOverflows is TcpExt ListenOverflows from /proc/net/netstat (-1
+// when unreadable).
+func listenOverflows() int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return -1
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for k := range keys {
+			if keys[k] == "ListenOverflows" && k < len(vals) {
+				v, err := strconv.ParseInt(vals[k], 10, 64)
+				if err != nil {
+					return -1
+				}
+				return v
+			}
+		}
+	}
+	return -1
+}
+
 func runOK(t *testing.T, ctx context.Context, c Config) *Result {
 	t.Helper()
 	res, err := run(ctx, c)
@@ -239,6 +352,30 @@ func TestMemberScan(t *testing.T) {
 	}
 }
 
+func TestCountModel(t *testing.T) {
+	s := &storm{n: 3, o: 1, prefix: "lg1-"}
+	s.want.Store(3)
+	m := &model{counted: true, count: -1}
+	s.apply(m, []byte(`{"type":"welcome","room":"r","conn":"c","me":{"id":"lg1-u0","name":"a","meta":{},"conns":1,"since":1},"count":2,"instance":"i"}`))
+	if m.count != 2 || m.fullAt.Load() != 0 {
+		t.Fatalf("after welcome: count %d, fullAt %d", m.count, m.fullAt.Load())
+	}
+	s.apply(m, []byte(`{"type":"count","room":"r","count":4}`))
+	if m.count != 4 || m.fullAt.Load() == 0 {
+		t.Fatalf("after count 4: count %d, fullAt %d", m.count, m.fullAt.Load())
+	}
+	s.want.Add(-1) // a failed join: 3 members are all
+	s.apply(m, []byte(`{"type":"count","room":"r","count":3}`))
+	if m.count != 3 || m.fullAt.Load() == 0 || s.countFrames.Load() != 0 {
+		t.Fatalf("after count 3: count %d, fullAt %d", m.count, m.fullAt.Load())
+	}
+	s.apply(m, []byte(`{"type":"join","room":"r","member":{"id":"lg1-u1","name":"a","meta":{},"conns":1,"since":2}}`))
+	s.apply(m, []byte(`{"type":"welcome","room":"r","conn":"c","me":{"id":"lg1-u0","name":"a","meta":{},"conns":1,"since":1},"members":[],"instance":"i"}`))
+	if s.countFrames.Load() != 2 || m.count != 3 || m.users != 0 {
+		t.Fatalf("presence frames to a count-mode client: %d counted, count %d", s.countFrames.Load(), m.count)
+	}
+}
+
 // TestReadPathAllocs: at 100,000 frames/s the client must not allocate
 // per message.
 func TestReadPathAllocs(t *testing.T) {
@@ -261,5 +398,10 @@ func TestReadPathAllocs(t *testing.T) {
 	leave := []byte(`{"type":"leave","room":"r","member":{"id":"lg1-u0","name":"a","meta":{},"conns":0,"since":2},"reason":"closed"}`)
 	if a := testing.AllocsPerRun(1000, func() { s.apply(m, join); s.apply(m, leave) }); a != 0 {
 		t.Errorf("presence: %.1f allocations per join+leave", a)
+	}
+	cm := &model{counted: true}
+	count := []byte(`{"type":"count","room":"r","count":4812}`)
+	if a := testing.AllocsPerRun(1000, func() { s.apply(cm, count) }); a != 0 || cm.count != 4812 {
+		t.Errorf("presence=count: %.1f allocations per count frame (count %d)", a, cm.count)
 	}
 }

@@ -40,7 +40,9 @@ scenarios (each a preset; every flag left at 0 takes the preset):
                users join one room over the ramp (spread over every -addr) and
                leave over the ramp; reports when every member list was right,
                exact join/leave counts at the observers, Redis commands per
-               join with -redis.
+               join with -redis. -presence-mode count: the users join with
+               presence=count and must each end up counting every member
+               (the observers stay in full mode and still count exactly).
   slow         -subs 50 -pubs 10 -rate 400 -size 2048 -duration 5s -stuck 30s
                one busy room; one client stops reading: the others' latency
                before/while/after, and that the slow one was closed with 4008.
@@ -91,7 +93,7 @@ func mainErr(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.ServerRate, "server-rate", max(envRate, 50), "the instances' ROOMCAST_RATE, per-connection frames/s (taken from $ROOMCAST_RATE when set)")
 	fs.IntVar(&c.Conns, "conns", 0, "connections: how many (10000)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "parallel dialers")
-	fs.StringVar(&c.PresenceMode, "presence-mode", "full", "connections: full (every member and event) or count (presence=count: the member count only)")
+	fs.StringVar(&c.PresenceMode, "presence-mode", "full", "connections, and presence's users (its observers stay full): full (every member and event) or count (presence=count: the member count only)")
 	fs.DurationVar(&c.Settle, "settle", 0, "connections: wait after the ramp before reading /metrics (3s)")
 	fs.IntVar(&c.Users, "users", 0, "presence: users (2000)")
 	fs.DurationVar(&c.Ramp, "ramp", 0, "presence: join (and leave) ramp (2s)")

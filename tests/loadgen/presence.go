@@ -19,16 +19,34 @@ type PresenceResult struct {
 	Users     int `json:"users"`
 	Observers int `json:"observers"`
 	Instances int `json:"instances"`
+	// UserMode is the storm users' presence mode: "full", or "count"
+	// (presence=count: a member count instead of the list). Observers are
+	// always full.
+	UserMode string `json:"user_presence_mode"`
 
 	JoinRampS     float64    `json:"join_ramp_s"`            // first dial → last welcome
-	JoinConverge  float64    `json:"join_converge_s"`        // last welcome → every client holds everyone
-	NotConverged  int        `json:"not_converged_clients"`  // clients still wrong at the deadline
+	JoinLatency   latencies  `json:"join_latency"`           // each user's dial → welcome
+	JoinConverge  float64    `json:"join_converge_s"`        // last welcome → every full-mode client holds everyone
+	NotConverged  int        `json:"not_converged_clients"`  // clients still wrong at the deadline (count mode included)
 	JoinCPU       cpuFigures `json:"join_cpu"`               // first dial → converged
 	ServerUSJoin  float64    `json:"server_cpu_us_per_join"` // JoinCPU / users
 	LeaveRampS    float64    `json:"leave_ramp_s"`           // first close → last close
 	LeaveConverge float64    `json:"leave_converge_s"`       // last close → every observer holds no user
 	LeaveCPU      cpuFigures `json:"leave_cpu"`
 	ServerUSLeave float64    `json:"server_cpu_us_per_leave"`
+
+	// Count mode: last welcome → every count-mode user's count is every
+	// member (users that joined + observers); CountNotConverged of them
+	// were not by the deadline (also in NotConverged). CountModeFrames are
+	// presence frames they got that count mode should spare them (join,
+	// leave, update, sync, a welcome without a count): 0.
+	CountConverge     float64 `json:"count_converge_s,omitempty"`
+	CountNotConverged int     `json:"count_not_converged,omitempty"`
+	CountModeFrames   int64   `json:"count_mode_presence_frames,omitempty"`
+
+	// ObserverWelcomeS is each observer's dial → welcome (they join first,
+	// into a room without the storm's users).
+	ObserverWelcomeS []float64 `json:"observer_welcome_s,omitempty"`
 
 	RedisJoinCmds  int64            `json:"redis_cmds_join,omitempty"`
 	RedisLeaveCmds int64            `json:"redis_cmds_leave,omitempty"`
@@ -55,12 +73,15 @@ type PresenceResult struct {
 }
 
 // model is one client's member list, as a bitset over this run's users
-// (0..N-1) and observers (N..N+O-1).
+// (0..N-1) and observers (N..N+O-1); for a count-mode client, the latest
+// member count instead.
 type model struct {
 	bits     []uint64
 	users    int // storm users held
 	obs      int // observers held
 	observer bool
+	counted  bool // presence=count: count is the model
+	count    int
 	joins    []uint8 // observer: join frames per user
 	leaves   []uint8 // observer: leave frames per user
 	fullAt   atomic.Int64
@@ -79,6 +100,8 @@ type storm struct {
 	// want is how many storm users a complete list holds: n less the
 	// users whose join failed.
 	want atomic.Int64
+	// countFrames are presence frames count-mode clients should not get.
+	countFrames atomic.Int64
 }
 
 // index parses "<run>-u12" → 12 and "<run>-o1" → n+1.
@@ -157,6 +180,18 @@ func (s *storm) reset(m *model) {
 // not) and, in the leave phase, when it held no storm user any more.
 func (s *storm) check(m *model) {
 	now := time.Now().UnixNano()
+	if m.counted {
+		// Right when the count is every member; nothing is asked of it in
+		// the leave phase (the count-mode clients are the ones leaving).
+		if m.count == int(s.want.Load())+s.o {
+			if m.fullAt.Load() == 0 {
+				m.fullAt.Store(now)
+			}
+		} else if m.fullAt.Load() != 0 {
+			m.fullAt.Store(0)
+		}
+		return
+	}
 	if m.users == int(s.want.Load()) && m.obs == s.o {
 		if m.fullAt.Load() == 0 {
 			m.fullAt.Store(now)
@@ -178,6 +213,10 @@ func (s *storm) check(m *model) {
 
 // apply updates m from one server frame.
 func (s *storm) apply(m *model, p []byte) {
+	if m.counted {
+		s.applyCount(m, p)
+		return
+	}
 	switch {
 	case hasType(p, "join"), hasType(p, "update"):
 		s.add(m, s.index(memberID(p)), hasType(p, "join"))
@@ -193,6 +232,37 @@ func (s *storm) apply(m *model, p []byte) {
 	case hasType(p, "error"):
 		s.r.countErrorFrame(p)
 	}
+}
+
+// applyCount updates a count-mode client's model: its welcome and count
+// frames carry the member count.
+func (s *storm) applyCount(m *model, p []byte) {
+	switch {
+	case hasType(p, "welcome"), hasType(p, "count"):
+		n, ok := countField(p)
+		if !ok {
+			s.countFrames.Add(1) // a full welcome
+			return
+		}
+		m.count = n
+		s.check(m)
+	case hasType(p, "join"), hasType(p, "leave"), hasType(p, "update"), hasType(p, "sync"):
+		s.countFrames.Add(1)
+	case hasType(p, "error"):
+		s.r.countErrorFrame(p)
+	}
+}
+
+// countField is the "count" of a count frame or a count-mode welcome (the
+// only key of that name in either: a member has "conns").
+func countField(p []byte) (int, bool) {
+	const k = `"count":`
+	i := bytes.Index(p, []byte(k))
+	if i < 0 {
+		return 0, false
+	}
+	v, _, ok := parseInt(p[i+len(k):])
+	return int(v), ok
 }
 
 // memberID is member.id of a join/leave/update frame.
@@ -237,7 +307,11 @@ func eachMember(p []byte, fn func(id []byte)) {
 
 func (r *runner) presence(ctx context.Context) error {
 	c := r.cfg
-	res := &PresenceResult{Users: c.Users, Observers: c.Observers, Instances: len(c.Addrs)}
+	countMode := c.PresenceMode == "count"
+	res := &PresenceResult{Users: c.Users, Observers: c.Observers, Instances: len(c.Addrs), UserMode: "full"}
+	if countMode {
+		res.UserMode = "count"
+	}
 	r.res.Presence = res
 	s := &storm{r: r, n: c.Users, o: c.Observers, prefix: r.id + "-"}
 	s.want.Store(int64(c.Users))
@@ -250,6 +324,15 @@ func (r *runner) presence(ctx context.Context) error {
 		}
 		return m
 	}
+	// The storm's users join in c.PresenceMode; observers always in full
+	// mode, to count every join and leave.
+	userQuery := presenceQuery(c.PresenceMode)
+	newUser := func() *model {
+		if countMode {
+			return &model{counted: true, count: -1}
+		}
+		return newModel(false)
+	}
 	rdb := r.rdb
 	r.st.target.Store(int64(c.Users + c.Observers))
 
@@ -260,11 +343,13 @@ func (r *runner) presence(ctx context.Context) error {
 	for j := range observers {
 		m := newModel(true)
 		observers[j] = m
+		t0 := time.Now()
 		conn, err := r.dial(ctx, c.Addrs[j%len(c.Addrs)], room, fmt.Sprintf("%so%d", s.prefix, j), dialOptions{},
 			func(p []byte) { s.apply(m, p) })
 		if err != nil {
 			return err
 		}
+		res.ObserverWelcomeS = append(res.ObserverWelcomeS, time.Since(t0).Seconds())
 		obsConns[j] = conn
 		r.readLoop(conn, func(p []byte) { s.apply(m, p) })
 	}
@@ -287,14 +372,18 @@ func (r *runner) presence(ctx context.Context) error {
 	conns := make([]*wsConn, c.Users)
 	var lastWelcome atomic.Int64
 	var failMu sync.Mutex
+	lat := newHist()
 	cpu := r.startCPU(ctx)
 	start := time.Now()
 	err = r.scheduled(ctx, c.Users, c.Ramp, func(ctx context.Context, i int) error {
-		m := newModel(false)
+		m := newUser()
 		users[i] = m
-		conn, err := r.dialToken(ctx, c.Addrs[i%len(c.Addrs)], room, tokens[i], dialOptions{},
+		t0 := time.Now()
+		conn, err := r.dialToken(ctx, c.Addrs[i%len(c.Addrs)], room, tokens[i], dialOptions{Query: userQuery},
 			func(p []byte) {
-				storeMax(&lastWelcome, time.Now().UnixNano())
+				now := time.Now()
+				lat.record(now.Sub(t0))
+				storeMax(&lastWelcome, now.UnixNano())
 				s.apply(m, p)
 			})
 		if err != nil {
@@ -325,6 +414,7 @@ func (r *runner) presence(ctx context.Context) error {
 		return err
 	}
 	res.JoinRampS = time.Duration(lastWelcome.Load() - start.UnixNano()).Seconds()
+	res.JoinLatency = lat.summary()
 	r.st.setPhase("join converging")
 	if res.FailedJoins > 0 {
 		r.warn("%d of %d users failed to join: %s", res.FailedJoins, c.Users, sortedCloses(res.FailReasons))
@@ -342,17 +432,39 @@ func (r *runner) presence(ctx context.Context) error {
 	res.JoinCPU = cpu.stop(ctx)
 	res.ServerUSJoin = res.JoinCPU.ServerS * 1e6 / float64(c.Users)
 	res.NotConverged = countNot(all, func(m *model) bool { return m.fullAt.Load() > 0 })
-	var lastFull int64
+	var lastFull, lastCount int64
+	var counted []*model
 	for _, m := range all {
-		lastFull = max(lastFull, m.fullAt.Load())
+		if m.counted {
+			counted = append(counted, m)
+			lastCount = max(lastCount, m.fullAt.Load())
+		} else {
+			lastFull = max(lastFull, m.fullAt.Load())
+		}
 	}
 	res.JoinConverge = time.Duration(lastFull - lastWelcome.Load()).Seconds()
+	if countMode {
+		res.CountConverge = time.Duration(lastCount - lastWelcome.Load()).Seconds()
+		res.CountNotConverged = countNot(counted, func(m *model) bool { return m.fullAt.Load() > 0 })
+	}
 	cmds1, err := redisCalls(ctx, rdb)
 	if err != nil {
 		return err
 	}
 	if res.NotConverged > 0 {
-		return fmt.Errorf("%d of %d clients did not hold all %d members %v after the last join", res.NotConverged, len(all), c.Users+c.Observers, c.Duration)
+		wantAll := int(s.want.Load()) + c.Observers
+		if res.CountNotConverged > 0 {
+			var wrong []string
+			for _, m := range counted {
+				if m.fullAt.Load() == 0 && len(wrong) < 5 {
+					wrong = append(wrong, strconv.Itoa(m.count))
+				}
+			}
+			return fmt.Errorf("%d of %d clients were not right %v after the last join: %d full-mode clients did not hold all %d members, "+
+				"%d count-mode users did not count %d (some counted %s)", res.NotConverged, len(all), c.Duration,
+				res.NotConverged-res.CountNotConverged, wantAll, res.CountNotConverged, wantAll, strings.Join(wrong, ", "))
+		}
+		return fmt.Errorf("%d of %d clients did not hold all %d members %v after the last join", res.NotConverged, len(all), wantAll, c.Duration)
 	}
 
 	// Leave storm: users close over the same ramp.
@@ -421,6 +533,7 @@ func (r *runner) presence(ctx context.Context) error {
 		}
 	}
 	res.RepeatJoins, res.Syncs, res.Unknown = s.repeat.Load(), s.syncs.Load(), s.unk.Load()
+	res.CountModeFrames = s.countFrames.Load()
 	if len(res.ObserverEnds) > 0 {
 		return fmt.Errorf("%s", strings.Join(res.ObserverEnds, "; "))
 	}
@@ -432,6 +545,9 @@ func (r *runner) presence(ctx context.Context) error {
 	}
 	if res.FailedJoins > 0 {
 		return fmt.Errorf("%d of %d users failed to join: %s", res.FailedJoins, c.Users, sortedCloses(res.FailReasons))
+	}
+	if res.CountModeFrames > 0 {
+		return fmt.Errorf("count-mode users got %d presence frames (join, leave, update, sync or a welcome without a count) that presence=count should spare them", res.CountModeFrames)
 	}
 	return ctx.Err()
 }

@@ -48,11 +48,23 @@ func writeTable(w io.Writer, res *Result) {
 	case res.Presence != nil:
 		p := res.Presence
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "presence storm\t%d users + %d observers in one room over %d instance(s)\n", p.Users, p.Observers, p.Instances)
+		mode := ""
+		if p.UserMode == "count" {
+			mode = " (presence=count)"
+		}
+		fmt.Fprintf(tw, "presence storm\t%d users%s + %d observers in one room over %d instance(s)\n", p.Users, mode, p.Observers, p.Instances)
 		if p.FailedJoins > 0 {
 			fmt.Fprintf(tw, "FAILED JOINS\t%d of %d: %s\n", p.FailedJoins, p.Users, sortedCloses(p.FailReasons))
 		}
-		fmt.Fprintf(tw, "join\tramp %.2f s; every client's list right %.1f ms after the last join (%d clients not)\n", p.JoinRampS, p.JoinConverge*1e3, p.NotConverged)
+		if p.UserMode == "count" {
+			fmt.Fprintf(tw, "join\tramp %.2f s (dial→welcome p50 %s p99 %s max %s); every observer's list right %.1f ms after the last join\n",
+				p.JoinRampS, fmtMS(p.JoinLatency.P50), fmtMS(p.JoinLatency.P99), fmtMS(p.JoinLatency.Max), p.JoinConverge*1e3)
+			fmt.Fprintf(tw, "  counts\tevery user's count right %.1f ms after the last join (%d users not, %d clients in all); %d presence frames to count-mode users\n",
+				p.CountConverge*1e3, p.CountNotConverged, p.NotConverged, p.CountModeFrames)
+		} else {
+			fmt.Fprintf(tw, "join\tramp %.2f s (dial→welcome p50 %s p99 %s max %s); every client's list right %.1f ms after the last join (%d clients not)\n",
+				p.JoinRampS, fmtMS(p.JoinLatency.P50), fmtMS(p.JoinLatency.P99), fmtMS(p.JoinLatency.Max), p.JoinConverge*1e3, p.NotConverged)
+		}
 		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per join; redis-server %.2f s; tool %.2f cores\n", p.JoinCPU.ServerS, p.ServerUSJoin, p.JoinCPU.RedisS, p.JoinCPU.ToolCores)
 		fmt.Fprintf(tw, "leave\tramp %.2f s; every observer's list empty %.1f ms after the last leave\n", p.LeaveRampS, p.LeaveConverge*1e3)
 		fmt.Fprintf(tw, "  server CPU\t%.2f s, %.0f µs per leave; redis-server %.2f s\n", p.LeaveCPU.ServerS, p.ServerUSLeave, p.LeaveCPU.RedisS)

@@ -186,6 +186,10 @@ func (c Config) params() map[string]string {
 		p["conns"], p["rooms"], p["settle"] = fmt.Sprint(c.Conns), fmt.Sprint(c.Rooms), c.Settle.String()
 	case "presence":
 		p["users"], p["observers"], p["ramp"] = fmt.Sprint(c.Users), fmt.Sprint(c.Observers), c.Ramp.String()
+		p["presence_mode"] = "full"
+		if c.PresenceMode == "count" {
+			p["presence_mode"] = "count"
+		}
 	}
 	return p
 }

@@ -143,10 +143,19 @@ func (s *Server) originAllowed(origin string) bool {
 	return false
 }
 
+// enterLive counts a WebSocket handler in, or closes its socket with 1001
+// when the server is already shutting down.
+func (s *Server) enterLive(fc *fws.Conn) bool {
+	if s.live.enter() {
+		return true
+	}
+	_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+	return false
+}
+
 // serveWS runs one connection: join, welcome, read loop, leave.
 func (s *Server) serveWS(fc *fws.Conn) {
-	if !s.live.enter() {
-		_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+	if !s.enterLive(fc) {
 		return
 	}
 	defer s.live.leave()

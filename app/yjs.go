@@ -37,8 +37,7 @@ var keepAliveFrame = []byte{yjs.MessageAwareness, 1, 0}
 // server lacks, and the current awareness states; it answers the client's
 // step 1 with a step 2 holding exactly what the client lacks.
 func (s *Server) serveYjs(fc *fws.Conn) {
-	if !s.live.enter() {
-		_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+	if !s.enterLive(fc) {
 		return
 	}
 	defer s.live.leave()

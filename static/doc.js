@@ -8,8 +8,8 @@
 
 import { Y, WebsocketProvider } from "./vendor/yjs-bundle.js";
 import { join } from "./roomcast.js";
-import { colorFor, initials } from "./identity.js";
-import { pageRoom, pageToken, setStatus, showProblem } from "./page.js";
+import { colorFor } from "./identity.js";
+import { copyInvite, followPeople, pageRoom, pageToken, safeColor, setStatus, showPeople, showProblem, sortedPeople, toast } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -173,28 +173,21 @@ function startDoc(name, token, getToken, me) {
     if (reconnect) toast("Reconnected");
     renderPeople();
   });
-  room.on("sync", renderPeople);
-  room.on("update", renderPeople);
-  room.on("join", ({ member }) => {
-    if (member.id !== room.me?.id) toast(`${member.name} joined`);
-    renderPeople();
-  });
-  room.on("leave", ({ member, reason }) => {
-    toast(reason === "timeout" ? `${member.name} lost connection` : `${member.name} left`);
-    renderPeople();
-  });
+  followPeople(room, renderPeople);
   let shown = ""; // what the list shows, so caret moves do not rebuild it
   function renderPeople() {
-    const people = [...room.members.values()].sort((a, b) => a.since - b.since || a.name.localeCompare(b.name));
+    const people = sortedPeople(room.members.values());
     const mine = room.me?.id ?? me.id;
     const key = JSON.stringify(people.map((m) => [m.id, m.name, m.conns, m.meta?.color, m.id === mine, lines.get(m.id)]));
     if (key === shown) return;
     shown = key;
-    $("people-count").textContent = `(${people.length})`;
-    $("people").replaceChildren(...people.map((m) => personItem(m, m.id === mine, m.id === mine ? undefined : lines.get(m.id))));
+    showPeople(people, mine, (m, isMe) => {
+      const line = isMe ? undefined : lines.get(m.id);
+      return line !== undefined ? `at line ${line}` : "";
+    });
   }
 
-  $("invite").addEventListener("click", () => copyInvite());
+  $("invite").addEventListener("click", () => copyInvite("d", roomName));
 }
 
 /**
@@ -360,61 +353,8 @@ function caretPoint(area, mirror, text, i) {
   };
 }
 
-const COLOR = /^#[0-9a-fA-F]{6}$/;
-const safeColor = (c) => (typeof c === "string" && COLOR.test(c) ? c : null);
-
 // Awareness states come from other clients: checked before they are shown.
 function checkUser(u) {
   if (typeof u?.id !== "string" || typeof u.name !== "string" || !u.id || u.id.length > 256) return null;
   return { id: u.id, name: u.name.slice(0, 64) || u.id, color: safeColor(u.color) ?? colorFor(u.id) };
-}
-
-/** @param {import("./roomcast.js").Member} m @param {boolean} isMe @param {number} [line] */
-function personItem(m, isMe, line) {
-  const li = document.createElement("li");
-  li.className = "person";
-  li.dataset.user = m.id;
-  const away = m.conns === 0;
-  li.classList.toggle("away", away);
-  const avatar = document.createElement("span");
-  avatar.className = "avatar";
-  avatar.setAttribute("aria-hidden", "true");
-  avatar.style.setProperty("--c", safeColor(m.meta?.color) ?? colorFor(m.id));
-  avatar.textContent = initials(m.name || m.id);
-  const name = document.createElement("span");
-  name.className = "name";
-  name.textContent = (m.name || m.id) + (isMe ? " (you)" : "");
-  const detail = document.createElement("span");
-  detail.className = "detail";
-  detail.textContent = away ? "reconnecting…" : line !== undefined ? `at line ${line}` : "";
-  const who = document.createElement("span");
-  who.className = "who";
-  who.append(name, detail);
-  li.append(avatar, who);
-  return li;
-}
-
-function toast(text) {
-  const el = document.createElement("div");
-  el.className = "toast";
-  el.textContent = text;
-  $("toasts").append(el);
-  setTimeout(() => el.remove(), 4000);
-}
-
-async function copyInvite() {
-  const link = `${location.origin}/d/${roomName}`;
-  try {
-    await navigator.clipboard.writeText(link);
-  } catch {
-    // No clipboard API outside secure contexts: fall back to a selection.
-    const area = document.createElement("textarea");
-    area.value = link;
-    document.body.append(area);
-    area.select();
-    const ok = document.execCommand("copy");
-    area.remove();
-    if (!ok) return toast(`Invite link: ${link}`);
-  }
-  toast("Invite link copied");
 }

@@ -7,8 +7,8 @@
 
 import { join } from "./roomcast.js";
 import { Board, MAX_POINTS } from "./board.js";
-import { colorFor, initials, newId } from "./identity.js";
-import { pageRoom, pageToken, setStatus, showProblem } from "./page.js";
+import { colorFor, newId } from "./identity.js";
+import { copyInvite, followPeople, pageRoom, pageToken, safeColor, setStatus, showPeople, showProblem, sortedPeople, toast } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -62,27 +62,17 @@ function startRoom(url, name, options, myId) {
     }
     $("stage").dataset.synced = "true";
   });
-  room.on("sync", renderPeople);
-  room.on("update", renderPeople);
-  room.on("join", ({ member }) => {
-    if (member.id !== room.me?.id) toast(`${member.name} joined`);
-    renderPeople();
-  });
-  room.on("leave", ({ member, reason }) => {
-    toast(reason === "timeout" ? `${member.name} lost connection` : `${member.name} left`);
-    renderPeople();
-  });
+  followPeople(room, renderPeople);
   room.on("message", (m) => applyMessage(board, m));
 
   let shown = ""; // what the list shows, so cursor moves do not rebuild it
   function renderPeople() {
     renderCursors();
-    const people = [...room.members.values()].sort((a, b) => a.since - b.since || a.name.localeCompare(b.name));
+    const people = sortedPeople(room.members.values());
     const key = JSON.stringify(people.map((m) => [m.id, m.name, m.conns, m.meta?.color, m.id === room.me?.id]));
     if (key === shown) return;
     shown = key;
-    $("people-count").textContent = `(${people.length})`;
-    $("people").replaceChildren(...people.map((m) => personItem(m, m.id === room.me?.id)));
+    showPeople(people, room.me?.id, (m) => (m.conns > 1 ? `${m.conns} tabs` : ""));
   }
 
   function renderCursors() {
@@ -103,7 +93,7 @@ function startRoom(url, name, options, myId) {
   }
 
   drawing(room, board, canvas, myColor);
-  $("invite").addEventListener("click", () => copyInvite());
+  $("invite").addEventListener("click", () => copyInvite("r", roomName));
 }
 
 /**
@@ -236,8 +226,6 @@ function drawing(room, board, canvas, myColor) {
   $("width").addEventListener("input", () => ($("width-value").textContent = $("width").value));
 }
 
-const COLOR = /^#[0-9a-fA-F]{6}$/;
-const safeColor = (c) => (typeof c === "string" && COLOR.test(c) ? c : null);
 const isPoint = (p) => Array.isArray(p) && p.length === 2 && p.every((v) => Number.isFinite(v) && v >= 0 && v <= 1);
 
 // Data from other members is checked before it reaches the canvas.
@@ -249,53 +237,3 @@ function validStroke(s) {
 }
 
 const pickStroke = ({ id, color, width, points }) => ({ id, color, width, points });
-
-/** @param {import("./roomcast.js").Member} m @param {boolean} isMe */
-function personItem(m, isMe) {
-  const li = document.createElement("li");
-  li.className = "person";
-  li.dataset.user = m.id;
-  const away = m.conns === 0;
-  li.classList.toggle("away", away);
-  const avatar = document.createElement("span");
-  avatar.className = "avatar";
-  avatar.setAttribute("aria-hidden", "true");
-  avatar.style.setProperty("--c", safeColor(m.meta?.color) ?? colorFor(m.id));
-  avatar.textContent = initials(m.name || m.id);
-  const name = document.createElement("span");
-  name.className = "name";
-  name.textContent = (m.name || m.id) + (isMe ? " (you)" : "");
-  const detail = document.createElement("span");
-  detail.className = "detail";
-  detail.textContent = away ? "reconnecting…" : m.conns > 1 ? `${m.conns} tabs` : "";
-  const who = document.createElement("span");
-  who.className = "who";
-  who.append(name, detail);
-  li.append(avatar, who);
-  return li;
-}
-
-function toast(text) {
-  const el = document.createElement("div");
-  el.className = "toast";
-  el.textContent = text;
-  $("toasts").append(el);
-  setTimeout(() => el.remove(), 4000);
-}
-
-async function copyInvite() {
-  const link = `${location.origin}/r/${roomName}`;
-  try {
-    await navigator.clipboard.writeText(link);
-  } catch {
-    // No clipboard API outside secure contexts: fall back to a selection.
-    const area = document.createElement("textarea");
-    area.value = link;
-    document.body.append(area);
-    area.select();
-    const ok = document.execCommand("copy");
-    area.remove();
-    if (!ok) return toast(`Invite link: ${link}`);
-  }
-  toast("Invite link copied");
-}

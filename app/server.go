@@ -137,6 +137,7 @@ func (s *Server) buildBackends() error {
 			s.docs.observePresence(room, frame)
 		},
 		OnDoc:          s.docs.deliver,
+		OnRoomDeleted:  s.docs.deleted,
 		Count:          func(room string) (int, bool) { return s.replica.Count(room) },
 		OnUnsubscribed: func(room string) { s.replica.Forget(room) },
 		Coalesce:       presence.IsPresenceFrame,

@@ -403,6 +403,22 @@ func (d *ydocs) resync(roomNames []string) {
 	}
 }
 
+// deleted is the Hub's OnRoomDeleted: the document is gone and its local
+// providers were closed, so the next document of the room (a new epoch)
+// starts a new delivery position instead of looking like a lost one.
+func (d *ydocs) deleted(room string) {
+	r := d.room(room)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.epoch, r.seq = "", 0
+	r.mu.Unlock()
+	r.snapMu.Lock()
+	r.cache = snapshot{}
+	r.snapMu.Unlock()
+}
+
 func (d *ydocs) closeAll(r *docRoom, reason string) {
 	r.snapMu.Lock()
 	r.cache = snapshot{}

@@ -89,6 +89,9 @@ type HubOptions struct {
 	// room's order; it sends what it decides to the room's Yjs
 	// connections (EachDoc).
 	OnDoc func(room string, e wire.Envelope)
+	// OnRoomDeleted, if set, is called when a room's reset (deletion) is
+	// delivered, after its connections were closed.
+	OnRoomDeleted func(room string)
 	// Count returns the room's member count for count-mode connections
 	// (false when unknown); CountInterval is the least time between two
 	// count frames of a room. Zero value means 1s.
@@ -347,6 +350,9 @@ func (h *Hub) newEpoch(r *room, epoch, reason string) {
 		}
 	}
 	r.mu.RUnlock()
+	if reason == ReasonRoomDeleted && h.o.OnRoomDeleted != nil {
+		h.o.OnRoomDeleted(r.name)
+	}
 }
 
 // fill delivers the stored messages after r.seq up to upTo from History.

@@ -444,3 +444,45 @@ func TestYjsMemoryEngineKeepsTheDocument(t *testing.T) {
 		t.Fatalf("after everyone left: %q %v, want %q %v", c.Text, c.Map, want.Text, want.Map)
 	}
 }
+
+// DELETE /api/rooms/{room} deletes the document and closes its providers
+// with 4010, once. A provider still open reconnects and sends its copy back
+// (Yjs clients keep their document), so the document returns whole.
+func TestYjsRoomDeletion(t *testing.T) {
+	t.Parallel()
+	_, s := cluster(t, 2, nil)
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s[0]), "del", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Connect("b", yjsURL(s[1]), "del", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Await(wait, "b synced", synced("b"))
+	p.Do("insert", "a", map[string]any{"text": "before the delete"})
+	converged(t, p, wait, "a", "b")
+	mark := p.Mark()
+	resp, body, err := testserver.Do(context.Background(), http.MethodDelete, s[0].URL+"/api/rooms/del", testserver.APIKey, "")
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %v %v %s", err, resp, body)
+	}
+	for _, id := range []string{"a", "b"} {
+		e := p.AwaitAfter(mark, wait, id+" closed with 4010", func(e yjs.Event) bool { return e.Ev == "close" && e.ID == id })
+		if e.Code != 4010 || !contains(e.Reason, "room deleted") {
+			t.Fatalf("%s closed with %d %q, want 4010 room deleted", id, e.Code, e.Reason)
+		}
+	}
+	p.AwaitAfter(mark, wait, "a synced again", synced("a"))
+	p.AwaitAfter(mark, wait, "b synced again", synced("b"))
+	p.Do("insert", "b", map[string]any{"text": " and after"})
+	if got := converged(t, p, wait, "a", "b"); got.Text != "before the delete and after" {
+		t.Fatalf("after the delete: %q", got.Text)
+	}
+	time.Sleep(500 * time.Millisecond)
+	closes := 0
+	for _, e := range p.Events()[mark:] {
+		if e.Ev == "close" {
+			closes++
+		}
+	}
+	if closes != 2 {
+		t.Fatalf("%d closes after the delete, want one per provider", closes)
+	}
+}

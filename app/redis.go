@@ -34,12 +34,14 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 	return nil
 }
 
-// syncCluster sends every client of rooms, on every instance, the rooms'
-// member lists: after a Redis flush, the store forgot users whose last
+// syncCluster checks the rooms' Yjs documents and sends every client of
+// rooms, on every instance, the rooms' member lists: after a Redis flush, the store forgot users whose last
 // socket closed before the next heartbeat, and no leave will ever say so.
 // It goes through the room channels, so it follows the re-added sessions'
 // events; an instance that re-asserts later sends its own joins after it.
 func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
+	// The documents may be gone too: their providers put them back.
+	s.docs.resync(roomNames)
 	for _, name := range roomNames {
 		frame, err := s.syncFrameOf(ctx, name)
 		if err != nil {

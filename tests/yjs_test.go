@@ -486,3 +486,36 @@ func TestYjsRoomDeletion(t *testing.T) {
 		t.Fatalf("%d closes after the delete, want one per provider", closes)
 	}
 }
+
+// Redis flushed under connected providers (no pub/sub reconnect): the
+// instances find the document gone when they re-assert their sessions,
+// close the providers with 4010, and the providers' copies restore it.
+func TestYjsDocumentRestoredAfterRedisFlush(t *testing.T) {
+	t.Parallel()
+	r, s := cluster(t, 2, nil)
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer rc.Close()
+	p := yjs.StartPeers(t)
+	p.Connect("a", yjsURL(s[0]), "flush", testserver.Token(t, "alice", "Alice", 0, nil), nil)
+	p.Connect("b", yjsURL(s[1]), "flush", testserver.Token(t, "bob", "Bob", 0, nil), nil)
+	p.Await(wait, "a synced", synced("a"))
+	p.Await(wait, "b synced", synced("b"))
+	p.Do("insert", "a", map[string]any{"text": "work that must survive"})
+	want := converged(t, p, wait, "a", "b")
+	mark := p.Mark()
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.AwaitAfter(mark, 15*time.Second, "a closed with 4010", func(e yjs.Event) bool { return e.Ev == "close" && e.ID == "a" && e.Code == 4010 })
+	p.AwaitAfter(mark, wait, "a synced again", synced("a"))
+	// Nobody typed: a newcomer still gets the whole document.
+	p.Eventually(wait, "the document back in Redis", func() (bool, string) {
+		n, _ := rc.Exists(context.Background(), wire.RoomKeys("", "flush").Doc).Result()
+		return n == 1, fmt.Sprint("exists ", n)
+	})
+	p.Connect("c", yjsURL(s[1]), "flush", testserver.Token(t, "carol", "Carol", 0, nil), nil)
+	p.AwaitAfter(mark, wait, "c synced", synced("c"))
+	if c := p.Content("c"); c.Text != want.Text {
+		t.Fatalf("after the flush a newcomer has %q, want %q", c.Text, want.Text)
+	}
+}

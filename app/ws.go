@@ -239,27 +239,38 @@ func (s *Server) logConn(level slog.Level, conn *rooms.Conn, msg string, args ..
 	s.log.Log(context.Background(), level, msg, append([]any{"room", conn.Room, "user", conn.User, "conn", conn.ID}, args...)...)
 }
 
-// join registers conn in its room and sends the welcome: subscribe first,
-// then add presence, then read the snapshot, so no event after the snapshot
-// is missed (an event already in it is applied again harmlessly).
-func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	defer cancel()
+// enterRoom puts conn in its room's Hub (subscribing first) and then in
+// presence, undoing what was done when a step fails; both kinds of socket
+// join this way.
+func (s *Server) enterRoom(ctx context.Context, conn *rooms.Conn, claims *auth.Claims) (presence.Member, error) {
 	if err := s.hub.Add(ctx, conn); err != nil {
-		return err
+		return presence.Member{}, err
 	}
 	if s.draining.Load() {
 		// Shutdown may have listed the connections before this one was
 		// added; leave now rather than be missed.
 		s.undoJoin(conn, false)
-		return errDraining
+		return presence.Member{}, errDraining
 	}
 	me, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta})
 	if err != nil {
 		// The store may have added the connection before the call failed
 		// (a timeout after the script ran): remove it too.
 		s.undoJoin(conn, true)
-		return fmt.Errorf("add presence: %w", err)
+		return presence.Member{}, fmt.Errorf("add presence: %w", err)
+	}
+	return me, nil
+}
+
+// join registers conn in its room and sends the welcome: subscribe first,
+// then add presence, then read the snapshot, so no event after the snapshot
+// is missed (an event already in it is applied again harmlessly).
+func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	me, err := s.enterRoom(ctx, conn, claims)
+	if err != nil {
+		return err
 	}
 	// Events held while the snapshot is read may overflow the queue in a
 	// busy room; then the snapshot is read again, a few times at most.

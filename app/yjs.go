@@ -15,7 +15,6 @@ import (
 
 	"github.com/roomcast/roomcast/app/wsread"
 	"github.com/roomcast/roomcast/auth"
-	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/yjs"
 )
@@ -73,16 +72,8 @@ func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
 	conn := yc.Conn
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
-	if err := s.hub.Add(ctx, conn); err != nil {
+	if _, err := s.enterRoom(ctx, conn, claims); err != nil {
 		return err
-	}
-	if s.draining.Load() {
-		s.undoJoin(conn, false)
-		return errDraining
-	}
-	if _, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta}); err != nil {
-		s.undoJoin(conn, true)
-		return fmt.Errorf("add presence: %w", err)
 	}
 	dr := s.docs.attach(ctx, yc)
 	// Frames held while the document is read may overflow the queue of a
@@ -192,7 +183,7 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 			yc.Send(yjs.AppendSyncMessage(nil, yjs.SyncStep2, diff))
 			return nil
 		case yjs.SyncStep2, yjs.SyncUpdate:
-			if isEmptyUpdate(m.Payload) {
+			if bytes.Equal(m.Payload, yjs.EmptyUpdate) {
 				return nil
 			}
 			msg := bytes.Clone(frame) // the read buffer is reused; a timed-out append may still run
@@ -213,9 +204,6 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 	}
 	return nil
 }
-
-// isEmptyUpdate reports an update with no structs and no deletions.
-func isEmptyUpdate(u []byte) bool { return len(u) == 2 && u[0] == 0 && u[1] == 0 }
 
 // updateOf returns the update inside a stored sync Update message.
 func updateOf(msg []byte) ([]byte, error) {

@@ -324,14 +324,21 @@ func (d *ydocs) deliverUpdate(r *docRoom, e wire.Envelope) {
 }
 
 // fill sends the local connections the updates after seq from up to to,
-// which this instance missed. Where they were compacted into the base, the
-// whole document goes out as one update: updates are idempotent.
+// which this instance missed.
 func (d *ydocs) fill(r *docRoom, epoch string, from, to uint64) {
 	ctx, cancel := context.WithTimeout(d.s.ctx, opTimeout)
 	defer cancel()
 	d.s.metrics.yjsGaps.Inc()
 	msgs, _, ok, err := d.s.broker.DocUpdates(ctx, r.name, epoch, from)
-	if err == nil && ok {
+	d.sendMissed(ctx, r, msgs, ok, err, from, to)
+}
+
+// sendMissed sends the local connections what a read of the updates after
+// seq from found, up to to. Where they were compacted into the base (!ok)
+// or could not be read, the whole document goes out as one update:
+// updates are idempotent.
+func (d *ydocs) sendMissed(ctx context.Context, r *docRoom, msgs [][]byte, ok bool, readErr error, from, to uint64) {
+	if readErr == nil && ok {
 		for i, m := range msgs {
 			if from+uint64(i)+1 > to {
 				break
@@ -340,13 +347,23 @@ func (d *ydocs) fill(r *docRoom, epoch string, from, to uint64) {
 		}
 		return
 	}
-	snap, serr := r.snapshot(ctx)
-	if serr != nil {
-		d.s.log.Warn("document gap cannot be filled; its providers resync", "room", r.name, "err", errors.Join(err, serr))
+	if err := d.sendWhole(ctx, r); err != nil {
+		d.s.log.Warn("document gap cannot be filled; its providers resync", "room", r.name, "err", errors.Join(readErr, err))
 		d.closeAll(r, "missed document updates: reconnect")
-		return
 	}
-	d.send(r, "", yjs.AppendSyncMessage(nil, yjs.SyncUpdate, snap.doc))
+}
+
+// sendWhole sends the local connections the whole document as one update
+// (nothing when there is none).
+func (d *ydocs) sendWhole(ctx context.Context, r *docRoom) error {
+	snap, err := r.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if snap.pos.Epoch != "" {
+		d.send(r, "", yjs.AppendSyncMessage(nil, yjs.SyncUpdate, snap.doc))
+	}
+	return nil
 }
 
 // resync follows a broker gap: updates published meanwhile are filled in,
@@ -379,23 +396,19 @@ func (d *ydocs) resync(roomNames []string) {
 				r.epoch, r.seq = "", 0
 				r.mu.Unlock()
 				d.closeAll(r, "document lost: reconnect and send your copy")
-			case ok:
-				for _, m := range msgs {
-					d.send(r, "", m)
-				}
-				r.mu.Lock()
-				r.seq = max(r.seq, pos.Seq)
-				r.mu.Unlock()
 			default:
-				d.fill(r, epoch, seq, pos.Seq)
+				if !ok {
+					d.s.metrics.yjsGaps.Inc() // compacted away: the whole document
+				}
+				d.sendMissed(ctx, r, msgs, ok, nil, seq, pos.Seq)
 				r.mu.Lock()
 				r.seq = max(r.seq, pos.Seq)
 				r.mu.Unlock()
 			}
-		} else if snap, err := r.snapshot(ctx); err == nil && snap.pos.Epoch != "" {
+		} else if err := d.sendWhole(ctx, r); err != nil {
 			// Nothing delivered here yet, so no position to fill from:
 			// the whole document, once (updates are idempotent).
-			d.send(r, "", yjs.AppendSyncMessage(nil, yjs.SyncUpdate, snap.doc))
+			d.s.log.Warn("document resync", "room", name, "err", err)
 		}
 		r.mu.Lock()
 		d.verifyLocked(r, "")

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,14 @@ import (
 // against the real binary.
 
 func yjsURL(s *testserver.Server) string { return s.WS + "/yjs" }
+
+// connectSynced opens provider id for user (named with a capital) on url
+// in room and waits until it is synced.
+func connectSynced(t *testing.T, p *yjs.Peers, id, url, room, user string) {
+	t.Helper()
+	p.Connect(id, url, room, testserver.Token(t, user, strings.ToUpper(user[:1])+user[1:], 0, nil), nil)
+	p.Await(wait, id+" synced", synced(id))
+}
 
 func synced(id string) func(yjs.Event) bool {
 	return func(e yjs.Event) bool { return e.Ev == "synced" && e.ID == id }
@@ -78,8 +87,7 @@ func TestYjsProvidersConvergeAcrossInstancesAndRestarts(t *testing.T) {
 	}
 
 	// A latecomer is synced with the same content.
-	p.Connect("c", yjsURL(s[0]), "notes", testserver.Token(t, "carol", "Carol", 0, nil), nil)
-	p.Await(wait, "c synced", synced("c"))
+	connectSynced(t, p, "c", yjsURL(s[0]), "notes", "carol")
 	if c := p.Content("c"); c.Text != got.Text || !reflect.DeepEqual(c.Map, got.Map) {
 		t.Fatalf("latecomer has %q %v, want %q %v", c.Text, c.Map, got.Text, got.Map)
 	}
@@ -107,10 +115,8 @@ func TestYjsOfflineEditsReachEveryoneOnReconnect(t *testing.T) {
 	t.Parallel()
 	_, s := cluster(t, 2, nil)
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s[0]), "offline", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Connect("b", yjsURL(s[1]), "offline", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "offline", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "offline", "bob")
 	p.Do("insert", "a", map[string]any{"text": "shared start. "})
 	converged(t, p, wait, "a", "b")
 
@@ -124,26 +130,14 @@ func TestYjsOfflineEditsReachEveryoneOnReconnect(t *testing.T) {
 	}
 	p.Do("reconnect", "a", nil)
 	got := converged(t, p, wait, "a", "b")
-	if got.Map["offline"] != true || !contains(got.Text, "typed offline by alice. ") || !contains(got.Text, "bob meanwhile. ") {
+	if got.Map["offline"] != true || !strings.Contains(got.Text, "typed offline by alice. ") || !strings.Contains(got.Text, "bob meanwhile. ") {
 		t.Fatalf("after the reconnect: %q %v", got.Text, got.Map)
 	}
 	// And a newcomer gets it from the store.
-	p.Connect("c", yjsURL(s[1]), "offline", testserver.Token(t, "carol", "Carol", 0, nil), nil)
-	p.Await(wait, "c synced", synced("c"))
+	connectSynced(t, p, "c", yjsURL(s[1]), "offline", "carol")
 	if c := p.Content("c"); c.Text != got.Text {
 		t.Fatalf("newcomer: %q, want %q", c.Text, got.Text)
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && indexOf(s, sub) >= 0 }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 // storedDocBytes is what Redis holds for the room's document: its base and
@@ -174,15 +168,13 @@ func TestYjsStoredBytesStaySmallAfterManyEdits(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s[0]), "edits", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "edits", "alice")
 	// 10,000 small edits, one update each.
 	for i := 0; i < 10; i++ {
 		p.Do("edits", "a", map[string]any{"count": 1000, "seed": i + 1})
 	}
 	want := p.Content("a")
-	p.Connect("b", yjsURL(s[0]), "edits", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "b", yjsURL(s[0]), "edits", "bob")
 	converged(t, p, 60*time.Second, "a", "b")
 	var base, log, n int64
 	p.Eventually(60*time.Second, "every update stored", func() (bool, string) {
@@ -198,8 +190,7 @@ func TestYjsStoredBytesStaySmallAfterManyEdits(t *testing.T) {
 		t.Fatalf("stored %d bytes for a document of %d", stored, want.Size)
 	}
 	// A newcomer after compaction has the same content.
-	p.Connect("c", yjsURL(s[0]), "edits", testserver.Token(t, "carol", "Carol", 0, nil), nil)
-	p.Await(wait, "c synced", synced("c"))
+	connectSynced(t, p, "c", yjsURL(s[0]), "edits", "carol")
 	if c := p.Content("c"); c.Text != want.Text {
 		t.Fatalf("newcomer after compaction: %q, want %q", short(c.Text), short(want.Text))
 	}
@@ -283,8 +274,7 @@ func TestYjsAndJSONTabOfOneUserAreOneMember(t *testing.T) {
 	_, s := cluster(t, 2, nil)
 	p := yjs.StartPeers(t)
 	bob := testserver.Join(t, s[1].WS, "mixed", "bob", "Bob")
-	p.Connect("a", yjsURL(s[0]), "mixed", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "mixed", "alice")
 	bob.Await(t, wait, "alice's join", isFrame("join", "alice"))
 	tab := testserver.Join(t, s[1].WS, "mixed", "alice", "Alice")
 	// The welcome's "me" is the member this join made: the Yjs socket and
@@ -338,8 +328,7 @@ func TestYjsInvalidFramesCloseOnlyThatSocket(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s[0]), "bad", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "bad", "alice")
 	p.Do("insert", "a", map[string]any{"text": "keep me"})
 	time.Sleep(100 * time.Millisecond)
 	_, logBefore, nBefore := storedDocBytes(t, rc, "bad")
@@ -380,8 +369,7 @@ func TestYjsInvalidFramesCloseOnlyThatSocket(t *testing.T) {
 		t.Fatalf("the valid provider's socket closed: %v", info)
 	}
 	p.Do("insert", "a", map[string]any{"text": " and this"})
-	p.Connect("b", yjsURL(s[0]), "bad", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "b", yjsURL(s[0]), "bad", "bob")
 	if got := converged(t, p, wait, "a", "b"); got.Text != "keep me and this" {
 		t.Fatalf("document after the invalid frames: %q", got.Text)
 	}
@@ -412,8 +400,7 @@ func TestYjsIdleProviderStaysConnected(t *testing.T) {
 	t.Parallel()
 	s := testserver.Start(t, testserver.Options{})
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s), "idle", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
+	connectSynced(t, p, "a", yjsURL(s), "idle", "alice")
 	// y-websocket drops a socket that heard nothing for 30 s; four times
 	// that with nobody else in the document.
 	time.Sleep(2 * time.Minute)
@@ -429,17 +416,14 @@ func TestYjsMemoryEngineKeepsTheDocument(t *testing.T) {
 	t.Parallel()
 	s := testserver.Start(t, testserver.Options{})
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s), "mem", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Connect("b", yjsURL(s), "mem", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "a", yjsURL(s), "mem", "alice")
+	connectSynced(t, p, "b", yjsURL(s), "mem", "bob")
 	p.Do("insert", "a", map[string]any{"text": "from alice "})
 	p.Do("set", "b", map[string]any{"key": "by", "value": "bob"})
 	want := converged(t, p, wait, "a", "b")
 	p.Do("destroy", "a", nil)
 	p.Do("destroy", "b", nil)
-	p.Connect("c", yjsURL(s), "mem", testserver.Token(t, "carol", "Carol", 0, nil), nil)
-	p.Await(wait, "c synced", synced("c"))
+	connectSynced(t, p, "c", yjsURL(s), "mem", "carol")
 	if c := p.Content("c"); c.Text != want.Text || !reflect.DeepEqual(c.Map, want.Map) {
 		t.Fatalf("after everyone left: %q %v, want %q %v", c.Text, c.Map, want.Text, want.Map)
 	}
@@ -452,10 +436,8 @@ func TestYjsRoomDeletion(t *testing.T) {
 	t.Parallel()
 	_, s := cluster(t, 2, nil)
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s[0]), "del", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Connect("b", yjsURL(s[1]), "del", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "del", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "del", "bob")
 	p.Do("insert", "a", map[string]any{"text": "before the delete"})
 	converged(t, p, wait, "a", "b")
 	mark := p.Mark()
@@ -465,7 +447,7 @@ func TestYjsRoomDeletion(t *testing.T) {
 	}
 	for _, id := range []string{"a", "b"} {
 		e := p.AwaitAfter(mark, wait, id+" closed with 4010", func(e yjs.Event) bool { return e.Ev == "close" && e.ID == id })
-		if e.Code != 4010 || !contains(e.Reason, "room deleted") {
+		if e.Code != 4010 || !strings.Contains(e.Reason, "room deleted") {
 			t.Fatalf("%s closed with %d %q, want 4010 room deleted", id, e.Code, e.Reason)
 		}
 	}
@@ -496,10 +478,8 @@ func TestYjsDocumentRestoredAfterRedisFlush(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	p := yjs.StartPeers(t)
-	p.Connect("a", yjsURL(s[0]), "flush", testserver.Token(t, "alice", "Alice", 0, nil), nil)
-	p.Connect("b", yjsURL(s[1]), "flush", testserver.Token(t, "bob", "Bob", 0, nil), nil)
-	p.Await(wait, "a synced", synced("a"))
-	p.Await(wait, "b synced", synced("b"))
+	connectSynced(t, p, "a", yjsURL(s[0]), "flush", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "flush", "bob")
 	p.Do("insert", "a", map[string]any{"text": "work that must survive"})
 	want := converged(t, p, wait, "a", "b")
 	mark := p.Mark()

@@ -109,7 +109,7 @@ func stringSetting(name, usage string, secret bool, field func(*Config) *string)
 
 var settings = []setting{
 	stringSetting("addr", "listen address", false, func(c *Config) *string { return &c.Addr }),
-	stringSetting("redis-url", "Redis URL (redis://host:6379/0); empty runs one instance in memory", true, func(c *Config) *string { return &c.RedisURL }),
+	stringSetting("redis-url", "Redis URL (redis://host:6379/0, or redis-cluster://host:port,host:port for a Redis Cluster); empty runs one instance in memory", true, func(c *Config) *string { return &c.RedisURL }),
 	stringSetting("jwt-secret", "HS256 secret for user tokens (at least 32 bytes)", true, func(c *Config) *string { return &c.JWTSecret }),
 	stringSetting("jwt-public-key-file", "PEM public key file for RS256/ES256/EdDSA user tokens", false, func(c *Config) *string { return &c.JWTPublicKeyFile }),
 	stringSetting("jwt-issuer", "required iss claim", false, func(c *Config) *string { return &c.JWTIssuer }),
@@ -243,9 +243,12 @@ func (c Config) validate() error {
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
 	if c.RedisURL != "" {
-		u, err := url.Parse(c.RedisURL)
-		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			return errors.New("ROOMCAST_REDIS_URL must look like redis://host:6379/0")
+		if _, ok, err := parseClusterURL(c.RedisURL); ok {
+			if err != nil {
+				return fmt.Errorf("ROOMCAST_REDIS_URL: %w", err)
+			}
+		} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return errors.New("ROOMCAST_REDIS_URL must look like redis://host:6379/0, or redis-cluster://host:port,host:port for a Redis Cluster")
 		}
 	}
 	return nil
@@ -256,6 +259,9 @@ func (c Config) logAttrs() []any {
 	mode := "memory"
 	if c.RedisURL != "" {
 		mode = "redis"
+		if _, ok, _ := parseClusterURL(c.RedisURL); ok {
+			mode = "redis-cluster"
+		}
 	}
 	return []any{
 		"addr", c.Addr, "mode", mode, "dev", c.Dev,

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -11,16 +14,13 @@ import (
 )
 
 // buildRedisBackends wires the Redis broker and presence store: every
-// instance on the same Redis shares rooms and presence.
+// instance on the same Redis (or Redis Cluster) shares rooms and presence.
 func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOptions) error {
-	opt, err := redis.ParseURL(s.cfg.RedisURL)
+	client, err := newRedisClient(s.cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("ROOMCAST_REDIS_URL: %w", err)
 	}
-	// A failed publish is reported, never retried blindly: a retry after a
-	// timeout could deliver a message twice.
-	opt.MaxRetries = -1
-	s.redis = redis.NewClient(opt)
+	s.redis = client
 	s.broker = rooms.NewRedisBroker(s.redis, rooms.RedisBrokerOptions{
 		Logger: s.log,
 		OnGap:  func() { s.metrics.brokerGaps.Inc() },
@@ -32,6 +32,83 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 	s.hub = rooms.NewHub(s.broker, hubOpts)
 	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})
 	return nil
+}
+
+// Cluster URL schemes: "redis-cluster://[user:password@]host:port[,host:port…][?options]",
+// TLS with "rediss-cluster://". The hosts are seed nodes; the client
+// learns the others from them. Options are go-redis' ClusterOptions
+// query parameters (dial_timeout=3s, …).
+const (
+	clusterScheme    = "redis-cluster://"
+	clusterTLSScheme = "rediss-cluster://"
+)
+
+// newRedisClient returns the client of url: a *redis.ClusterClient for the
+// cluster form, else a *redis.Client.
+func newRedisClient(url string) (redis.UniversalClient, error) {
+	if copt, ok, err := parseClusterURL(url); ok {
+		if err != nil {
+			return nil, err
+		}
+		// A failed publish is reported, never retried blindly: a retry after a
+		// timeout could deliver a message twice. Redirections (MOVED, ASK:
+		// the command did not run) are still followed.
+		copt.MaxRetries = -1
+		return redis.NewClusterClient(copt), nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	opt.MaxRetries = -1
+	return redis.NewClient(opt), nil
+}
+
+// parseClusterURL parses the cluster form of a Redis URL; ok is false for
+// any other form.
+func parseClusterURL(url string) (opt *redis.ClusterOptions, ok bool, err error) {
+	scheme := "redis://"
+	rest, found := strings.CutPrefix(url, clusterScheme)
+	if !found {
+		if rest, found = strings.CutPrefix(url, clusterTLSScheme); !found {
+			return nil, false, nil
+		}
+		scheme = "rediss://"
+	}
+	query := ""
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest, query = rest[:i], rest[i+1:]
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if strings.Contains(rest, "/") {
+		return nil, true, errors.New("a cluster URL names no database: redis-cluster://host:port,host:port")
+	}
+	user := ""
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		user, rest = rest[:i+1], rest[i+1:]
+	}
+	hosts := strings.Split(rest, ",")
+	var extra []string
+	for i, h := range hosts {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return nil, true, fmt.Errorf("cluster node %q: want host:port", h)
+		}
+		if i > 0 {
+			extra = append(extra, "addr="+h)
+		}
+	}
+	if query != "" {
+		extra = append(extra, query)
+	}
+	u := scheme + user + hosts[0]
+	if len(extra) > 0 {
+		u += "?" + strings.Join(extra, "&")
+	}
+	opt, err = redis.ParseClusterURL(u)
+	if err != nil {
+		return nil, true, err
+	}
+	return opt, true, nil
 }
 
 // syncCluster checks the rooms' Yjs documents and sends every client of

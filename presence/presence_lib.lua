@@ -67,7 +67,7 @@ local function publish(typ, member, reason)
   if reason then
     f = f .. ',"reason":"' .. reason .. '"'
   end
-  redis.call('PUBLISH', CHANNEL, envelope('', '', f .. '}'))
+  redis.call(PUBLISH_CMD, CHANNEL, envelope('', '', f .. '}'))
 end
 
 -- count_conn records a conn of user that conns did not hold (it was just

@@ -36,11 +36,11 @@ var (
 	//go:embed due_rooms.lua
 	dueRoomsLua string
 
-	joinScript      = redis.NewScript(wire.EnvelopeLua + presenceLib + joinLua)
-	leaveScript     = redis.NewScript(wire.EnvelopeLua + presenceLib + leaveLua)
-	setMetaScript   = redis.NewScript(wire.EnvelopeLua + presenceLib + setMetaLua)
-	heartbeatScript = redis.NewScript(wire.EnvelopeLua + presenceLib + heartbeatLua)
-	sweepScript     = redis.NewScript(wire.EnvelopeLua + presenceLib + sweepLua)
+	joinScript      = wire.NewScript(presenceLib + joinLua)
+	leaveScript     = wire.NewScript(presenceLib + leaveLua)
+	setMetaScript   = wire.NewScript(presenceLib + setMetaLua)
+	heartbeatScript = wire.NewScript(presenceLib + heartbeatLua)
+	sweepScript     = wire.NewScript(presenceLib + sweepLua)
 	dueRoomsScript  = redis.NewScript(dueRoomsLua)
 )
 
@@ -55,7 +55,7 @@ const sweepBatch = 1000
 type RedisStore struct {
 	client redis.UniversalClient
 	o      Options
-	prefix string
+	layout wire.Layout
 	log    *slog.Logger
 	// serverTime: no Options.Now was given, so every instance uses the
 	// Redis clock (see now).
@@ -127,6 +127,10 @@ type RedisOptions struct {
 	// Prefix starts every key and channel name. Zero value means
 	// wire.DefaultPrefix. It must match the broker's prefix.
 	Prefix string
+	// Partitions is the number of room partitions when the client is a
+	// *redis.ClusterClient (see wire.Layout); zero value means
+	// wire.DefaultPartitions. It must match the broker's.
+	Partitions int
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
 	// OnReassert, if set, is called by Heartbeat with the rooms in which
@@ -153,7 +157,7 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 	return &RedisStore{
 		client:     client,
 		o:          opts,
-		prefix:     o.Prefix,
+		layout:     wire.ClusterLayout(client, o.Prefix, o.Partitions),
 		log:        o.Logger,
 		serverTime: serverTime,
 		keep:       2*opts.TTL + opts.LeaveGrace + time.Minute,
@@ -161,14 +165,15 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 	}
 }
 
-// Keys of a room (see presence_lib.lua). The {room} hash tag keeps them,
-// and the room's channel, in one Redis Cluster slot.
+// Keys of a room (see presence_lib.lua). The room's hash tag keeps them,
+// the room's channel and its sweep index in one Redis Cluster slot.
 func (s *RedisStore) roomKeys(room string) []string {
-	k := wire.RoomKeys(s.prefix, room)
-	return []string{k.Conns, k.Members, s.dueKey()}
+	k := s.layout.Room(room)
+	return []string{k.Conns, k.Members, s.layout.DueIndex(room)}
 }
 
-func (s *RedisStore) dueKey() string { return wire.DueIndex(s.prefix) }
+// script returns sc in the form for the store's layout.
+func (s *RedisStore) script(sc wire.Script) *redis.Script { return sc.For(s.layout) }
 
 // now is the time argument of a script: Options.Now when set, else the
 // Redis clock as this instance reads it, or "0" (the script reads TIME)
@@ -193,7 +198,7 @@ func (s *RedisStore) args(room string, extra ...any) []any {
 		s.keep.Milliseconds(),
 		room,
 		jsonString(room),
-		wire.RoomKeys(s.prefix, room).Channel,
+		s.layout.Room(room).Channel,
 	)
 	return append(a, extra...)
 }
@@ -233,7 +238,7 @@ func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
 	if sess.Indexed {
 		index = "0"
 	}
-	res, err := joinScript.Run(ctx, s.client, s.roomKeys(sess.Room), s.args(sess.Room, append(sessionArgs(sess), index)...)...).Text()
+	res, err := s.script(joinScript).Run(ctx, s.client, s.roomKeys(sess.Room), s.args(sess.Room, append(sessionArgs(sess), index)...)...).Text()
 	if err != nil {
 		return Member{}, fmt.Errorf("presence: join conn %s to room %q: %w", sess.Conn, sess.Room, err)
 	}
@@ -242,7 +247,7 @@ func (s *RedisStore) Join(ctx context.Context, sess Session) (Member, error) {
 
 // Leave implements Store.
 func (s *RedisStore) Leave(ctx context.Context, room, conn, user string) error {
-	if err := leaveScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user)...).Err(); err != nil {
+	if err := s.script(leaveScript).Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user)...).Err(); err != nil {
 		return fmt.Errorf("presence: leave conn %s from room %q: %w", conn, room, err)
 	}
 	return nil
@@ -254,7 +259,7 @@ func (s *RedisStore) SetMeta(ctx context.Context, room, conn, user string, meta 
 	if err != nil {
 		return Member{}, err
 	}
-	res, err := setMetaScript.Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user, compactMeta(meta))...).Text()
+	res, err := s.script(setMetaScript).Run(ctx, s.client, s.roomKeys(room), s.args(room, conn, user, compactMeta(meta))...).Text()
 	if errors.Is(err, redis.Nil) {
 		return Member{}, ErrUnknownConn
 	}
@@ -274,7 +279,7 @@ func decodeMember(s string) (Member, error) {
 
 // Members implements Store: one HGETALL, so counts and records agree.
 func (s *RedisStore) Members(ctx context.Context, room string) ([]Member, error) {
-	vals, err := s.client.HGetAll(ctx, wire.RoomKeys(s.prefix, room).Members).Result()
+	vals, err := s.client.HGetAll(ctx, s.layout.Room(room).Members).Result()
 	if err != nil {
 		return nil, fmt.Errorf("presence: read members of room %q: %w", room, err)
 	}
@@ -312,13 +317,25 @@ func parseMember(user, v string) (Member, error) {
 	return m, nil
 }
 
-// Rooms implements Store from the due index, which holds every room with
-// a connection or a leave grace (and may hold rooms emptied since): one
-// read of it, then one pipeline of HLEN, two round trips.
+// Rooms implements Store from the sweep indexes, which hold every room
+// with a connection or a leave grace (and may hold rooms emptied since):
+// one pipeline reads them all (one per partition on a cluster), then one
+// pipeline of HLEN, two round trips.
 func (s *RedisStore) Rooms(ctx context.Context) ([]RoomCount, error) {
-	names, err := s.client.ZRange(ctx, s.dueKey(), 0, -1).Result()
+	indexes := s.layout.DueIndexes()
+	reads := make([]*redis.StringSliceCmd, len(indexes))
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, idx := range indexes {
+			reads[i] = p.ZRange(ctx, idx, 0, -1)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("presence: read the due index: %w", err)
+		return nil, fmt.Errorf("presence: read %d sweep indexes: %w", len(indexes), err)
+	}
+	var names []string
+	for _, r := range reads {
+		names = append(names, r.Val()...)
 	}
 	out := make([]RoomCount, 0, len(names))
 	if len(names) == 0 {
@@ -327,7 +344,7 @@ func (s *RedisStore) Rooms(ctx context.Context) ([]RoomCount, error) {
 	lens := make([]*redis.IntCmd, len(names))
 	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, name := range names {
-			lens[i] = p.HLen(ctx, wire.RoomKeys(s.prefix, name).Members)
+			lens[i] = p.HLen(ctx, s.layout.Room(name).Members)
 		}
 		return nil
 	})
@@ -368,7 +385,7 @@ func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
 	}
 	calls := make([]scriptCall, 0, len(order))
 	for _, room := range order {
-		calls = append(calls, scriptCall{heartbeatScript, s.roomKeys(room), s.args(room, byRoom[room]...)})
+		calls = append(calls, scriptCall{s.script(heartbeatScript), s.roomKeys(room), s.args(room, byRoom[room]...)})
 	}
 	cmds, err := s.runAll(ctx, calls)
 	if err != nil {
@@ -393,43 +410,59 @@ func (s *RedisStore) Heartbeat(ctx context.Context, sessions []Session) error {
 	return nil
 }
 
-// Sweep implements Store: one read of the rooms due, then one pipeline of
-// sweep script calls for them. The read also takes a reading of the Redis
-// clock (see redisClock), and the sweep calls use the time it returned.
+// Sweep implements Store: one pipeline reads the rooms due from every
+// sweep index (one per partition on a cluster), then one pipeline of sweep
+// script calls for them. The reads also take readings of the Redis clock
+// (see redisClock), and each room's sweep uses the time its index's read
+// returned: on a cluster, the clock of the room's own master.
 func (s *RedisStore) Sweep(ctx context.Context) error {
+	const maxRooms = 1000 // per index and pass
+	indexes := s.layout.DueIndexes()
 	for range 100 { // bounded: each pass ends up to sweepBatch entries per room
 		now := "0"
 		if !s.serverTime {
 			now = s.now()
 		}
+		reads := make([]scriptCall, len(indexes))
+		for i, idx := range indexes {
+			reads[i] = scriptCall{dueRoomsScript, []string{idx}, []any{now, maxRooms}}
+		}
 		start := time.Now()
-		res, err := dueRoomsScript.Run(ctx, s.client, []string{s.dueKey()}, now, 1000).StringSlice()
-		if err == nil && len(res) == 0 {
-			err = errors.New("empty reply")
-		}
+		cmds, err := s.runAll(ctx, reads)
 		if err != nil {
-			return fmt.Errorf("presence: list rooms due for sweep: %w", err)
+			return fmt.Errorf("presence: list rooms due for sweep in %d indexes: %w", len(indexes), err)
 		}
-		now, due := res[0], res[1:]
-		if s.serverTime {
-			if ms, err := strconv.ParseInt(now, 10, 64); err == nil {
-				s.clock.observe(ms, start, time.Now())
+		end := time.Now()
+		more := false
+		var calls []scriptCall
+		for _, c := range cmds {
+			res, err := c.StringSlice()
+			if err == nil && len(res) == 0 {
+				err = errors.New("empty reply")
+			}
+			if err != nil {
+				return fmt.Errorf("presence: list rooms due for sweep: %w", err)
+			}
+			at, due := res[0], res[1:]
+			if s.serverTime {
+				if ms, err := strconv.ParseInt(at, 10, 64); err == nil {
+					s.clock.observe(ms, start, end)
+				}
+			}
+			more = more || len(due) == maxRooms
+			for _, room := range due {
+				a := s.args(room, sweepBatch)
+				a[0] = at
+				calls = append(calls, scriptCall{s.script(sweepScript), s.roomKeys(room), a})
 			}
 		}
-		if len(due) == 0 {
+		if len(calls) == 0 {
 			return nil
 		}
-		calls := make([]scriptCall, 0, len(due))
-		for _, room := range due {
-			a := s.args(room, sweepBatch)
-			a[0] = now
-			calls = append(calls, scriptCall{sweepScript, s.roomKeys(room), a})
-		}
-		cmds, err := s.runAll(ctx, calls)
+		cmds, err = s.runAll(ctx, calls)
 		if err != nil {
-			return fmt.Errorf("presence: sweep %d rooms: %w", len(due), err)
+			return fmt.Errorf("presence: sweep %d rooms: %w", len(calls), err)
 		}
-		more := len(due) == 1000
 		for _, c := range cmds {
 			if n, _ := c.Int(); n > 0 {
 				more = true

@@ -287,8 +287,9 @@ func TestRedisStoreHeartbeatRoundTrips(t *testing.T) {
 	if err := s.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if c, p := hook.cmds.Load(), hook.pipelines.Load(); c != 1 || p != 1 {
-		t.Fatalf("sweep with nothing due: %d commands, %d more pipelines; want 1 command", c, p-1)
+	// One pipeline holding one call per sweep index: one on a single Redis.
+	if c, p := hook.cmds.Load(), hook.pipelines.Load(); c != 0 || p != 2 {
+		t.Fatalf("sweep with nothing due: %d commands, %d more pipelines; want 1 pipeline", c, p-1)
 	}
 }
 
@@ -407,7 +408,7 @@ func TestRedisStoreHeartbeatOfAThousandConnsInOneRoom(t *testing.T) {
 	if err := s.Heartbeat(ctx, sessions); err != nil || reasserted != nil {
 		t.Fatalf("second heartbeat: %v, reasserted %v", err, reasserted)
 	}
-	if n := c.ZCard(ctx, wire.RoomKeys(s.prefix, room).Conns).Val(); n != 1200 {
+	if n := c.ZCard(ctx, s.layout.Room(room).Conns).Val(); n != 1200 {
 		t.Fatalf("%d conns held", n)
 	}
 }
@@ -430,8 +431,8 @@ func TestRedisStoreGraceKeepsTheSafetyNet(t *testing.T) {
 	if err := s.Leave(ctx, room, "c1", "ann"); err != nil {
 		t.Fatal(err)
 	}
-	k := wire.RoomKeys(s.prefix, room)
-	for _, key := range []string{k.Conns, k.Members, s.dueKey()} {
+	k := s.layout.Room(room)
+	for _, key := range []string{k.Conns, k.Members, s.layout.DueIndex(room)} {
 		if ttl := c.PTTL(ctx, key).Val(); ttl <= 0 {
 			t.Fatalf("%s has no safety-net TTL after the leave: %v", key, ttl)
 		}

@@ -14,21 +14,26 @@ import (
 	"github.com/roomcast/roomcast/rooms/wire"
 )
 
-// RedisBroker is the Broker of a cluster: one Redis pub/sub channel per room
-// (Channel), one pub/sub connection per instance, and one publisher
-// goroutine that pipelines PUBLISH commands.
+// RedisBroker is the Broker of a cluster of instances: one Redis pub/sub
+// channel per room (wire.Keys.Channel), one publisher goroutine that
+// pipelines PUBLISH commands, and one pub/sub connection per instance on a
+// single Redis, or per master on a Redis Cluster (sharded pub/sub:
+// SSUBSCRIBE, SPUBLISH; see broker_redis_links.go).
 //
 // go-redis reconnects a PubSub behind its caller's back and whatever was
-// published meanwhile is lost. So the broker owns the connection's life:
-// any error on it, a SUBSCRIBE confirmation it did not ask for, or a ping
-// left unanswered ends the connection; a new one subscribes every wanted
-// room again, and once all are confirmed the Receiver is told to Resync the
-// rooms that were live before the gap.
+// published meanwhile is lost. So the broker owns each connection's life:
+// any error on it, a subscription confirmation it did not ask for, one
+// taken away (a cluster slot moved), or a ping left unanswered ends the
+// connection; a new one subscribes its rooms again, and once all are
+// confirmed the Receiver is told to Resync the rooms that were live before
+// the gap.
 type RedisBroker struct {
-	client redis.UniversalClient
-	o      RedisBrokerOptions
-	log    *slog.Logger
-	queue  chan outgoing
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // client, on a Redis Cluster; else nil
+	layout  wire.Layout
+	o       RedisBrokerOptions
+	log     *slog.Logger
+	queue   chan outgoing
 
 	ctx    context.Context // ends with Close
 	cancel context.CancelFunc
@@ -40,22 +45,14 @@ type RedisBroker struct {
 	started bool
 	closed  bool
 	subs    map[string]*subscription // by channel: the rooms this instance wants
-	// The current pub/sub connection; nil between connections.
-	ps *redis.PubSub
-	// SUBSCRIBE confirmations still due on ps, by channel.
-	expect    map[string]int
-	connected bool      // ps has answered
-	lastPong  time.Time // or the start of ps, before its first pong
+	// The pub/sub links by node address ("" on a single Redis).
+	links map[string]*link
 	// The last PING on the command connections: when it was answered and
 	// the error of the latest attempt.
 	lastCmdPong time.Time
 	cmdErr      error
 	up          chan struct{}
 	upOnce      sync.Once
-	// Rooms that were live when a gap began and are owed a Resync.
-	resync map[string]struct{}
-	// Whether the current outage was logged.
-	outageLogged bool
 
 	lastPublishErrLog time.Time // publisher goroutine only
 
@@ -64,8 +61,12 @@ type RedisBroker struct {
 
 type subscription struct {
 	room   string
+	link   *link // the link the room is subscribed on
 	active bool
 	ready  chan struct{} // closed when active
+	// owed: the room was live when its link's gap began, and is owed a
+	// Resync once its link has every room subscribed again.
+	owed bool
 }
 
 // outgoing is a plain PUBLISH of payload on channel, or a script call.
@@ -83,6 +84,17 @@ type RedisBrokerOptions struct {
 	// means wire.DefaultPrefix. The presence store's must be the same:
 	// its scripts publish to the same channels.
 	Prefix string
+	// Partitions is the number of room partitions when the client is a
+	// *redis.ClusterClient (wire.Layout); zero value means
+	// wire.DefaultPartitions. The presence store's must be the same.
+	Partitions int
+	// ReplicaWait bounds how long, on a Redis Cluster, a batch that stored
+	// messages waits for a replica of its master to confirm them (WAIT 1),
+	// so that a stored message survives the master's failover once its
+	// publisher has its seq. Zero value means 200ms; a batch whose
+	// replica does not answer in time is still acknowledged (it is stored
+	// on the master) and the wait is logged.
+	ReplicaWait time.Duration
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
 	// PublishQueue is how many payloads may wait for the publisher.
@@ -115,8 +127,9 @@ type RedisBrokerOptions struct {
 	Stream StreamOptions
 }
 
-// NewRedisBroker returns a broker on client. Call Start before anything
-// else and Close when done.
+// NewRedisBroker returns a broker on client: a *redis.ClusterClient for a
+// Redis Cluster (sharded pub/sub, wire.Layout's partitions), anything else
+// for a single Redis. Call Start before anything else and Close when done.
 func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBroker {
 	if o.Prefix == "" {
 		o.Prefix = wire.DefaultPrefix
@@ -143,24 +156,35 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 	if o.PongTimeout <= 0 {
 		o.PongTimeout = 3 * time.Second
 	}
+	if o.ReplicaWait <= 0 {
+		o.ReplicaWait = 200 * time.Millisecond
+	}
 	ctx, cancel := context.WithCancel(context.Background())
+	cluster, _ := client.(*redis.ClusterClient)
 	return &RedisBroker{
-		client: client,
-		o:      o,
-		log:    o.Logger,
-		queue:  make(chan outgoing, o.PublishQueue),
-		ctx:    ctx,
-		cancel: cancel,
-		stop:   make(chan struct{}),
-		subs:   make(map[string]*subscription),
-		up:     make(chan struct{}),
-		resync: make(map[string]struct{}),
+		client:  client,
+		cluster: cluster,
+		layout:  wire.ClusterLayout(client, o.Prefix, o.Partitions),
+		o:       o,
+		log:     o.Logger,
+		queue:   make(chan outgoing, o.PublishQueue),
+		ctx:     ctx,
+		cancel:  cancel,
+		stop:    make(chan struct{}),
+		subs:    make(map[string]*subscription),
+		links:   make(map[string]*link),
+		up:      make(chan struct{}),
 	}
 }
 
+// Layout returns the names the broker uses in Redis.
+func (b *RedisBroker) Layout() wire.Layout { return b.layout }
+
 // Start implements Broker. It starts the broker's goroutines and waits,
-// within ctx, for the pub/sub connection's first answer. On error the
-// broker keeps trying to connect in the background; Close stops it.
+// within ctx, for Redis to answer: on a single Redis, the pub/sub
+// connection's first answer; on a cluster, every master's (links to
+// masters start with the first room on them). On error the broker keeps
+// trying to connect in the background; Close stops it.
 func (b *RedisBroker) Start(ctx context.Context, r Receiver) error {
 	b.mu.Lock()
 	if b.closed {
@@ -174,14 +198,19 @@ func (b *RedisBroker) Start(ctx context.Context, r Receiver) error {
 	b.recv = r
 	b.started = true
 	b.startShards(b.o.DeliveryShards)
-	b.wg.Add(3)
-	go b.run()
+	b.wg.Add(2)
 	go b.pinger()
 	go b.publisher()
+	if b.cluster == nil {
+		b.startLink("", b.client)
+	}
 	b.mu.Unlock()
 
 	if err := b.pingCommands(ctx); err != nil {
 		return err
+	}
+	if b.cluster != nil {
+		b.upOnce.Do(func() { close(b.up) })
 	}
 	select {
 	case <-b.up:
@@ -200,7 +229,7 @@ func (b *RedisBroker) Publish(_ context.Context, room string, payload []byte) er
 		return ErrBrokerDown
 	}
 	select {
-	case b.queue <- outgoing{channel: wire.RoomKeys(b.o.Prefix, room).Channel, payload: payload}:
+	case b.queue <- outgoing{channel: b.keys(room).Channel, payload: payload}:
 		return nil
 	default:
 		return fmt.Errorf("redis publish queue full (%d payloads): %w", cap(b.queue), ErrBrokerDown)
@@ -210,7 +239,12 @@ func (b *RedisBroker) Publish(_ context.Context, room string, payload []byte) er
 // Subscribe implements Broker: it returns once Redis confirmed the
 // subscription.
 func (b *RedisBroker) Subscribe(ctx context.Context, room string) error {
-	ch := wire.RoomKeys(b.o.Prefix, room).Channel
+	ch := b.keys(room).Channel
+	// On a cluster, find the room's master first: that may ask Redis.
+	addr, client, err := b.nodeOf(ctx, ch)
+	if err != nil {
+		return fmt.Errorf("subscribe room %q: %w: %w", room, ErrBrokerDown, err)
+	}
 	b.mu.Lock()
 	if b.closed || !b.started {
 		b.mu.Unlock()
@@ -222,21 +256,26 @@ func (b *RedisBroker) Subscribe(ctx context.Context, room string) error {
 		return nil
 	}
 	var ps *redis.PubSub
+	var l *link
 	if s == nil {
-		s = &subscription{room: room, ready: make(chan struct{})}
+		l = b.links[addr]
+		if l == nil {
+			l = b.startLink(addr, client)
+		}
+		s = &subscription{room: room, link: l, ready: make(chan struct{})}
 		b.subs[ch] = s
-		// Without a connection, the next one subscribes every wanted room.
-		if b.ps != nil {
-			ps = b.ps
-			b.expect[ch]++
+		// Without a connection, the link's next one subscribes the room.
+		if l.ps != nil {
+			ps = l.ps
+			l.expect[ch]++
 		}
 	}
 	ready := s.ready
 	b.mu.Unlock()
 
 	if ps != nil {
-		if err := ps.Subscribe(ctx, ch); err != nil {
-			b.replace(ps, fmt.Errorf("subscribe room %q: %w", room, err))
+		if err := b.subscribeOn(ctx, ps, ch); err != nil {
+			b.replace(l, ps, fmt.Errorf("subscribe room %q: %w", room, err))
 		}
 	}
 	select {
@@ -256,13 +295,14 @@ func (b *RedisBroker) forget(ch string, s *subscription) {
 		return
 	}
 	delete(b.subs, ch)
-	ps := b.ps
+	l := s.link
+	ps := l.ps
 	b.mu.Unlock()
 	if ps != nil {
 		ctx, cancel := context.WithTimeout(b.ctx, b.o.PongTimeout)
 		defer cancel()
-		if err := ps.Unsubscribe(ctx, ch); err != nil {
-			b.replace(ps, fmt.Errorf("unsubscribe room %q: %w", s.room, err))
+		if err := b.unsubscribeOn(ctx, ps, ch); err != nil {
+			b.replace(l, ps, fmt.Errorf("unsubscribe room %q: %w", s.room, err))
 		}
 	}
 }
@@ -270,55 +310,87 @@ func (b *RedisBroker) forget(ch string, s *subscription) {
 // Unsubscribe implements Broker. Delivery for the room stops at once, even
 // if Redis has not confirmed yet.
 func (b *RedisBroker) Unsubscribe(ctx context.Context, room string) error {
-	ch := wire.RoomKeys(b.o.Prefix, room).Channel
+	ch := b.keys(room).Channel
 	b.mu.Lock()
-	if _, ok := b.subs[ch]; !ok {
+	s, ok := b.subs[ch]
+	if !ok {
 		b.mu.Unlock()
 		return nil
 	}
 	delete(b.subs, ch)
-	ps := b.ps
+	l := s.link
+	ps := l.ps
 	b.mu.Unlock()
 	if ps != nil {
-		if err := ps.Unsubscribe(ctx, ch); err != nil {
+		if err := b.unsubscribeOn(ctx, ps, ch); err != nil {
 			// The next connection will not subscribe the room.
-			b.replace(ps, fmt.Errorf("unsubscribe room %q: %w", room, err))
+			b.replace(l, ps, fmt.Errorf("unsubscribe room %q: %w", room, err))
 		}
 	}
 	return nil
 }
 
-// Ready implements Broker: nil while the pub/sub connection is up and
-// answers its pings and Redis answers the pinger's PING on the command
-// connections too. It reads what the pinger found and never waits on
-// Redis, so a readiness probe cannot hang.
+// Ready implements Broker: nil while every pub/sub connection that holds
+// rooms is up and answers its pings, and Redis (every master, on a
+// cluster) answers the pinger's PING on the command connections too. It
+// reads what the pinger found and never waits on Redis, so a readiness
+// probe cannot hang.
 func (b *RedisBroker) Ready(context.Context) error {
 	b.mu.RLock()
-	closed, started, connected := b.closed, b.started, b.connected
-	pongAge, cmdAge, cmdErr := time.Since(b.lastPong), time.Since(b.lastCmdPong), b.cmdErr
-	b.mu.RUnlock()
+	defer b.mu.RUnlock()
+	closed, started := b.closed, b.started
+	cmdAge, cmdErr := time.Since(b.lastCmdPong), b.cmdErr
 	stale := b.o.PingInterval + b.o.PongTimeout
 	switch {
 	case closed || !started:
 		return ErrBrokerDown
-	case !connected:
-		return fmt.Errorf("redis pub/sub connection down: %w", ErrBrokerDown)
-	case pongAge > stale:
-		return fmt.Errorf("redis pub/sub connection silent for %v: %w", pongAge.Round(time.Millisecond), ErrBrokerDown)
 	case cmdErr != nil:
 		return fmt.Errorf("ping redis: %w: %w", ErrBrokerDown, cmdErr)
 	case cmdAge > stale:
 		return fmt.Errorf("redis silent for %v: %w", cmdAge.Round(time.Millisecond), ErrBrokerDown)
 	}
+	held := make(map[*link]bool, len(b.links))
+	for _, s := range b.subs {
+		held[s.link] = true
+	}
+	for _, l := range b.links {
+		if !held[l] && b.cluster != nil {
+			continue // a cluster link without rooms is not needed
+		}
+		where := "redis pub/sub connection"
+		if l.addr != "" {
+			where = "redis pub/sub connection to " + l.addr
+		}
+		if !l.connected {
+			return fmt.Errorf("%s down: %w", where, ErrBrokerDown)
+		}
+		if age := time.Since(l.lastPong); age > stale {
+			return fmt.Errorf("%s silent for %v: %w", where, age.Round(time.Millisecond), ErrBrokerDown)
+		}
+	}
 	return nil
 }
 
-// pingCommands pings Redis on the command connections (the publisher's)
-// and records the outcome for Ready.
+// pingCommands pings Redis on the command connections (the publisher's),
+// every master on a cluster, and records the outcome for Ready.
 func (b *RedisBroker) pingCommands(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.o.PongTimeout)
 	defer cancel()
-	err := b.client.Ping(ctx).Err()
+	var err error
+	if b.cluster != nil {
+		err = b.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			if err := c.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("master %s: %w", c.Options().Addr, err)
+			}
+			return nil
+		})
+		if err != nil {
+			// A master may have failed over: read the slots again.
+			b.cluster.ReloadState(ctx)
+		}
+	} else {
+		err = b.client.Ping(ctx).Err()
+	}
 	b.mu.Lock()
 	b.cmdErr = err
 	if err == nil {
@@ -340,352 +412,19 @@ func (b *RedisBroker) Close() error {
 		return nil
 	}
 	b.closed = true
-	ps := b.ps
+	var open []*redis.PubSub
+	for _, l := range b.links {
+		if l.ps != nil {
+			open = append(open, l.ps)
+		}
+	}
 	b.mu.Unlock()
 
 	b.cancel()
 	close(b.stop)
-	if ps != nil {
+	for _, ps := range open {
 		_ = ps.Close() // ends a Receive blocked on the connection
 	}
 	b.wg.Wait()
 	return nil
-}
-
-// run keeps one pub/sub connection going until Close, with a backoff
-// between failed attempts.
-func (b *RedisBroker) run() {
-	defer b.wg.Done()
-	const minBackoff, maxBackoff = 50 * time.Millisecond, time.Second
-	backoff := minBackoff
-	for {
-		wasUp, err := b.session()
-		if b.ctx.Err() != nil {
-			return
-		}
-		b.lost(err)
-		if wasUp {
-			backoff = minBackoff
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-b.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
-}
-
-var errUnexpectedSubscribe = errors.New("redis pub/sub confirmed a subscription it was not asked for (silent reconnect)")
-
-// session runs one pub/sub connection: it subscribes every wanted room and
-// delivers until the connection fails. wasUp reports whether Redis
-// answered on it.
-func (b *RedisBroker) session() (wasUp bool, err error) {
-	ps := b.client.Subscribe(b.ctx) // connects on first use
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		_ = ps.Close()
-		return false, ErrBrokerDown
-	}
-	b.ps = ps
-	b.expect = make(map[string]int, len(b.subs))
-	b.lastPong = time.Now()
-	channels := make([]string, 0, len(b.subs))
-	for ch := range b.subs {
-		channels = append(channels, ch)
-		b.expect[ch]++
-	}
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		if b.ps == ps {
-			b.ps = nil
-		}
-		b.mu.Unlock()
-		_ = ps.Close()
-	}()
-
-	if len(channels) > 0 {
-		if err := ps.Subscribe(b.ctx, channels...); err != nil {
-			return false, fmt.Errorf("subscribe %d rooms: %w", len(channels), err)
-		}
-	}
-	if err := ps.Ping(b.ctx); err != nil {
-		return false, fmt.Errorf("ping: %w", err)
-	}
-	var heard time.Time
-	for {
-		msg, err := ps.Receive(b.ctx)
-		if err != nil {
-			return wasUp, fmt.Errorf("receive: %w", err)
-		}
-		if !wasUp {
-			wasUp = true
-			b.connectedNow()
-		}
-		switch m := msg.(type) {
-		case *redis.Message:
-			// A message is as good a sign of life as a pong. Under load
-			// the pongs wait behind the messages this loop is still
-			// delivering; replacing the connection then would throw away
-			// everything queued on it and cause the very gap it guards
-			// against.
-			if now := time.Now(); now.Sub(heard) > 100*time.Millisecond {
-				heard = now
-				b.mu.Lock()
-				b.lastPong = now
-				b.mu.Unlock()
-			}
-			b.deliver(m)
-		case *redis.Pong:
-			b.mu.Lock()
-			b.lastPong = time.Now()
-			b.mu.Unlock()
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				if err := b.confirmed(m.Channel); err != nil {
-					return wasUp, err
-				}
-			}
-		}
-	}
-}
-
-func (b *RedisBroker) connectedNow() {
-	b.mu.Lock()
-	b.connected = true
-	b.lastPong = time.Now()
-	if b.outageLogged {
-		b.outageLogged = false
-		b.log.Info("redis pub/sub connection is back")
-	}
-	b.mu.Unlock()
-	b.upOnce.Do(func() { close(b.up) })
-	b.resyncIfActive()
-}
-
-func (b *RedisBroker) deliver(m *redis.Message) {
-	b.mu.RLock()
-	s := b.subs[m.Channel]
-	b.mu.RUnlock()
-	if s == nil {
-		return // unsubscribed meanwhile
-	}
-	b.dispatch(b.shardOf(s.room), delivery{room: s.room, payload: []byte(m.Payload)})
-}
-
-// confirmed records Redis's confirmation of a SUBSCRIBE. A room is active
-// once its latest SUBSCRIBE is confirmed, so an earlier confirmation that
-// preceded an UNSUBSCRIBE cannot mark it active too soon.
-func (b *RedisBroker) confirmed(ch string) error {
-	b.mu.Lock()
-	if b.expect[ch] == 0 {
-		b.mu.Unlock()
-		return fmt.Errorf("%w: %s", errUnexpectedSubscribe, ch)
-	}
-	b.expect[ch]--
-	if s := b.subs[ch]; s != nil && !s.active && b.expect[ch] == 0 {
-		s.active = true
-		close(s.ready)
-	}
-	b.mu.Unlock()
-	b.resyncIfActive()
-	return nil
-}
-
-// resyncIfActive calls Resync for the rooms owed one once every wanted
-// room is subscribed again.
-func (b *RedisBroker) resyncIfActive() {
-	b.mu.Lock()
-	if len(b.resync) == 0 || !b.connected {
-		b.mu.Unlock()
-		return
-	}
-	for _, s := range b.subs {
-		if !s.active {
-			b.mu.Unlock()
-			return
-		}
-	}
-	var rooms []string
-	for ch, s := range b.subs {
-		if _, ok := b.resync[ch]; ok {
-			rooms = append(rooms, s.room)
-		}
-	}
-	clear(b.resync)
-	b.mu.Unlock()
-	if len(rooms) > 0 {
-		b.log.Info("redis pub/sub resubscribed after a gap; resyncing rooms", "rooms", len(rooms))
-		b.dispatchResync(rooms)
-	}
-}
-
-// lost marks the end of a pub/sub connection: every room must be
-// subscribed again, and those that were live are owed a Resync.
-func (b *RedisBroker) lost(err error) {
-	b.mu.Lock()
-	wasConnected := b.connected
-	b.connected = false
-	live := 0
-	for ch, s := range b.subs {
-		if s.active {
-			live++
-			b.resync[ch] = struct{}{}
-			s.active = false
-			s.ready = make(chan struct{})
-		}
-	}
-	logIt := wasConnected || !b.outageLogged
-	b.outageLogged = true
-	b.mu.Unlock()
-
-	if wasConnected {
-		b.log.Warn("redis pub/sub connection lost; payloads published until it is back are lost", "err", err, "rooms", live)
-		if b.o.OnGap != nil {
-			b.o.OnGap()
-		}
-	} else if logIt {
-		b.log.Warn("redis pub/sub cannot connect; retrying", "err", err)
-	}
-}
-
-// replace ends ps if it is still the current connection, so run starts a
-// fresh one.
-func (b *RedisBroker) replace(ps *redis.PubSub, why error) {
-	b.mu.RLock()
-	current := b.ps == ps && !b.closed
-	b.mu.RUnlock()
-	if current {
-		b.log.Warn("replacing redis pub/sub connection", "err", why)
-		_ = ps.Close()
-	}
-}
-
-// pinger checks that the pub/sub connection answers, replacing one that
-// stays silent, and that Redis answers on the command connections.
-func (b *RedisBroker) pinger() {
-	defer b.wg.Done()
-	t := time.NewTicker(b.o.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		_ = b.pingCommands(b.ctx)
-		b.mu.RLock()
-		ps, last := b.ps, b.lastPong
-		b.mu.RUnlock()
-		if ps == nil {
-			continue
-		}
-		if silent := time.Since(last); silent > b.o.PingInterval+b.o.PongTimeout {
-			b.replace(ps, fmt.Errorf("no pong for %v: connection stuck", silent.Round(time.Millisecond)))
-			continue
-		}
-		// No deadline of our own: Ping may first wait for a handshake in
-		// progress, and a deadline passing there would fail the write and
-		// make go-redis reconnect behind our back. The client's
-		// WriteTimeout bounds the write; silence is caught above.
-		if err := ps.Ping(b.ctx); err != nil && b.ctx.Err() == nil {
-			b.replace(ps, fmt.Errorf("ping: %w", err))
-		}
-	}
-}
-
-// publisher sends queued payloads in order, as many as are waiting (up to
-// PublishBatch) in one pipeline.
-func (b *RedisBroker) publisher() {
-	defer b.wg.Done()
-	batch := make([]outgoing, 0, b.o.PublishBatch)
-	for {
-		select {
-		case <-b.stop:
-			b.flush(batch)
-			return
-		case o := <-b.queue:
-			batch = b.fill(append(batch[:0], o))
-			ctx, cancel := context.WithTimeout(context.Background(), b.o.PublishTimeout)
-			b.send(ctx, batch)
-			cancel()
-		}
-	}
-}
-
-func (b *RedisBroker) fill(batch []outgoing) []outgoing {
-	for len(batch) < b.o.PublishBatch {
-		select {
-		case o := <-b.queue:
-			batch = append(batch, o)
-		default:
-			return batch
-		}
-	}
-	return batch
-}
-
-// flush sends what is still queued at Close, within one PublishTimeout.
-func (b *RedisBroker) flush(batch []outgoing) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.o.PublishTimeout)
-	defer cancel()
-	for ctx.Err() == nil {
-		batch = b.fill(batch[:0])
-		if len(batch) == 0 {
-			return
-		}
-		b.send(ctx, batch)
-	}
-}
-
-func (b *RedisBroker) send(ctx context.Context, batch []outgoing) {
-	cmds := make([]redis.Cmder, len(batch))
-	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, o := range batch {
-			if o.call != nil {
-				cmds[i] = o.call.script.EvalSha(ctx, p, o.call.keys, o.call.args...)
-			} else {
-				cmds[i] = p.Publish(ctx, o.channel, o.payload)
-			}
-		}
-		return nil
-	})
-	var err error
-	for i, o := range batch {
-		if o.call == nil {
-			if cerr := cmds[i].Err(); cerr != nil && err == nil {
-				err = cerr
-			}
-			continue
-		}
-		c := cmds[i].(*redis.Cmd)
-		val, cerr := c.Result()
-		if cerr != nil && redis.HasErrorPrefix(cerr, "NOSCRIPT") {
-			// Redis restarted and forgot the script: it did not run, so
-			// running it again (in order) cannot store twice.
-			val, cerr = o.call.script.Run(ctx, b.client, o.call.keys, o.call.args...).Result()
-		}
-		if cerr != nil && err == nil {
-			err = cerr
-		}
-		o.call.done <- scriptResult{val: val, err: cerr}
-	}
-	if err == nil {
-		return
-	}
-	err = fmt.Errorf("redis publish of %d payloads: %w", len(batch), err)
-	if b.o.OnPublishError != nil {
-		b.o.OnPublishError(err)
-	}
-	// While Redis is down every batch fails: log the first, then at most
-	// every 10s.
-	if now := time.Now(); now.Sub(b.lastPublishErrLog) > 10*time.Second {
-		b.lastPublishErrLog = now
-		b.log.Warn("payloads lost", "err", err)
-	}
 }

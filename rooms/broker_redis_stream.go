@@ -36,8 +36,8 @@ var (
 	//go:embed lua/claim_state.lua
 	claimStateLua string
 
-	streamScript = func(body string) *redis.Script {
-		return redis.NewScript(wire.EnvelopeLua + streamLib + body)
+	streamScript = func(body string) wire.Script {
+		return wire.NewScript(streamLib + body)
 	}
 	publishScript    = streamScript(publishLua)
 	positionScript   = streamScript(positionLua)
@@ -48,7 +48,10 @@ var (
 	claimStateScript = streamScript(claimStateLua)
 )
 
-func (b *RedisBroker) keys(room string) wire.Keys { return wire.RoomKeys(b.o.Prefix, room) }
+func (b *RedisBroker) keys(room string) wire.Keys { return b.layout.Room(room) }
+
+// script returns s in the form for the broker's layout.
+func (b *RedisBroker) script(s wire.Script) *redis.Script { return s.For(b.layout) }
 
 func (b *RedisBroker) ttlMillis() int64 { return b.o.Stream.HistoryTTL.Milliseconds() }
 
@@ -70,7 +73,7 @@ func (b *RedisBroker) PublishMessage(ctx context.Context, room string, m Message
 		storedArg = "1"
 	}
 	call := &scriptCall{
-		script: publishScript,
+		script: b.script(publishScript),
 		keys:   []string{k.Meta, k.Stream, k.State, k.StateReq, idem},
 		args: []any{NewEpoch(), b.o.Stream.HistorySize, b.ttlMillis(), m.Exclude, storedArg, m.Frame, m.ID,
 			window, k.Channel, b.o.Stream.stateThreshold(), stateRequestRetry.Milliseconds()},
@@ -123,7 +126,7 @@ func (b *RedisBroker) runQueued(ctx context.Context, call *scriptCall) (any, err
 // Position implements Stream.
 func (b *RedisBroker) Position(ctx context.Context, room string) (Position, error) {
 	k := b.keys(room)
-	res, err := positionScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
+	res, err := b.script(positionScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
 	if err != nil {
 		return Position{}, fmt.Errorf("read position: %w", err)
 	}
@@ -137,7 +140,7 @@ func (b *RedisBroker) Position(ctx context.Context, room string) (Position, erro
 // History implements Stream.
 func (b *RedisBroker) History(ctx context.Context, room string, after uint64, limit int) (History, error) {
 	k := b.keys(room)
-	res, err := historyScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis(), after, max(limit, 1)).Result()
+	res, err := b.script(historyScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis(), after, max(limit, 1)).Result()
 	if err != nil {
 		return History{}, fmt.Errorf("read history: %w", err)
 	}
@@ -167,7 +170,7 @@ func (b *RedisBroker) History(ctx context.Context, room string, after uint64, li
 // SaveState implements Stream.
 func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, data []byte) error {
 	k := b.keys(room)
-	res, err := saveStateScript.Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim}, at.Seq, data, b.ttlMillis(), at.Epoch).Text()
+	res, err := b.script(saveStateScript).Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim}, at.Seq, data, b.ttlMillis(), at.Epoch).Text()
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
@@ -180,7 +183,7 @@ func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, d
 // State implements Stream.
 func (b *RedisBroker) State(ctx context.Context, room string) (Position, *State, error) {
 	k := b.keys(room)
-	res, err := stateScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
+	res, err := b.script(stateScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
 	if err != nil {
 		return Position{}, nil, fmt.Errorf("read state: %w", err)
 	}
@@ -199,7 +202,7 @@ func (b *RedisBroker) State(ctx context.Context, room string) (Position, *State,
 // Reset implements Stream.
 func (b *RedisBroker) Reset(ctx context.Context, room string) (Position, error) {
 	k := b.keys(room)
-	epoch, err := resetScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Doc, k.DocLog},
+	epoch, err := b.script(resetScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Doc, k.DocLog},
 		NewEpoch(), b.ttlMillis(), k.Channel).Text()
 	if err != nil {
 		return Position{}, fmt.Errorf("reset room: %w", err)
@@ -219,7 +222,7 @@ func (b *RedisBroker) ClaimStateRequest(ctx context.Context, room string, seq ui
 	for _, c := range candidates {
 		args = append(args, c)
 	}
-	pick, err := claimStateScript.Run(ctx, b.client, []string{k.StateClaim, k.State}, args...).Text()
+	pick, err := b.script(claimStateScript).Run(ctx, b.client, []string{k.StateClaim, k.State}, args...).Text()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}

@@ -36,7 +36,7 @@ var (
 func (b *RedisBroker) AppendUpdate(ctx context.Context, room, exclude string, msg []byte) (DocAppend, error) {
 	k := b.keys(room)
 	call := &scriptCall{
-		script: docAppendScript,
+		script: b.script(docAppendScript),
 		keys:   []string{k.Doc, k.DocLog},
 		args:   []any{NewEpoch(), b.o.Stream.DocTTL.Milliseconds(), exclude, msg, k.Channel},
 		done:   make(chan scriptResult, 1),

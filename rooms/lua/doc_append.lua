@@ -16,6 +16,6 @@ redis.call('RPUSH', log, ARGV[4])
 local log_bytes = redis.call('HINCRBY', doc, 'log_bytes', #ARGV[4])
 redis.call('PEXPIRE', doc, ARGV[2])
 redis.call('PEXPIRE', log, ARGV[2])
-redis.call('PUBLISH', ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), ARGV[4]))
+redis.call(PUBLISH_CMD, ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), ARGV[4]))
 local v = redis.call('HMGET', doc, 'base_seq', 'base_bytes')
 return {epoch, string.format('%d', seq), v[1], string.format('%d', log_bytes), v[2]}

@@ -28,7 +28,7 @@ if key_window > 0 then
   end
 end
 if stored ~= '1' then
-  redis.call('PUBLISH', channel, envelope(exclude, '', frame))
+  redis.call(PUBLISH_CMD, channel, envelope(exclude, '', frame))
   if key_window > 0 then
     redis.call('SET', idem, id .. '\n0\n' .. epoch, 'PX', key_window)
   end
@@ -52,7 +52,7 @@ if seq - state_seq >= tonumber(ARGV[10]) then
     due = true
   end
 end
-redis.call('PUBLISH', channel, envelope(exclude, stored_pos(epoch, seq, due), full))
+redis.call(PUBLISH_CMD, channel, envelope(exclude, stored_pos(epoch, seq, due), full))
 if key_window > 0 then
   redis.call('SET', idem, id .. '\n' .. seq_s .. '\n' .. epoch, 'PX', key_window)
 end

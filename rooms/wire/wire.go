@@ -14,9 +14,9 @@ import (
 // DefaultPrefix starts every key and channel name unless configured.
 const DefaultPrefix = "roomcast:"
 
-// Keys are the Redis names of one room. Every one carries the {room} hash
-// tag, so a room's keys and channel live in one Redis Cluster slot and one
-// script may touch all of them.
+// Keys are the Redis names of one room. Every one carries the room's hash
+// tag (see Layout), so a room's keys and channel live in one Redis Cluster
+// slot and one script may touch all of them.
 type Keys struct {
 	Channel    string // pub/sub channel of the room's envelopes
 	Meta       string // HASH epoch, seq: the room's stream position
@@ -34,12 +34,17 @@ type Keys struct {
 	idem string
 }
 
-// RoomKeys returns the keys of room under prefix ("" means DefaultPrefix).
+// RoomKeys returns the keys of room under prefix ("" means DefaultPrefix)
+// in the single-Redis layout (see Layout).
 func RoomKeys(prefix, room string) Keys {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	p := prefix + "{" + room + "}:"
+	return keysUnder(prefix + "{" + room + "}:")
+}
+
+// keysUnder returns the keys whose names start with p.
+func keysUnder(p string) Keys {
 	return Keys{
 		Channel:    p + "msg",
 		Meta:       p + "meta",
@@ -58,9 +63,10 @@ func RoomKeys(prefix, room string) Keys {
 // Idem is the key that remembers a publish key for the dedupe window.
 func (k Keys) Idem(key string) string { return k.idem + key }
 
-// DueIndex is the one presence key that spans rooms: a ZSET of the rooms
-// with a connection or a leave grace, each scored at or before its
-// earliest expiry, for the sweep (and the room list).
+// DueIndex is the single-Redis layout's one presence key that spans rooms:
+// a ZSET of the rooms with a connection or a leave grace, each scored at
+// or before its earliest expiry, for the sweep (and the room list). On a
+// cluster each partition has one (Layout.DueIndex).
 func DueIndex(prefix string) string { return orDefault(prefix) + "due" }
 
 func orDefault(prefix string) string {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
@@ -54,6 +55,12 @@ func newRedisClient(url string) (redis.UniversalClient, error) {
 		// timeout could deliver a message twice. Redirections (MOVED, ASK:
 		// the command did not run) are still followed.
 		copt.MaxRetries = -1
+		// Neither CLIENT SETINFO nor CLIENT MAINT_NOTIFICATIONS on each
+		// connection: Redis before 7.2 answers them with an error, which
+		// would blur the errorstats operators (and the cluster tests)
+		// watch for cross-slot errors.
+		copt.DisableIdentity = true
+		copt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(copt), nil
 	}
 	opt, err := redis.ParseURL(url)

@@ -361,10 +361,12 @@ func (b *RedisBroker) Ready(context.Context) error {
 		if l.addr != "" {
 			where = "redis pub/sub connection to " + l.addr
 		}
-		if !l.connected {
+		// A cluster link still making its first connection is not down:
+		// the rooms waiting on it wait in Subscribe.
+		if !l.connected && (l.down || b.cluster == nil) {
 			return fmt.Errorf("%s down: %w", where, ErrBrokerDown)
 		}
-		if age := time.Since(l.lastPong); age > stale {
+		if age := time.Since(l.lastPong); l.ps != nil && age > stale {
 			return fmt.Errorf("%s silent for %v: %w", where, age.Round(time.Millisecond), ErrBrokerDown)
 		}
 	}

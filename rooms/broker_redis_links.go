@@ -28,6 +28,7 @@ type link struct {
 	// Subscription confirmations still due on ps, by channel.
 	expect    map[string]int
 	connected bool      // ps has answered
+	down      bool      // a connection was lost and none has answered since
 	lastPong  time.Time // or the start of ps, before its first pong
 	// Whether the current outage was logged.
 	outageLogged bool
@@ -220,6 +221,7 @@ func (b *RedisBroker) session(l *link) (wasUp bool, err error) {
 func (b *RedisBroker) connectedNow(l *link) {
 	b.mu.Lock()
 	l.connected = true
+	l.down = false
 	l.lastPong = time.Now()
 	if l.outageLogged {
 		l.outageLogged = false
@@ -301,6 +303,7 @@ func (b *RedisBroker) lost(l *link, err error) {
 	b.mu.Lock()
 	wasConnected := l.connected
 	l.connected = false
+	l.down = true
 	live := 0
 	for _, s := range b.subs {
 		if s.link == l && s.active {

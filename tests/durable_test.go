@@ -11,19 +11,16 @@ import (
 	"github.com/roomcast/roomcast/tests/testserver"
 )
 
-// engines runs f on one instance in memory and on two instances sharing a
-// private Redis (a and b are the same server in memory).
+// engines runs f on one instance in memory, on two instances sharing a
+// private Redis, and on two instances sharing a private Redis Cluster (a
+// and b are the same server in memory).
 func engines(t *testing.T, env map[string]string, f func(t *testing.T, a, b *testserver.Server)) {
 	t.Run("memory", func(t *testing.T) {
 		t.Parallel()
 		s := testserver.Start(t, testserver.Options{Env: env})
 		f(t, s, s)
 	})
-	t.Run("redis", func(t *testing.T) {
-		t.Parallel()
-		_, s := cluster(t, 2, env)
-		f(t, s[0], s[1])
-	})
+	redisEngines(t, 2, env, func(t *testing.T, s []*testserver.Server) { f(t, s[0], s[1]) })
 }
 
 // storedMessages returns the message frames c received, in order, that

@@ -113,31 +113,32 @@ func TestYjsProvidersConvergeAcrossInstancesAndRestarts(t *testing.T) {
 
 func TestYjsOfflineEditsReachEveryoneOnReconnect(t *testing.T) {
 	t.Parallel()
-	_, s := cluster(t, 2, nil)
-	p := yjs.StartPeers(t)
-	connectSynced(t, p, "a", yjsURL(s[0]), "offline", "alice")
-	connectSynced(t, p, "b", yjsURL(s[1]), "offline", "bob")
-	p.Do("insert", "a", map[string]any{"text": "shared start. "})
-	converged(t, p, wait, "a", "b")
+	redisEngines(t, 2, nil, func(t *testing.T, s []*testserver.Server) {
+		p := yjs.StartPeers(t)
+		connectSynced(t, p, "a", yjsURL(s[0]), "offline", "alice")
+		connectSynced(t, p, "b", yjsURL(s[1]), "offline", "bob")
+		p.Do("insert", "a", map[string]any{"text": "shared start. "})
+		converged(t, p, wait, "a", "b")
 
-	p.Do("disconnect", "a", nil)
-	p.Do("insert", "a", map[string]any{"text": "typed offline by alice. "})
-	p.Do("set", "a", map[string]any{"key": "offline", "value": true})
-	p.Do("insert", "b", map[string]any{"pos": 0, "text": "bob meanwhile. "})
-	time.Sleep(200 * time.Millisecond)
-	if b := p.Content("b"); b.Map["offline"] != nil {
-		t.Fatalf("bob has alice's offline edit before she reconnected: %v", b.Map)
-	}
-	p.Do("reconnect", "a", nil)
-	got := converged(t, p, wait, "a", "b")
-	if got.Map["offline"] != true || !strings.Contains(got.Text, "typed offline by alice. ") || !strings.Contains(got.Text, "bob meanwhile. ") {
-		t.Fatalf("after the reconnect: %q %v", got.Text, got.Map)
-	}
-	// And a newcomer gets it from the store.
-	connectSynced(t, p, "c", yjsURL(s[1]), "offline", "carol")
-	if c := p.Content("c"); c.Text != got.Text {
-		t.Fatalf("newcomer: %q, want %q", c.Text, got.Text)
-	}
+		p.Do("disconnect", "a", nil)
+		p.Do("insert", "a", map[string]any{"text": "typed offline by alice. "})
+		p.Do("set", "a", map[string]any{"key": "offline", "value": true})
+		p.Do("insert", "b", map[string]any{"pos": 0, "text": "bob meanwhile. "})
+		time.Sleep(200 * time.Millisecond)
+		if b := p.Content("b"); b.Map["offline"] != nil {
+			t.Fatalf("bob has alice's offline edit before she reconnected: %v", b.Map)
+		}
+		p.Do("reconnect", "a", nil)
+		got := converged(t, p, wait, "a", "b")
+		if got.Map["offline"] != true || !strings.Contains(got.Text, "typed offline by alice. ") || !strings.Contains(got.Text, "bob meanwhile. ") {
+			t.Fatalf("after the reconnect: %q %v", got.Text, got.Map)
+		}
+		// And a newcomer gets it from the store.
+		connectSynced(t, p, "c", yjsURL(s[1]), "offline", "carol")
+		if c := p.Content("c"); c.Text != got.Text {
+			t.Fatalf("newcomer: %q, want %q", c.Text, got.Text)
+		}
+	})
 }
 
 // storedDocBytes is what Redis holds for the room's document: its base and
@@ -204,97 +205,99 @@ func awareOf(e yjs.Event, client uint64) bool {
 
 func TestYjsAwarenessAcrossInstancesAndOnCrash(t *testing.T) {
 	t.Parallel()
-	_, s := cluster(t, 3, nil)
-	p := yjs.StartPeers(t)
-	ca := p.Connect("a", yjsURL(s[0]), "aware", testserver.Token(t, "alice", "Alice", 0, nil), map[string]any{"awareness": map[string]any{"user": "Alice"}})
-	cb := p.Connect("b", yjsURL(s[1]), "aware", testserver.Token(t, "bob", "Bob", 0, nil), map[string]any{"awareness": map[string]any{"user": "Bob"}})
-	p.Await(wait, "a sees b", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cb) })
-	p.Await(wait, "b sees a", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && awareOf(e, ca) })
-	// A newcomer gets both at once.
-	cc := p.Connect("c", yjsURL(s[2]), "aware", testserver.Token(t, "carol", "Carol", 0, nil), map[string]any{"awareness": map[string]any{"user": "Carol"}})
-	p.Await(wait, "c sees a and b", func(e yjs.Event) bool {
-		return e.Ev == "awareness" && e.ID == "c" && awareOf(e, ca) && awareOf(e, cb)
-	})
-	p.Await(wait, "a sees c", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cc) })
+	redisEngines(t, 3, nil, func(t *testing.T, s []*testserver.Server) {
+		p := yjs.StartPeers(t)
+		ca := p.Connect("a", yjsURL(s[0]), "aware", testserver.Token(t, "alice", "Alice", 0, nil), map[string]any{"awareness": map[string]any{"user": "Alice"}})
+		cb := p.Connect("b", yjsURL(s[1]), "aware", testserver.Token(t, "bob", "Bob", 0, nil), map[string]any{"awareness": map[string]any{"user": "Bob"}})
+		p.Await(wait, "a sees b", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cb) })
+		p.Await(wait, "b sees a", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && awareOf(e, ca) })
+		// A newcomer gets both at once.
+		cc := p.Connect("c", yjsURL(s[2]), "aware", testserver.Token(t, "carol", "Carol", 0, nil), map[string]any{"awareness": map[string]any{"user": "Carol"}})
+		p.Await(wait, "c sees a and b", func(e yjs.Event) bool {
+			return e.Ev == "awareness" && e.ID == "c" && awareOf(e, ca) && awareOf(e, cb)
+		})
+		p.Await(wait, "a sees c", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cc) })
 
-	// A provider next to another on one instance: when it closes, its
-	// neighbour sees it go too.
-	cd := p.Connect("d", yjsURL(s[0]), "aware", testserver.Token(t, "dave", "Dave", 0, nil), map[string]any{"awareness": map[string]any{"user": "Dave"}})
-	p.Await(wait, "a sees d", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cd) })
-	mark := p.Mark()
-	p.Do("destroy", "d", nil)
-	p.AwaitAfter(mark, wait, "a sees d removed (same instance)", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cd) })
-	p.AwaitAfter(mark, wait, "b sees d removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && !awareOf(e, cd) })
+		// A provider next to another on one instance: when it closes, its
+		// neighbour sees it go too.
+		cd := p.Connect("d", yjsURL(s[0]), "aware", testserver.Token(t, "dave", "Dave", 0, nil), map[string]any{"awareness": map[string]any{"user": "Dave"}})
+		p.Await(wait, "a sees d", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && awareOf(e, cd) })
+		mark := p.Mark()
+		p.Do("destroy", "d", nil)
+		p.AwaitAfter(mark, wait, "a sees d removed (same instance)", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cd) })
+		p.AwaitAfter(mark, wait, "b sees d removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "b" && !awareOf(e, cd) })
 
-	// A provider that closes is removed for everyone, and only it: a
-	// provider echoes the states of others, which are not its own.
-	mark = p.Mark()
-	p.Do("destroy", "b", nil)
-	p.AwaitAfter(mark, wait, "a sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cb) })
-	p.AwaitAfter(mark, wait, "c sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "c" && !awareOf(e, cb) })
-	time.Sleep(300 * time.Millisecond)
-	for id, want := range map[string][]uint64{"a": {ca, cc}, "c": {ca, cc}} {
-		states := p.Do("states", id, nil)["states"].(map[string]any)
-		for _, client := range want {
-			if _, ok := states[strconv.FormatUint(client, 10)]; !ok || len(states) != 2 {
-				t.Fatalf("after b closed, %s has states %v, want exactly a's and c's", id, states)
+		// A provider that closes is removed for everyone, and only it: a
+		// provider echoes the states of others, which are not its own.
+		mark = p.Mark()
+		p.Do("destroy", "b", nil)
+		p.AwaitAfter(mark, wait, "a sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cb) })
+		p.AwaitAfter(mark, wait, "c sees b removed", func(e yjs.Event) bool { return e.Ev == "awareness" && e.ID == "c" && !awareOf(e, cb) })
+		time.Sleep(300 * time.Millisecond)
+		for id, want := range map[string][]uint64{"a": {ca, cc}, "c": {ca, cc}} {
+			states := p.Do("states", id, nil)["states"].(map[string]any)
+			for _, client := range want {
+				if _, ok := states[strconv.FormatUint(client, 10)]; !ok || len(states) != 2 {
+					t.Fatalf("after b closed, %s has states %v, want exactly a's and c's", id, states)
+				}
 			}
 		}
-	}
 
-	// Another user cannot speak for alice's client: mallory's message is
-	// not relayed and alice's state stands.
-	mallory := rawYjs(t, s[1], "aware", "mallory")
-	spoof := yjsproto.AppendAwarenessMessage(nil, yjsproto.EncodeAwareness([]yjsproto.AwarenessEntry{{Client: ca, Clock: 1 << 20, State: []byte(`{"user":"Mallory"}`)}}))
-	if err := mallory.WriteMessage(websocket.BinaryMessage, spoof); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if st := p.Do("states", "c", nil)["states"].(map[string]any)[strconv.FormatUint(ca, 10)]; fmt.Sprint(st) != "map[user:Alice]" {
-		t.Fatalf("after another user's message for alice's client, c has %v for it", st)
-	}
+		// Another user cannot speak for alice's client: mallory's message is
+		// not relayed and alice's state stands.
+		mallory := rawYjs(t, s[1], "aware", "mallory")
+		spoof := yjsproto.AppendAwarenessMessage(nil, yjsproto.EncodeAwareness([]yjsproto.AwarenessEntry{{Client: ca, Clock: 1 << 20, State: []byte(`{"user":"Mallory"}`)}}))
+		if err := mallory.WriteMessage(websocket.BinaryMessage, spoof); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if st := p.Do("states", "c", nil)["states"].(map[string]any)[strconv.FormatUint(ca, 10)]; fmt.Sprint(st) != "map[user:Alice]" {
+			t.Fatalf("after another user's message for alice's client, c has %v for it", st)
+		}
 
-	// An instance killed with -9: its client's state goes once its
-	// presence expires (PRESENCE_TTL 3s here), long before the client-side
-	// 30 s timeout would drop it.
-	killed := time.Now()
-	mark = p.Mark()
-	s[2].Kill()
-	e := p.AwaitAfter(mark, 3*time.Second+15*time.Second, "a sees c removed after its instance died", func(e yjs.Event) bool {
-		return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cc) && e.At.After(killed)
+		// An instance killed with -9: its client's state goes once its
+		// presence expires (PRESENCE_TTL 3s here), long before the client-side
+		// 30 s timeout would drop it.
+		killed := time.Now()
+		mark = p.Mark()
+		s[2].Kill()
+		e := p.AwaitAfter(mark, 3*time.Second+15*time.Second, "a sees c removed after its instance died", func(e yjs.Event) bool {
+			return e.Ev == "awareness" && e.ID == "a" && !awareOf(e, cc) && e.At.After(killed)
+		})
+		t.Logf("awareness of a client on a killed instance removed after %v", e.At.Sub(killed).Round(10*time.Millisecond))
+		if d := e.At.Sub(killed); d > 25*time.Second {
+			t.Fatalf("removed only after %v: that is the client's own timeout, not the server", d)
+		}
 	})
-	t.Logf("awareness of a client on a killed instance removed after %v", e.At.Sub(killed).Round(10*time.Millisecond))
-	if d := e.At.Sub(killed); d > 25*time.Second {
-		t.Fatalf("removed only after %v: that is the client's own timeout, not the server", d)
-	}
 }
 
 func TestYjsAndJSONTabOfOneUserAreOneMember(t *testing.T) {
 	t.Parallel()
-	_, s := cluster(t, 2, nil)
-	p := yjs.StartPeers(t)
-	bob := testserver.Join(t, s[1].WS, "mixed", "bob", "Bob")
-	connectSynced(t, p, "a", yjsURL(s[0]), "mixed", "alice")
-	bob.Await(t, wait, "alice's join", isFrame("join", "alice"))
-	tab := testserver.Join(t, s[1].WS, "mixed", "alice", "Alice")
-	// The welcome's "me" is the member this join made: the Yjs socket and
-	// the tab.
-	if me := tab.Welcome.Me; me == nil || me.Conns != 2 {
-		t.Fatalf("alice's JSON tab welcome: %s", tab.Welcome.Raw)
-	}
-	bob.Await(t, wait, "alice's update to 2 conns", func(f testserver.Frame) bool {
-		return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 2
+	redisEngines(t, 2, nil, func(t *testing.T, s []*testserver.Server) {
+		p := yjs.StartPeers(t)
+		bob := testserver.Join(t, s[1].WS, "mixed", "bob", "Bob")
+		connectSynced(t, p, "a", yjsURL(s[0]), "mixed", "alice")
+		bob.Await(t, wait, "alice's join", isFrame("join", "alice"))
+		tab := testserver.Join(t, s[1].WS, "mixed", "alice", "Alice")
+		// The welcome's "me" is the member this join made: the Yjs socket and
+		// the tab.
+		if me := tab.Welcome.Me; me == nil || me.Conns != 2 {
+			t.Fatalf("alice's JSON tab welcome: %s", tab.Welcome.Raw)
+		}
+		bob.Await(t, wait, "alice's update to 2 conns", func(f testserver.Frame) bool {
+			return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 2
+		})
+		if n := count(bob, "join", "alice"); n != 1 {
+			t.Fatalf("bob saw %d joins of alice", n)
+		}
+		p.Do("destroy", "a", nil)
+		bob.Await(t, wait, "alice back to 1 conn", func(f testserver.Frame) bool {
+			return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 1
+		})
+		if n := count(bob, "leave", "alice"); n != 0 {
+			t.Fatalf("bob saw alice leave while her tab is open")
+		}
 	})
-	if n := count(bob, "join", "alice"); n != 1 {
-		t.Fatalf("bob saw %d joins of alice", n)
-	}
-	p.Do("destroy", "a", nil)
-	bob.Await(t, wait, "alice back to 1 conn", func(f testserver.Frame) bool {
-		return f.Type == "update" && f.Member != nil && f.Member.ID == "alice" && f.Member.Conns == 1
-	})
-	if n := count(bob, "leave", "alice"); n != 0 {
-		t.Fatalf("bob saw alice leave while her tab is open")
-	}
 }
 
 // rawYjs dials /yjs/{room} with a plain WebSocket client.

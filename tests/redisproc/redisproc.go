@@ -25,6 +25,7 @@ type Server struct {
 	Port int
 	bin  string
 	dir  string
+	args []string // more redis-server arguments (a cluster node's)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -136,14 +137,14 @@ func (s *Server) start() error {
 	if s.cmd != nil {
 		return errors.New("already running")
 	}
-	cmd := exec.Command(s.bin,
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--protected-mode", "no",
-	)
+	}, s.args...)...)
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("open redis-server log: %w", err)

@@ -55,6 +55,9 @@ func TestInvalidConfig(t *testing.T) {
 		{"unknown flag", nil, []string{"-no-such-setting"}, "-no-such-setting"},
 		{"public key file not a key", map[string]string{"ROOMCAST_JWT_SECRET": "", "ROOMCAST_JWT_PUBLIC_KEY_FILE": garbageKey}, nil, "ROOMCAST_JWT_PUBLIC_KEY_FILE"},
 		{"redis url with password", map[string]string{"ROOMCAST_REDIS_URL": "http://user:" + leak + "@cache:6379/0"}, nil, "ROOMCAST_REDIS_URL"},
+		{"cluster node without a port", map[string]string{"ROOMCAST_REDIS_URL": "redis-cluster://user:" + leak + "@cache-1:6379,cache-2"}, nil, "ROOMCAST_REDIS_URL"},
+		{"cluster url with a database", map[string]string{"ROOMCAST_REDIS_URL": "redis-cluster://cache-1:6379/0"}, nil, "ROOMCAST_REDIS_URL"},
+		{"cluster url with an unknown option", map[string]string{"ROOMCAST_REDIS_URL": "rediss-cluster://user:" + leak + "@cache-1:6379?no_such_option=1"}, nil, "ROOMCAST_REDIS_URL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -369,3 +369,71 @@ func TestRedisClusterMasterFailover(t *testing.T) {
 	// never a cross-slot one.
 	auditCommands(t, c, "MOVED", "CLUSTERDOWN", "READONLY", "TRYAGAIN")
 }
+
+// A resharding moves a partition's slot, keys and all, to another master
+// while its room is in use: the instances follow the slot (Redis takes
+// the old master's sharded subscriptions away), messages flow again, the
+// history is intact and presence is unchanged.
+func TestRedisClusterResharding(t *testing.T) {
+	t.Parallel()
+	c, s := redisCluster(t, 2, nil)
+	a, b := s[0], s[1]
+	const room = "moving"
+	slot := wire.Slot(clusterLayout.Room(room).Channel)
+	from := c.MasterOfSlot(t, slot)
+	var to *redisproc.Node
+	for _, m := range c.Masters(t) {
+		if m.Addr() != from.Addr() {
+			to = m
+			break
+		}
+	}
+	alice := testserver.Join(t, a.WS, room, "alice", "Alice")
+	bob := testserver.Join(t, b.WS, room, "bob", "Bob")
+	alice.Await(t, wait, "bob's join", isFrame("join", "bob"))
+	var before []testserver.Frame
+	for i := range 5 {
+		before = append(before, publishAcked(t, alice, map[string]any{"data": fmt.Sprint("before-", i)}))
+	}
+	awaitSeq(t, bob, before[4].Seq)
+
+	c.MoveSlot(t, slot, to)
+	if m := c.MasterOfSlot(t, slot); m == nil || m.Addr() != to.Addr() {
+		t.Fatalf("slot %d still on %v after the move", slot, m)
+	}
+	// Every instance follows the slot: its shard channel is subscribed on
+	// the new master by both, and on the old one by nobody.
+	ch := clusterLayout.Room(room).Channel
+	ctx := context.Background()
+	eventually(t, 10*time.Second, "the room's channel on the new master", func() error {
+		n, err := to.Client(t).PubSubShardNumSub(ctx, ch).Result()
+		if err != nil {
+			return err
+		}
+		if n[ch] != 2 {
+			return fmt.Errorf("%d subscribers of %s on the new master", n[ch], ch)
+		}
+		if old, _ := from.Client(t).PubSubShardNumSub(ctx, ch).Result(); old[ch] != 0 {
+			return fmt.Errorf("%d subscribers of %s left on the old master", old[ch], ch)
+		}
+		return nil
+	})
+	after := publishAcked(t, alice, map[string]any{"data": "after the move"})
+	if after.Seq != before[4].Seq+1 {
+		t.Fatalf("first message after the move has seq %d, want %d: the history did not move with the slot", after.Seq, before[4].Seq+1)
+	}
+	awaitSeq(t, bob, after.Seq)
+	bob.Send(t, map[string]any{"type": "publish", "data": "bob after the move", "ephemeral": true})
+	alice.Await(t, wait, "bob's message after the move", func(f testserver.Frame) bool {
+		return f.Type == "message" && string(f.Data) == `"bob after the move"`
+	})
+	replay := testserver.JoinSince(t, b.WS, room, "carol", "Carol", "start", nil)
+	replay.Await(t, wait, "the replay", func(f testserver.Frame) bool { return f.Type == "message" && f.Seq == after.Seq })
+	if got := len(storedMessages(replay)); got != 6 {
+		t.Fatalf("replay after the move holds %d stored messages, want 6", got)
+	}
+	if got := testserver.ModelOf(replay.Welcome.Members).String(); got != "alice(Alice,1,{}) bob(Bob,1,{}) carol(Carol,1,{})" {
+		t.Fatalf("members after the move: %s", got)
+	}
+	auditCommands(t, c, "MOVED", "ASK", "TRYAGAIN")
+}

@@ -352,3 +352,57 @@ func slotOwners(shards []shard) string {
 	}
 	return b.String()
 }
+
+// MoveSlot migrates slot, keys and all, from the master that serves it to
+// the master to, the way redis-cli --cluster reshard does: IMPORTING and
+// MIGRATING, MIGRATE of its keys in batches, then SETSLOT NODE on every
+// master.
+func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Node) {
+	t.Helper()
+	ctx := context.Background()
+	from := c.MasterOfSlot(t, slot)
+	if from == nil || from.Addr() == to.Addr() {
+		t.Fatalf("redisproc: move slot %d: served by %v, target %s", slot, from, to.Addr())
+	}
+	fc, tc := from.Client(t), to.Client(t)
+	fromID, err := fc.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatalf("redisproc: CLUSTER MYID: %v", err)
+	}
+	toID, err := tc.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatalf("redisproc: CLUSTER MYID: %v", err)
+	}
+	must := func(cl *redis.Client, args ...any) {
+		t.Helper()
+		if err := cl.Do(ctx, args...).Err(); err != nil {
+			t.Fatalf("redisproc: %v on %s: %v", args, cl.Options().Addr, err)
+		}
+	}
+	must(tc, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID)
+	must(fc, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID)
+	host, port, _ := strings.Cut(to.Addr(), ":")
+	for {
+		keys, err := fc.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			t.Fatalf("redisproc: CLUSTER GETKEYSINSLOT: %v", err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "REPLACE", "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(fc, args...)
+	}
+	// The target first, then the source, then the others (the order
+	// redis-cli uses, so no node answers for a slot it gave away).
+	must(tc, "CLUSTER", "SETSLOT", slot, "NODE", toID)
+	must(fc, "CLUSTER", "SETSLOT", slot, "NODE", toID)
+	for _, m := range c.Masters(t) {
+		if m.Addr() != from.Addr() && m.Addr() != to.Addr() {
+			must(m.Client(t), "CLUSTER", "SETSLOT", slot, "NODE", toID)
+		}
+	}
+}

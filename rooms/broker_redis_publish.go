@@ -196,9 +196,11 @@ func (b *RedisBroker) sendTo(ctx context.Context, p *publisherState, addr string
 			val, cerr = cmds[i].(*redis.Cmd).Result()
 		}
 		if cerr != nil && redis.HasErrorPrefix(cerr, "NOSCRIPT") {
-			// Redis restarted and forgot the script: it did not run, so
-			// running it again (in order) cannot store twice.
-			val, cerr = o.call.script.Run(ctx, client, o.call.keys, o.call.args...).Result()
+			// Redis restarted, or a replica took over, and does not know
+			// the script: it did not run, so running it again (in order)
+			// cannot store twice. By its source, with the batch's WAIT
+			// behind it on the same connection.
+			val, cerr = b.evalWaited(ctx, client, o.call, wait)
 		}
 		if cerr != nil && err == nil {
 			err = cerr
@@ -222,6 +224,21 @@ func (b *RedisBroker) sendTo(ctx context.Context, p *publisherState, addr string
 		}
 	}
 	return err
+}
+
+// evalWaited runs call by its source on client and, when wait is set,
+// waits for a replica to confirm it as sendTo does. A replica that does
+// not is logged by the batch's own WAIT.
+func (b *RedisBroker) evalWaited(ctx context.Context, client redis.UniversalClient, call *scriptCall, wait bool) (any, error) {
+	var ev *redis.Cmd
+	_, _ = client.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		ev = call.script.Eval(ctx, pl, call.keys, call.args...)
+		if wait {
+			_ = pl.Process(ctx, redis.NewIntCmd(ctx, "wait", 1, b.o.ReplicaWait.Milliseconds()))
+		}
+		return nil
+	})
+	return ev.Result()
 }
 
 // resend sends o once more through the cluster client, replacing its

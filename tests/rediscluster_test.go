@@ -437,3 +437,52 @@ func TestRedisClusterResharding(t *testing.T) {
 	}
 	auditCommands(t, c, "MOVED", "ASK", "TRYAGAIN")
 }
+
+// A stored message is acknowledged only once a replica of its master has
+// it (WAIT 1): with the replica stuck, the first publish waits out
+// ReplicaWait (200 ms) and is acknowledged anyway (it is on the master),
+// the instance says so in its log, and later publishes no longer wait.
+func TestRedisClusterStoredMessagesWaitForAReplica(t *testing.T) {
+	t.Parallel()
+	c, s := redisCluster(t, 1, nil)
+	const room = "replicated"
+	master := c.MasterOfSlot(t, wire.Slot(clusterLayout.Room(room).Channel))
+	replica := c.ReplicaOf(t, master)
+	alice := testserver.Join(t, s[0].WS, room, "alice", "Alice")
+	publishAcked(t, alice, map[string]any{"data": "replicated"})
+
+	replica.Pause(t)
+	defer replica.Resume(t)
+	start := time.Now()
+	first := publishAcked(t, alice, map[string]any{"data": "replica stuck"})
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("the publish was acknowledged after %v, before its WAIT could time out: the ack did not wait for the replica", took)
+	}
+	for i := range 5 {
+		publishAcked(t, alice, map[string]any{"data": fmt.Sprint("after ", i)})
+	}
+	eventually(t, wait, "the log names the master without a replica", func() error {
+		if !strings.Contains(s[0].Output(), "no replica confirmed stored payloads in time") {
+			return fmt.Errorf("not logged")
+		}
+		return nil
+	})
+	replica.Resume(t)
+	// The replica catches up and has every message.
+	eventually(t, wait, "the replica has the messages", func() error {
+		ctx := context.Background()
+		var xlen *redis.IntCmd
+		if _, err := replica.Client(t).Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ReadOnly(ctx) // a replica answers reads on this connection
+			xlen = p.XLen(ctx, clusterLayout.Room(room).Stream)
+			return nil
+		}); err != nil {
+			return err
+		}
+		n := xlen.Val()
+		if uint64(n) != first.Seq+5 {
+			return fmt.Errorf("replica holds %d messages, want %d", n, first.Seq+5)
+		}
+		return nil
+	})
+}

@@ -20,6 +20,25 @@ import (
 	"github.com/roomcast/roomcast/tests/testserver"
 )
 
+// repeat runs step(0), step(1), … on a goroutine counted in wg until stop
+// is closed or step returns false.
+func repeat(wg *sync.WaitGroup, stop <-chan struct{}, step func(i int) bool) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !step(i) {
+				return
+			}
+		}
+	}()
+}
+
 // clusterLayout is the layout the instances use on a cluster.
 var clusterLayout = wire.Layout{Partitions: wire.DefaultPartitions}
 
@@ -239,60 +258,44 @@ func TestRedisClusterMasterFailover(t *testing.T) {
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ref := fmt.Sprint("m", i)
-			data := fmt.Sprint("msg-", i)
-			if err := alice.WS.WriteJSON(map[string]any{"type": "publish", "ref": ref, "data": data}); err != nil {
-				t.Errorf("publish %d: %v", i, err)
-				return
-			}
-			f, err := alice.TryAwait(8*time.Second, func(f testserver.Frame) bool {
-				return (f.Type == "ack" || f.Type == "error") && f.Ref == ref
-			})
-			if err != nil {
-				t.Errorf("publish %d: no answer: %v", i, err)
-				return
-			}
-			if f.Type == "error" {
-				refused.Add(1)
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			mu.Lock()
-			acks = append(acks, acked{f.Seq, strconv.Quote(data)})
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
+	repeat(&wg, stop, func(i int) bool {
+		ref := fmt.Sprint("m", i)
+		data := fmt.Sprint("msg-", i)
+		if err := alice.WS.WriteJSON(map[string]any{"type": "publish", "ref": ref, "data": data}); err != nil {
+			t.Errorf("publish %d: %v", i, err)
+			return false
 		}
-	}()
+		f, err := alice.TryAwait(8*time.Second, func(f testserver.Frame) bool {
+			return (f.Type == "ack" || f.Type == "error") && f.Ref == ref
+		})
+		if err != nil {
+			t.Errorf("publish %d: no answer: %v", i, err)
+			return false
+		}
+		if f.Type == "error" {
+			refused.Add(1)
+			time.Sleep(50 * time.Millisecond)
+			return true
+		}
+		mu.Lock()
+		acks = append(acks, acked{f.Seq, strconv.Quote(data)})
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		return true
+	})
 	// Users come and go on B meanwhile.
 	var churned atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			u := fmt.Sprint("churn-", i)
-			cl, err := testserver.TryJoinURL(testserver.WSURL(b.WS, "failover", testserver.Token(t, u, u, 0, nil)), nil)
-			if err == nil {
-				churned.Add(1)
-				time.Sleep(30 * time.Millisecond)
-				cl.Close()
-			}
-			time.Sleep(20 * time.Millisecond)
+	repeat(&wg, stop, func(i int) bool {
+		u := fmt.Sprint("churn-", i)
+		cl, err := testserver.TryJoinURL(testserver.WSURL(b.WS, "failover", testserver.Token(t, u, u, 0, nil)), nil)
+		if err == nil {
+			churned.Add(1)
+			time.Sleep(30 * time.Millisecond)
+			cl.Close()
 		}
-	}()
+		time.Sleep(20 * time.Millisecond)
+		return true
+	})
 
 	time.Sleep(time.Second)
 	killed := time.Now()

@@ -93,6 +93,8 @@ func startNode(t testing.TB, bin string, i int) *Node {
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			"--cluster-node-timeout", "1000",
 			"--cluster-allow-replica-migration", "no",
+			// A replica syncs at once (the default waits 5 s for more).
+			"--repl-diskless-sync-delay", "0",
 		}}
 		if lastErr = s.start(); lastErr == nil {
 			t.Cleanup(s.Kill)

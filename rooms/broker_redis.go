@@ -47,6 +47,9 @@ type RedisBroker struct {
 	subs    map[string]*subscription // by channel: the rooms this instance wants
 	// The pub/sub links by node address ("" on a single Redis).
 	links map[string]*link
+	// How many subscriptions are owed a Resync (subscription.owed), so a
+	// confirmation in steady state looks at nothing.
+	owed int
 	// The last PING on the command connections: when it was answered and
 	// the error of the latest attempt.
 	lastCmdPong time.Time
@@ -295,6 +298,9 @@ func (b *RedisBroker) forget(ch string, s *subscription) {
 		return
 	}
 	delete(b.subs, ch)
+	if s.owed {
+		b.owed--
+	}
 	l := s.link
 	ps := l.ps
 	b.mu.Unlock()
@@ -318,6 +324,9 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, room string) error {
 		return nil
 	}
 	delete(b.subs, ch)
+	if s.owed {
+		b.owed--
+	}
 	l := s.link
 	ps := l.ps
 	b.mu.Unlock()

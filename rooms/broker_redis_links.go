@@ -268,7 +268,7 @@ func (b *RedisBroker) confirmed(l *link, ch string) error {
 // is subscribed again.
 func (b *RedisBroker) resyncIfActive(l *link) {
 	b.mu.Lock()
-	if !l.connected {
+	if !l.connected || b.owed == 0 {
 		b.mu.Unlock()
 		return
 	}
@@ -288,6 +288,7 @@ func (b *RedisBroker) resyncIfActive(l *link) {
 	rooms := make([]string, 0, len(owed))
 	for _, s := range owed {
 		s.owed = false
+		b.owed--
 		rooms = append(rooms, s.room)
 	}
 	b.mu.Unlock()
@@ -308,7 +309,10 @@ func (b *RedisBroker) lost(l *link, err error) {
 	for _, s := range b.subs {
 		if s.link == l && s.active {
 			live++
-			s.owed = true
+			if !s.owed {
+				s.owed = true
+				b.owed++
+			}
 			s.active = false
 			s.ready = make(chan struct{})
 		}
@@ -328,7 +332,9 @@ func (b *RedisBroker) lost(l *link, err error) {
 }
 
 // reroute, on a cluster, moves each room of l whose slot another master
-// serves now to that master's link. It reports whether l should go on:
+// serves, in the slot map the cluster client holds, to that master's link.
+// It asks the client to reload the map, which it does in the background:
+// a map still stale keeps the rooms on l until a later attempt. It reports whether l should go on:
 // false once it holds no rooms, and it is then no longer the link of its
 // address.
 func (b *RedisBroker) reroute(l *link) bool {

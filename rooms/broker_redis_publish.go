@@ -241,18 +241,40 @@ func (b *RedisBroker) evalWaited(ctx context.Context, client redis.UniversalClie
 	return ev.Result()
 }
 
-// resend sends o once more through the cluster client, replacing its
-// command.
+// resend sends o once more through the cluster client, which follows
+// the redirection, replacing its command. The command is marked never to
+// be retried: the cluster client would otherwise send it again after a
+// read timeout or a dropped connection, when it may have run.
 func (b *RedisBroker) resend(ctx context.Context, o outgoing, cmd *redis.Cmder) error {
-	if o.call != nil {
-		c := o.call.script.Run(ctx, b.client, o.call.keys, o.call.args...)
+	if o.call == nil {
+		c := redis.NewIntCmd(ctx, "spublish", o.channel, o.payload)
 		*cmd = c
+		_ = b.client.Process(ctx, noRetry{c})
 		return c.Err()
 	}
-	c := b.client.SPublish(ctx, o.channel, o.payload)
+	// A NOSCRIPT answer (the new master never ran it) did not run either:
+	// it fails the publish, which its sender re-sends.
+	c := b.evalOnce(ctx, "evalsha", o.call.script.Hash(), o.call)
 	*cmd = c
 	return c.Err()
 }
+
+func (b *RedisBroker) evalOnce(ctx context.Context, name, script string, call *scriptCall) *redis.Cmd {
+	args := make([]any, 0, 3+len(call.keys)+len(call.args))
+	args = append(args, name, script, len(call.keys))
+	for _, k := range call.keys {
+		args = append(args, k)
+	}
+	args = append(args, call.args...)
+	c := redis.NewCmd(ctx, args...)
+	_ = b.client.Process(ctx, noRetry{c})
+	return c
+}
+
+// noRetry is a command the cluster client must send at most once.
+type noRetry struct{ redis.Cmder }
+
+func (noRetry) NoRetry() bool { return true }
 
 // moved reports whether err is a cluster redirection (MOVED or ASK).
 func moved(err error) bool {

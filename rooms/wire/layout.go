@@ -30,7 +30,8 @@ type Layout struct {
 	// Prefix starts every name. Zero value means DefaultPrefix.
 	Prefix string
 	// Partitions is the number of room partitions on a Redis Cluster; 0
-	// means a single Redis. See DefaultPartitions.
+	// means a single Redis. At most Slots (ClusterLayout clamps it). See
+	// DefaultPartitions.
 	Partitions int
 }
 
@@ -203,5 +204,7 @@ func ClusterLayout(client redis.UniversalClient, prefix string, partitions int) 
 	if partitions <= 0 {
 		partitions = DefaultPartitions
 	}
-	return Layout{Prefix: prefix, Partitions: partitions}
+	// More partitions than slots would leave some without a tag of their
+	// own, and their rooms' names in several slots.
+	return Layout{Prefix: prefix, Partitions: min(partitions, Slots)}
 }

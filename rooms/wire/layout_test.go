@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Known slots (Redis Cluster specification, redis-cli CLUSTER KEYSLOT).
@@ -95,5 +97,22 @@ func TestPartitionsSpreadOverTheSlots(t *testing.T) {
 		if n < 800 || n > 1200 {
 			t.Fatalf("partition %d holds %d of 128000 rooms, want about 1000", p, n)
 		}
+	}
+}
+
+// More partitions than slots are clamped: every partition keeps a tag of
+// its own, so no room's names spread over slots.
+func TestClusterLayoutClampsPartitions(t *testing.T) {
+	l := ClusterLayout(redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), "", Slots+5000)
+	if l.Partitions != Slots {
+		t.Fatalf("partitions %d, want %d", l.Partitions, Slots)
+	}
+	for i, idx := range l.DueIndexes() {
+		if Slot(idx) != i {
+			t.Fatalf("partition %d index %q in slot %d", i, idx, Slot(idx))
+		}
+	}
+	if got := ClusterLayout(redis.NewClient(&redis.Options{}), "", 64); got.Sharded() {
+		t.Fatalf("a single-Redis client got the cluster layout %+v", got)
 	}
 }

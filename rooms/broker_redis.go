@@ -358,12 +358,17 @@ func (b *RedisBroker) Ready(context.Context) error {
 	case cmdAge > stale:
 		return fmt.Errorf("redis silent for %v: %w", cmdAge.Round(time.Millisecond), ErrBrokerDown)
 	}
-	held := make(map[*link]bool, len(b.links))
-	for _, s := range b.subs {
-		held[s.link] = true
+	// On a cluster, only the links that hold rooms count. A single Redis
+	// has one link, which always counts: no need to look at the rooms.
+	var held map[*link]bool
+	if b.cluster != nil {
+		held = make(map[*link]bool, len(b.links))
+		for _, s := range b.subs {
+			held[s.link] = true
+		}
 	}
 	for _, l := range b.links {
-		if !held[l] && b.cluster != nil {
+		if held != nil && !held[l] {
 			continue // a cluster link without rooms is not needed
 		}
 		where := "redis pub/sub connection"

@@ -29,6 +29,10 @@ func (s *Server) routes() *fiber.App {
 		BodyLimit:             s.cfg.MaxMessageBytes + 4096,
 		IdleTimeout:           2 * time.Minute,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			var r *refusal
+			if errors.As(err, &r) {
+				return writeError(c, r.status, r.code, r.msg)
+			}
 			var fe *fiber.Error
 			if errors.As(err, &fe) {
 				code := "error"
@@ -40,10 +44,10 @@ func (s *Server) routes() *fiber.App {
 				case fiber.StatusRequestEntityTooLarge:
 					code = codeTooLarge
 				}
-				return apiError(c, fe.Code, code, fe.Message)
+				return writeError(c, fe.Code, code, fe.Message)
 			}
 			s.log.Error("http handler", "path", c.Path(), "err", err)
-			return apiError(c, fiber.StatusInternalServerError, codeInternal, "internal error")
+			return writeError(c, fiber.StatusInternalServerError, codeInternal, "internal error")
 		},
 	})
 
@@ -68,10 +72,12 @@ func (s *Server) routes() *fiber.App {
 
 	api := app.Group("/api")
 	api.Get("/rooms", s.requireAPIKey, s.listRooms)
-	api.Get("/rooms/:room/members", s.roomParam, s.listMembers)
+	// Every route checks its credentials in a middleware before the
+	// handler, which never sees a request it may not answer.
+	api.Get("/rooms/:room/members", s.roomParam, s.requireRoomRead, s.listMembers)
 	api.Post("/rooms/:room/messages", s.roomParam, s.requireAPIKey, s.postMessage)
-	api.Get("/rooms/:room/messages", s.roomParam, s.listMessages)
-	api.Get("/rooms/:room/state", s.roomParam, s.getState)
+	api.Get("/rooms/:room/messages", s.roomParam, s.requireRoomRead, s.listMessages)
+	api.Get("/rooms/:room/state", s.roomParam, s.requireRoomRead, s.getState)
 	api.Delete("/rooms/:room", s.roomParam, s.requireAPIKey, s.deleteRoom)
 
 	if s.devKey != nil {
@@ -96,13 +102,13 @@ func (s *Server) routes() *fiber.App {
 	app.Get("/", page("index.html"))
 	app.Get("/r/:room", func(c *fiber.Ctx) error {
 		if !rooms.ValidName(c.Params("room")) {
-			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+			return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 		}
 		return c.Next()
 	}, page("room.html"))
 	app.Get("/d/:room", func(c *fiber.Ctx) error {
 		if !rooms.ValidName(c.Params("room")) {
-			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+			return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 		}
 		return c.Next()
 	}, page("doc.html"))
@@ -114,7 +120,7 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(c.UserContext(), readyzDeadline)
 	defer cancel()
 	if err := s.ready(ctx); err != nil {
-		return apiError(c, fiber.StatusServiceUnavailable, "not_ready", err.Error())
+		return refuse(fiber.StatusServiceUnavailable, "not_ready", err.Error())
 	}
 	return c.JSON(fiber.Map{"status": "ready", "instance": s.cfg.InstanceID})
 }
@@ -131,7 +137,7 @@ func (s *Server) apiKeyOK(c *fiber.Ctx) bool {
 func (s *Server) requireAPIKey(c *fiber.Ctx) error {
 	if !s.apiKeyOK(c) {
 		s.metrics.authFailures.WithLabelValues("api_key").Inc()
-		return apiError(c, fiber.StatusUnauthorized, "api_key_required", "Authorization: Bearer <API key> required")
+		return refuse(fiber.StatusUnauthorized, "api_key_required", "Authorization: Bearer <API key> required")
 	}
 	return c.Next()
 }
@@ -139,7 +145,7 @@ func (s *Server) requireAPIKey(c *fiber.Ctx) error {
 func (s *Server) roomParam(c *fiber.Ctx) error {
 	room := utils.CopyString(c.Params("room"))
 	if !rooms.ValidName(room) {
-		return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+		return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 	}
 	c.Locals(localRoom, room)
 	return c.Next()
@@ -153,18 +159,25 @@ func (s *Server) listRooms(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"rooms": rs})
 }
 
-// listMembers accepts the API key or a user token that allows the room.
+// requireRoomRead lets on the API key or a user token that allows the
+// room (after roomParam).
+func (s *Server) requireRoomRead(c *fiber.Ctx) error {
+	if s.apiKeyOK(c) {
+		return c.Next()
+	}
+	claims, err := s.verifier.Verify(bearer(c))
+	if err != nil {
+		return s.refuseToken(c, err)
+	}
+	if !claims.Allows(c.Locals(localRoom).(string)) {
+		s.metrics.authFailures.WithLabelValues("room").Inc()
+		return refuse(fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+	}
+	return c.Next()
+}
+
 func (s *Server) listMembers(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
-	if !s.apiKeyOK(c) {
-		claims, err := s.verifier.Verify(bearer(c))
-		if err != nil {
-			return s.refuseToken(c, err)
-		}
-		if !claims.Allows(room) {
-			return apiError(c, fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
-		}
-	}
 	ms, err := s.store.Members(c.UserContext(), room)
 	if err != nil {
 		return s.unavailable(c, "list members", err)
@@ -175,7 +188,7 @@ func (s *Server) listMembers(c *fiber.Ctx) error {
 func (s *Server) postMessage(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
 	if !utf8.Valid(c.Body()) {
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "body is not valid UTF-8")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "body is not valid UTF-8")
 	}
 	var body struct {
 		Data      json.RawMessage `json:"data"`
@@ -183,18 +196,18 @@ func (s *Server) postMessage(c *fiber.Ctx) error {
 		Key       *string         `json:"key"`
 	}
 	if err := json.Unmarshal(c.Body(), &body); err != nil {
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "body must be a JSON object {\"data\": ...}")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "body must be a JSON object {\"data\": ...}")
 	}
 	if len(body.Data) == 0 {
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "data is required")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "data is required")
 	}
 	if len(body.Data) > s.cfg.MaxMessageBytes {
-		return apiError(c, fiber.StatusRequestEntityTooLarge, codeTooLarge, "data is over ROOMCAST_MAX_MESSAGE_BYTES")
+		return refuse(fiber.StatusRequestEntityTooLarge, codeTooLarge, "data is over ROOMCAST_MAX_MESSAGE_BYTES")
 	}
 	key := ""
 	if body.Key != nil {
 		if key = utils.CopyString(*body.Key); key == "" || len([]rune(key)) > maxKeyChars {
-			return apiError(c, fiber.StatusBadRequest, codeBadRequest, "key is 1 to 64 characters")
+			return refuse(fiber.StatusBadRequest, codeBadRequest, "key is 1 to 64 characters")
 		}
 	}
 	data := append(json.RawMessage(nil), body.Data...)
@@ -211,7 +224,7 @@ func (s *Server) postMessage(c *fiber.Ctx) error {
 
 func (s *Server) unavailable(c *fiber.Ctx, what string, err error) error {
 	s.log.Warn("api: "+what, "err", err)
-	return apiError(c, fiber.StatusServiceUnavailable, codeUnavailable, what+" failed: backend unavailable, try again")
+	return refuse(fiber.StatusServiceUnavailable, codeUnavailable, what+" failed: backend unavailable, try again")
 }
 
 // devToken mints a token for local use; only routed with -dev.
@@ -221,16 +234,16 @@ func (s *Server) devToken(c *fiber.Ctx) error {
 		user = "user-" + randomKey()[:6]
 	}
 	if len(user) > 128 {
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "user is at most 128 bytes")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "user is at most 128 bytes")
 	}
 	name := utils.CopyString(c.Query("name"))
 	if len(name) > 64 {
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "name is at most 64 bytes")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "name is at most 64 bytes")
 	}
 	var roomsClaim []string
 	if r := c.Query("room"); r != "" {
 		if !rooms.ValidName(strings.TrimSuffix(r, "*")) && r != "*" {
-			return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -, optionally ending in *")
+			return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -, optionally ending in *")
 		}
 		roomsClaim = []string{utils.CopyString(r)}
 	}

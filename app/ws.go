@@ -31,8 +31,25 @@ const (
 	localCount  = "roomcast.count"
 )
 
-// apiError is the JSON body of every HTTP error.
-func apiError(c *fiber.Ctx, status int, code, msg string) error {
+// refusal is an HTTP error answer. It is returned as an error, never
+// written on the spot, so whatever refuses a request also ends its
+// handler chain: a check that wrote its answer and returned nil would let
+// the handler go on and write the data after it. The app's ErrorHandler
+// writes it.
+type refusal struct {
+	status    int
+	code, msg string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("%d %s: %s", r.status, r.code, r.msg) }
+
+// refuse returns the refusal with HTTP status, error code and message.
+func refuse(status int, code, msg string) error {
+	return &refusal{status: status, code: code, msg: msg}
+}
+
+// writeError writes the JSON body of every HTTP error.
+func writeError(c *fiber.Ctx, status int, code, msg string) error {
 	return c.Status(status).JSON(fiber.Map{"error": fiber.Map{"code": code, "message": msg}})
 }
 
@@ -58,15 +75,15 @@ func bearerHeader(c *fiber.Ctx) (string, bool) {
 // the protocol promises, and passes the verified claims on.
 func (s *Server) admitWS(c *fiber.Ctx) error {
 	if !fws.IsWebSocketUpgrade(c) {
-		return apiError(c, fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+		return refuse(fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
 	}
 	room := utils.CopyString(c.Params("room"))
 	if !rooms.ValidName(room) {
-		return apiError(c, fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
+		return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 	}
 	from, err := parseSince(c.Query("since"))
 	if err != nil {
-		return apiError(c, fiber.StatusBadRequest, codeBadSince, err.Error())
+		return refuse(fiber.StatusBadRequest, codeBadSince, err.Error())
 	}
 	stateCapable := false
 	switch c.Query("state") {
@@ -74,7 +91,7 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	case "1":
 		stateCapable = true
 	default:
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "state is 1 (this client answers state requests) or 0")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "state is 1 (this client answers state requests) or 0")
 	}
 	countOnly := false
 	switch c.Query("presence") {
@@ -82,7 +99,7 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	case "count":
 		countOnly = true
 	default:
-		return apiError(c, fiber.StatusBadRequest, codeBadRequest, "presence is full (members and their events) or count (the member count only)")
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "presence is full (members and their events) or count (the member count only)")
 	}
 	claims, err := s.verifier.Verify(bearer(c))
 	if err != nil {
@@ -96,17 +113,17 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	}
 	if !claims.Allows(room) {
 		s.metrics.authFailures.WithLabelValues("room").Inc()
-		return apiError(c, fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+		return refuse(fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
 	}
 	if !s.originAllowed(c.Get(fiber.HeaderOrigin)) {
 		s.metrics.authFailures.WithLabelValues("origin").Inc()
-		return apiError(c, fiber.StatusForbidden, "origin_not_allowed", "this Origin may not connect")
+		return refuse(fiber.StatusForbidden, "origin_not_allowed", "this Origin may not connect")
 	}
 	if s.draining.Load() {
-		return apiError(c, fiber.StatusServiceUnavailable, "draining", "this instance is shutting down; connect again")
+		return refuse(fiber.StatusServiceUnavailable, "draining", "this instance is shutting down; connect again")
 	}
 	if err := s.broker.Ready(c.UserContext()); err != nil {
-		return apiError(c, fiber.StatusServiceUnavailable, codeUnavailable, "this instance cannot reach its broker; connect again")
+		return refuse(fiber.StatusServiceUnavailable, codeUnavailable, "this instance cannot reach its broker; connect again")
 	}
 	c.Locals(localClaims, claims)
 	c.Locals(localRoom, room)
@@ -120,13 +137,13 @@ func (s *Server) refuseToken(c *fiber.Ctx, err error) error {
 	switch {
 	case errors.Is(err, auth.ErrMissing):
 		s.metrics.authFailures.WithLabelValues("missing").Inc()
-		return apiError(c, fiber.StatusUnauthorized, "token_missing", "a token is required (?token= or Authorization: Bearer)")
+		return refuse(fiber.StatusUnauthorized, "token_missing", "a token is required (?token= or Authorization: Bearer)")
 	case errors.Is(err, auth.ErrExpired):
 		s.metrics.authFailures.WithLabelValues("expired").Inc()
-		return apiError(c, fiber.StatusUnauthorized, "token_expired", "the token has expired")
+		return refuse(fiber.StatusUnauthorized, "token_expired", "the token has expired")
 	default:
 		s.metrics.authFailures.WithLabelValues("invalid").Inc()
-		return apiError(c, fiber.StatusUnauthorized, "token_invalid", err.Error())
+		return refuse(fiber.StatusUnauthorized, "token_invalid", err.Error())
 	}
 }
 

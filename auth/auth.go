@@ -115,6 +115,10 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
+		// A token issued in the future is refused (beyond the leeway):
+		// a clock far ahead would otherwise mint tokens that outlive
+		// their intended life.
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(Leeway),
 	}
 	if cfg.Issuer != "" {

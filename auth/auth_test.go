@@ -86,6 +86,7 @@ func TestVerifyHMACRejections(t *testing.T) {
 		{"wrong aud", sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "other")), ErrInvalid},
 		{"meta too large", sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "meta", bigMeta)), ErrInvalid},
 		{"meta not object", sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "meta", []int{1})), ErrInvalid},
+		{"issued in the future", sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "iat", time.Now().Add(time.Minute).Unix())), ErrInvalid},
 		{"not yet valid", sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "nbf", time.Now().Add(time.Minute).Unix())), ErrInvalid},
 	}
 	for _, tc := range cases {

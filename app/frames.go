@@ -66,18 +66,6 @@ type pongFrame struct {
 	Ref  string `json:"ref,omitempty"`
 }
 
-// clientFrame is any frame a client sends.
-type clientFrame struct {
-	Type      string          `json:"type"`
-	Ref       *string         `json:"ref"`
-	Data      json.RawMessage `json:"data"`
-	Echo      bool            `json:"echo"`
-	Ephemeral bool            `json:"ephemeral"`
-	Key       *string         `json:"key"`
-	Meta      json.RawMessage `json:"meta"`
-	Seq       *uint64         `json:"seq"`
-}
-
 // maxKeyChars bounds a publish key.
 const maxKeyChars = 64
 

@@ -140,6 +140,12 @@ func (s *Server) handlePublish(conn *rooms.Conn, from sender, f *clientFrame, re
 		s.sendError(conn, ref, codeBadRequest, "publish needs a data field")
 		return
 	}
+	if len(f.Data) > s.cfg.MaxMessageBytes {
+		// The frame's size rule keeps this from happening; what is
+		// relayed and stored is bounded here too.
+		s.sendError(conn, ref, codeTooLarge, fmt.Sprintf("data is over %d bytes; nothing sent", s.cfg.MaxMessageBytes))
+		return
+	}
 	key := ""
 	if f.Key != nil {
 		key = *f.Key

@@ -418,14 +418,30 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 			return
 		}
 		data := m.Data
-		isState := len(data) > maxMsg && m.Kind == wsread.Text && frameType(data) == "state"
-		if m.TooBig && isState {
-			s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
-			continue
-		}
-		if m.TooBig || len(data) > maxMsg && !isState {
+		if m.TooBig {
+			// Not read whole: a state too large is told so, anything
+			// else is closed. Either way nothing of it is kept.
+			if m.Kind == wsread.Text && frameType(data) == "state" {
+				s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
+				continue
+			}
 			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
 			continue
+		}
+		// Only a state may pass MAX_MESSAGE_BYTES. The frame's type comes
+		// from the one parse that the frame is then handled by.
+		var f clientFrame
+		var ferr error
+		decoded := false
+		if len(data) > maxMsg {
+			if m.Kind == wsread.Text {
+				f, ferr = decodeClientFrame(data)
+				decoded = true
+			}
+			if !decoded || ferr != nil || f.Type != "state" {
+				conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
+				continue
+			}
 		}
 		if ok, cut := lim.allow(now); !ok {
 			s.metrics.rateLimited.Inc()
@@ -443,7 +459,14 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 		// The reader closed the socket with 1007 for invalid UTF-8, so
 		// nothing relayed or stored is: a browser drops its socket on
 		// such a frame.
-		s.handleFrame(conn, claims, data)
+		if !decoded {
+			f, ferr = decodeClientFrame(data)
+		}
+		if ferr != nil {
+			s.sendError(conn, "", codeBadRequest, "frame is not a JSON object of the protocol: "+ferr.Error())
+			continue
+		}
+		s.handleFrame(conn, claims, &f)
 	}
 }
 
@@ -494,21 +517,16 @@ func (s *Server) sendError(conn *rooms.Conn, ref, code, msg string) {
 	conn.Send(encode(errorFrame{Type: "error", Ref: ref, Code: code, Message: msg}))
 }
 
-func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, data []byte) {
-	var f clientFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		s.sendError(conn, "", codeBadRequest, "frame is not a JSON object of the protocol: "+err.Error())
-		return
-	}
+func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, f *clientFrame) {
 	ref := ""
 	if f.Ref != nil {
 		ref = *f.Ref
 	}
 	switch f.Type {
 	case "publish":
-		s.handlePublish(conn, sender{User: claims.Subject, Conn: conn.ID}, &f, ref)
+		s.handlePublish(conn, sender{User: claims.Subject, Conn: conn.ID}, f, ref)
 	case "state":
-		s.handleState(conn, &f, ref)
+		s.handleState(conn, f, ref)
 	case "presence":
 		if len(f.Meta) == 0 || string(f.Meta) == "null" {
 			s.sendError(conn, ref, codeBadRequest, "presence needs a meta object")

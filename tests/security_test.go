@@ -133,3 +133,44 @@ func checkRoomReadsRefused(t *testing.T, writer, reader *testserver.Server) {
 		}
 	}
 }
+
+// TestDuplicateTypeKeyCannotPassTheSizeRule: only a state may pass
+// MAX_MESSAGE_BYTES, and a frame naming its type twice cannot be sized as
+// a state and then handled as a publish: a large one closes with 1009, a
+// small one is a bad_request; neither is relayed nor stored.
+func TestDuplicateTypeKeyCannotPassTheSizeRule(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_MAX_MESSAGE_BYTES": "1024"}})
+	other := testserver.Join(t, s.WS, "dup", "bob", "")
+
+	small := testserver.Join(t, s.WS, "dup", "alice", "")
+	small.Send(t, `{"type":"state","type":"publish","ref":"d1","data":"x"}`)
+	if e := small.AwaitType(t, "error", wait); e.Code != "bad_request" {
+		t.Fatalf("a frame with two types: %s", e.Raw)
+	}
+	small.Send(t, `{"type":"publish","TYPE":"state","ref":"d2","data":"ok"}`) // names match exactly
+	if a := small.AwaitType(t, "ack", wait); a.Ref != "d2" {
+		t.Fatalf("ack: %s", a.Raw)
+	}
+
+	big := testserver.Join(t, s.WS, "dup", "mallory", "")
+	big.Send(t, `{"type":"state","type":"publish","ref":"d3","data":"`+strings.Repeat("x", 4000)+`"}`)
+	if code := big.WaitClose(t, wait); code != 1009 {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+	for _, f := range big.Frames() {
+		if f.Type == "ack" || f.Type == "message" {
+			t.Fatalf("the oversize frame was handled: %s", f.Raw)
+		}
+	}
+	fence(t, other)
+	for _, f := range other.Frames() {
+		if f.Type == "message" && len(f.Raw) > 1024 {
+			t.Fatalf("relayed %d bytes", len(f.Raw))
+		}
+	}
+	page := getMessages(t, s, "dup", "")
+	if len(page.Messages) != 1 || !strings.Contains(string(page.Messages[0]), `"ok"`) {
+		t.Fatalf("stored: %s", page.Messages)
+	}
+}

@@ -29,7 +29,7 @@ import (
 // TimSort merge details, so the other one may win (the result means the
 // same: both are deleted content).
 func MergeUpdates(updates [][]byte) ([]byte, error) {
-	out, _, err := mergeUpdates(updates)
+	out, _, err := mergeUpdates(updates, nil)
 	if err != nil {
 		return nil, fmt.Errorf("yjs: merge updates: %w", err)
 	}
@@ -37,8 +37,8 @@ func MergeUpdates(updates [][]byte) ([]byte, error) {
 }
 
 // mergeUpdates returns the merged update and the offset of its delete
-// set.
-func mergeUpdates(updates [][]byte) ([]byte, int, error) {
+// set; wk counts its work.
+func mergeUpdates(updates [][]byte, wk *work) ([]byte, int, error) {
 	if len(updates) == 0 {
 		return append([]byte(nil), EmptyUpdate...), 1, nil
 	}
@@ -63,7 +63,7 @@ func mergeUpdates(updates [][]byte) ([]byte, int, error) {
 		readers[i].init(u, true, true)
 		decoders[i] = &readers[i]
 	}
-	w := structWriter{buf: make([]byte, 0, total)}
+	w := structWriter{buf: make([]byte, 0, total), work: wk}
 	var cw block // currWrite
 	hasCW := false
 	var sorter v8Sorter
@@ -80,8 +80,10 @@ func mergeUpdates(updates [][]byte) ([]byte, int, error) {
 		switch {
 		case len(decoders) >= 64 && !ties && !decoders[0].has:
 			decoders = decoders[1:]
-		case len(decoders) >= 64 && !ties && reinsertFirst(decoders):
+			wk.add(1)
+		case len(decoders) >= 64 && !ties && reinsertFirst(decoders, wk):
 		default:
+			wk.add(len(decoders))
 			j := 0
 			for _, d := range decoders {
 				if d.has {
@@ -131,7 +133,7 @@ func mergeUpdates(updates [][]byte) ([]byte, int, error) {
 						// might contain more information
 						cw.length -= diff
 					} else {
-						next = sliceBlock(curr, diff)
+						next = sliceBlock(curr, diff, wk)
 					}
 				}
 				if !mergeInto(&cw, &next) {
@@ -309,7 +311,7 @@ func (s *v8Sorter) merge(a []*structReader, lo, mid, hi int) {
 // after the elements less than it, as a stable sort does. It reports
 // false, leaving a as it is, when a[0] would tie inconsistently with a
 // neighbour.
-func reinsertFirst(a []*structReader) bool {
+func reinsertFirst(a []*structReader, wk *work) bool {
 	x := a[0]
 	lo, hi := 1, len(a)
 	for lo < hi {
@@ -324,6 +326,7 @@ func reinsertFirst(a []*structReader) bool {
 		return false
 	}
 	copy(a[:lo-1], a[1:lo])
+	wk.add(lo)
 	a[lo-1] = x
 	return true
 }

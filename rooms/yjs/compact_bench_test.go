@@ -62,3 +62,20 @@ func BenchmarkCompactSplit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMergeManyUpdates merges 2k to 32k small updates, each of
+// which moves a decoder from the front of the merge order to its end.
+func BenchmarkMergeManyUpdates(b *testing.B) {
+	for _, n := range []int{2_000, 8_000, 32_000} {
+		in := manyUpdates(n, true)
+		b.Run(fmt.Sprintf("%dk", n/1000), func(b *testing.B) {
+			b.SetBytes(int64(totalLen(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := MergeUpdates(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

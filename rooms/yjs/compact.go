@@ -17,17 +17,35 @@ import (
 // whole. Applying the result to a fresh Y.Doc gives the same content as
 // applying all of updates.
 func Compact(updates [][]byte) ([]byte, error) {
-	merged, off, err := mergeUpdates(updates)
+	out, err := compact(updates, nil)
 	if err != nil {
 		return nil, fmt.Errorf("yjs: compact: %w", err)
+	}
+	return out, nil
+}
+
+// compact is Compact; wk counts its work.
+//
+// The work is linear in the size of the merged update (plus sorting its
+// delete set): an item is cut into at most one piece per delete range
+// boundary inside it plus one, and its content is walked once however
+// many pieces it is cut into.
+func compact(updates [][]byte, wk *work) ([]byte, error) {
+	merged, off, err := mergeUpdates(updates, wk)
+	if err != nil {
+		return nil, err
 	}
 	r := reader{buf: merged, pos: off, trusted: true}
 	ds := readDeleteSet(&r, nil)
 	if r.err != nil {
-		return nil, fmt.Errorf("yjs: compact: %w", protocolError("merged update: ", r.err))
+		return nil, protocolError("merged update: ", r.err)
 	}
 	ds = normalizeDeleteSet(ds)
-	c := compactor{w: structWriter{buf: make([]byte, 0, off)}, deletes: map[uint64][]dsRange{}}
+	c := compactor{
+		w:       structWriter{buf: make([]byte, 0, off), work: wk},
+		deletes: map[uint64][]dsRange{},
+		cur:     contentCursor{work: wk},
+	}
 	for i := 0; i < len(ds); {
 		j := i
 		for j < len(ds) && ds[j].client == ds[i].client {
@@ -42,7 +60,7 @@ func Compact(updates [][]byte) ([]byte, error) {
 		c.add(&s.cur)
 	}
 	if s.r.err != nil {
-		return nil, fmt.Errorf("yjs: compact: %w", protocolError("merged update: ", s.r.err))
+		return nil, protocolError("merged update: ", s.r.err)
 	}
 	c.flush()
 	out := c.w.finish(make([]byte, 0, c.w.size()+len(merged)-off))
@@ -54,6 +72,7 @@ func Compact(updates [][]byte) ([]byte, error) {
 type compactor struct {
 	w       structWriter
 	deletes map[uint64][]dsRange // per client: sorted, disjoint, non-empty
+	cur     contentCursor        // over the item being cut into pieces
 
 	// The run being built: head with the header of its first item,
 	// parts the content of each of its items, length their total.
@@ -74,6 +93,7 @@ func (c *compactor) add(b *block) {
 	rs := c.deletes[b.client]
 	i := sort.Search(len(rs), func(i int) bool { return rs[i].end() > b.clock })
 	end := b.end()
+	c.cur.reset(b)
 	for pos := b.clock; pos < end; {
 		next, deleted := end, false
 		if i < len(rs) && rs[i].clock <= pos {
@@ -87,7 +107,8 @@ func (c *compactor) add(b *block) {
 	}
 }
 
-// piece adds the part [from, to) of item b.
+// piece adds the part [from, to) of item b, which follows the part
+// added before it (c.cur walks b's content once).
 func (c *compactor) piece(b *block, from, to uint64, deleted bool) {
 	p := *b
 	p.clock += from
@@ -101,7 +122,7 @@ func (c *compactor) piece(b *block, from, to uint64, deleted bool) {
 		p.ref = refDeleted
 		p.content = nil
 	case from > 0 || to < b.length:
-		p.content = sliceContent(b, from, to)
+		p.content = c.cur.slice(from, to)
 	}
 	if c.open && c.canAppend(&p) {
 		c.parts = append(c.parts, p.content)

@@ -119,3 +119,59 @@ func mustF(t *testing.T, what string, err error) {
 		t.Fatalf("%s of an accepted update: %v", what, err)
 	}
 }
+
+// FuzzCompact feeds MergeUpdates, Compact and DiffUpdate two arbitrary
+// updates and a state vector, seeded with crafted updates (and the worst
+// cases of cutting items and of ordering many decoders). They must never
+// panic, what they return must be valid, and their work (see work) must
+// stay within workBound steps per input byte.
+func FuzzCompact(f *testing.F) {
+	var seeds [][]byte
+	for _, u := range craftedUpdates([]byte{anyNull, anyInteger, 0x41}, 2) {
+		seeds = append(seeds, u)
+	}
+	for _, k := range splitKinds {
+		seeds = append(seeds, splitUpdates(k.ref, 64)...)
+	}
+	many, err := MergeUpdates(manyUpdates(70, true))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seeds = append(seeds, many)
+	sv := StateVector{5: 3, 7: 1, 1: 20}.Encode()
+	for i, a := range seeds {
+		f.Add(a, seeds[(i+1)%len(seeds)], sv)
+		f.Add(a, a[:len(a)*2/3], sv[:len(sv)-1])
+	}
+	f.Fuzz(func(t *testing.T, a, b, svBytes []byte) {
+		bound := workBound * (len(a) + len(b) + 1)
+		check := func(what string, out []byte, err error, wk work) {
+			t.Helper()
+			if wk.steps > bound {
+				t.Fatalf("%s: %d steps for %d input bytes", what, wk.steps, len(a)+len(b))
+			}
+			if err != nil {
+				if !errors.Is(err, ErrInvalid) {
+					t.Fatalf("%s: bad error %T %v", what, err, err)
+				}
+				return
+			}
+			if err := ValidateUpdate(out); err != nil {
+				t.Fatalf("%s: output is invalid: %v\n%s", what, err, dumpUpdate(out))
+			}
+		}
+		var wk work
+		out, _, err := mergeUpdates([][]byte{a, b}, &wk)
+		check("MergeUpdates", out, err, wk)
+		wk = work{}
+		out, err = compact([][]byte{a, b}, &wk)
+		check("Compact", out, err, wk)
+		sv, err := DecodeStateVector(svBytes)
+		if err != nil {
+			sv = StateVector{}
+		}
+		wk = work{}
+		out, err = diffUpdate(a, sv, &wk)
+		check("DiffUpdate", out, err, wk)
+	})
+}

@@ -28,8 +28,12 @@ import (
 // JavaScript's inconsistent comparator makes the pick depend on V8's
 // TimSort merge details, so the other one may win (the result means the
 // same: both are deleted content).
+//
+// The work is linear in the size of the updates times the logarithm of
+// their number: JavaScript sorts all decoders for every struct it
+// writes, MergeUpdates only puts back the one it read from.
 func MergeUpdates(updates [][]byte) ([]byte, error) {
-	out, _, err := mergeUpdates(updates)
+	out, _, err := mergeUpdates(updates, nil)
 	if err != nil {
 		return nil, fmt.Errorf("yjs: merge updates: %w", err)
 	}
@@ -37,8 +41,8 @@ func MergeUpdates(updates [][]byte) ([]byte, error) {
 }
 
 // mergeUpdates returns the merged update and the offset of its delete
-// set.
-func mergeUpdates(updates [][]byte) ([]byte, int, error) {
+// set; wk counts its work.
+func mergeUpdates(updates [][]byte, wk *work) ([]byte, int, error) {
 	if len(updates) == 0 {
 		return append([]byte(nil), EmptyUpdate...), 1, nil
 	}
@@ -63,40 +67,18 @@ func mergeUpdates(updates [][]byte) ([]byte, int, error) {
 		readers[i].init(u, true, true)
 		decoders[i] = &readers[i]
 	}
-	w := structWriter{buf: make([]byte, 0, total)}
+	w := structWriter{buf: make([]byte, 0, total), work: wk}
 	var cw block // currWrite
 	hasCW := false
-	var sorter v8Sorter
-	ties := true // whether decoders may hold a GC and an Item at one ID
+	var queue decoderQueue
+	queue.init(decoders, total)
 	for {
 		// Write higher clients first ⇒ sort by clientID & clock and
 		// remove decoders without content.
-		//
-		// Only decoders[0] moved since the last round. Without GC/Item
-		// ties the comparator is consistent, so re-inserting that one is
-		// what the sort does; sorting every round would make merging
-		// quadratic in the number of updates. Below 64 decoders the
-		// exact V8 sort runs every round (it reorders tied pairs).
-		switch {
-		case len(decoders) >= 64 && !ties && !decoders[0].has:
-			decoders = decoders[1:]
-		case len(decoders) >= 64 && !ties && reinsertFirst(decoders):
-		default:
-			j := 0
-			for _, d := range decoders {
-				if d.has {
-					decoders[j] = d
-					j++
-				}
-			}
-			decoders = decoders[:j]
-			sorter.sort(decoders)
-			ties = hasTies(decoders)
-		}
-		if len(decoders) == 0 {
+		cd := queue.first(wk)
+		if cd == nil {
 			break
 		}
-		cd := decoders[0]
 		firstClient := cd.cur.client
 		if hasCW {
 			curr := &cd.cur
@@ -131,7 +113,7 @@ func mergeUpdates(updates [][]byte) ([]byte, int, error) {
 						// might contain more information
 						cw.length -= diff
 					} else {
-						next = sliceBlock(curr, diff)
+						next = sliceBlock(curr, diff, wk)
 					}
 				}
 				if !mergeInto(&cw, &next) {
@@ -303,45 +285,6 @@ func (s *v8Sorter) merge(a []*structReader, lo, mid, hi int) {
 		i++
 		k++
 	}
-}
-
-// reinsertFirst sorts a when only a[0] may be out of place, moving a[0]
-// after the elements less than it, as a stable sort does. It reports
-// false, leaving a as it is, when a[0] would tie inconsistently with a
-// neighbour.
-func reinsertFirst(a []*structReader) bool {
-	x := a[0]
-	lo, hi := 1, len(a)
-	for lo < hi {
-		mid := lo + (hi-lo)>>1
-		if compareDecoders(a[mid], x) < 0 {
-			lo = mid + 1
-		} else {
-			hi = mid
-		}
-	}
-	if (lo > 1 && tie(a[lo-1], x)) || (lo < len(a) && tie(a[lo], x)) {
-		return false
-	}
-	copy(a[:lo-1], a[1:lo])
-	a[lo-1] = x
-	return true
-}
-
-// tie reports whether a and b are a GC and an Item at the same ID, which
-// compareDecoders orders inconsistently.
-func tie(a, b *structReader) bool {
-	return a.cur.client == b.cur.client && a.cur.clock == b.cur.clock && a.cur.kind != b.cur.kind
-}
-
-// hasTies reports whether sorted a holds a pair that ties.
-func hasTies(a []*structReader) bool {
-	for i := 1; i < len(a); i++ {
-		if tie(a[i-1], a[i]) {
-			return true
-		}
-	}
-	return false
 }
 
 // minRunLength is V8's ComputeMinRunLength.

@@ -328,111 +328,27 @@ func utf16LenSlow(s []byte) uint64 {
 	return n
 }
 
-// replacement is U+FFFD in UTF-8.
-var replacement = []byte{0xef, 0xbf, 0xbd}
-
-// utf16Index returns the byte offset of UTF-16 offset off in valid UTF-8
-// s. When off falls between the two halves of a surrogate pair, mid is
-// true and i is the offset of that 4-byte character.
-func utf16Index(s []byte, off uint64) (i int, mid bool) {
-	u := uint64(0)
-	for i < len(s) {
-		if u == off {
-			return i, false
-		}
-		c := s[i]
-		switch {
-		case c < 0x80:
-			u++
-			i++
-		case c < 0xe0:
-			u++
-			i += 2
-		case c < 0xf0:
-			u++
-			i += 3
-		default:
-			if u+1 == off {
-				return i, true
-			}
-			u += 2
-			i += 4
-		}
-	}
-	return len(s), false
-}
-
-// utf16Slice returns the UTF-16 range [from, to) of valid UTF-8 s. A
-// surrogate pair cut at either end becomes U+FFFD on that side, as
-// ContentString.splice does (and as TextEncoder does with the lone
-// surrogate that String.prototype.slice leaves). It aliases s unless a
-// pair was cut.
-func utf16Slice(s []byte, from, to uint64) []byte {
-	i, midFrom := utf16Index(s, from)
-	j, midTo := utf16Index(s, to)
-	if midFrom {
-		i += 4
-	}
-	if !midFrom && !midTo {
-		return s[i:j:j]
-	}
-	if i > j { // from == to inside one pair: an empty range
-		return nil
-	}
-	out := make([]byte, 0, j-i+6)
-	if midFrom {
-		out = append(out, replacement...)
-	}
-	out = append(out, s[i:j]...)
-	if midTo {
-		out = append(out, replacement...)
-	}
-	return out
-}
-
-// skipElems returns the encoded JSON or Any elements of content after
-// the first n.
-func skipElems(ref uint8, content []byte, n uint64) []byte {
-	r := reader{buf: content, trusted: true}
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		if ref == refJSON {
-			r.varBytes()
-		} else {
-			r.skipAny(0)
-		}
-	}
-	return content[r.pos:]
-}
-
-// sliceContent returns content of an item restricted to the element
-// range [from, to) of its length.
-func sliceContent(b *block, from, to uint64) []byte {
-	switch b.ref {
-	case refString:
-		return utf16Slice(b.content, from, to)
-	case refJSON, refAny:
-		rest := skipElems(b.ref, b.content, from)
-		if to == b.length {
-			return rest
-		}
-		tail := skipElems(b.ref, rest, to-from)
-		return rest[: len(rest)-len(tail) : len(rest)-len(tail)]
-	}
-	return b.content
-}
-
 // sliceBlock is updates.js sliceStruct: the part of b from diff on, an
 // Item of which gets the last ID before diff as origin.
-func sliceBlock(b *block, diff uint64) block {
+func sliceBlock(b *block, diff uint64, wk *work) block {
 	nb := *b
 	nb.clock += diff
 	nb.length -= diff
 	if b.kind == kindItem {
 		nb.flags |= flagOrigin
 		nb.origin = id{b.client, b.clock + diff - 1}
-		nb.content = sliceContent(b, diff, b.length)
+		nb.content = sliceContent(b, diff, b.length, wk)
 	}
 	return nb
+}
+
+// sliceContent returns the content of item b restricted to the element
+// range [from, to) of its length. To cut one item into several pieces,
+// use one contentCursor instead.
+func sliceContent(b *block, from, to uint64, wk *work) []byte {
+	c := contentCursor{work: wk}
+	c.reset(b)
+	return c.slice(from, to)
 }
 
 // appendID appends an ID (client, clock).
@@ -472,8 +388,8 @@ func appendHeader(dst []byte, b *block, offset uint64) []byte {
 }
 
 // appendBlock appends b from offset on, as GC.write, Skip.write and
-// Item.write do.
-func appendBlock(dst []byte, b *block, offset uint64) []byte {
+// Item.write do; wk counts the content scanned to find offset.
+func appendBlock(dst []byte, b *block, offset uint64, wk *work) []byte {
 	switch b.kind {
 	case kindGC:
 		return appendVarUint(append(dst, refGC), b.length-offset)
@@ -488,13 +404,13 @@ func appendBlock(dst []byte, b *block, offset uint64) []byte {
 		if offset == 0 {
 			return appendVarBytes(dst, b.content)
 		}
-		return appendVarBytes(dst, utf16Slice(b.content, offset, b.length))
+		return appendVarBytes(dst, sliceContent(b, offset, b.length, wk))
 	case refJSON, refAny:
 		dst = appendVarUint(dst, b.length-offset)
 		if offset == 0 {
 			return append(dst, b.content...)
 		}
-		return append(dst, skipElems(b.ref, b.content, offset)...)
+		return append(dst, sliceContent(b, offset, b.length, wk)...)
 	}
 	return append(dst, b.content...)
 }
@@ -507,7 +423,8 @@ type structWriter struct {
 	sections []section
 	written  int // structs in the open section
 	client   uint64
-	start    int // offset of the open section in buf
+	start    int   // offset of the open section in buf
+	work     *work // counts the content scanned by write
 }
 
 type section struct {
@@ -533,7 +450,7 @@ func (w *structWriter) begin(client, clock uint64) {
 // write appends b from offset on (writeStructToLazyStructWriter).
 func (w *structWriter) write(b *block, offset uint64) {
 	w.begin(b.client, b.clock+offset)
-	w.buf = appendBlock(w.buf, b, offset)
+	w.buf = appendBlock(w.buf, b, offset, w.work)
 }
 
 func (w *structWriter) flush() {

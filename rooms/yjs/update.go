@@ -170,15 +170,16 @@ func stateVectorOf(update []byte) (StateVector, error) {
 // peer with state vector sv lacks (a struct it knows in part is sliced),
 // plus the whole delete set.
 func DiffUpdate(update []byte, sv StateVector) ([]byte, error) {
-	out, err := diffUpdate(update, sv)
+	out, err := diffUpdate(update, sv, nil)
 	if err != nil {
 		return nil, fmt.Errorf("yjs: diff update: %w", err)
 	}
 	return out, nil
 }
 
-func diffUpdate(update []byte, sv StateVector) ([]byte, error) {
-	w := structWriter{buf: make([]byte, 0, len(update))}
+// diffUpdate is DiffUpdate; wk counts its work.
+func diffUpdate(update []byte, sv StateVector, wk *work) ([]byte, error) {
+	w := structWriter{buf: make([]byte, 0, len(update)), work: wk}
 	var s structReader
 	s.init(update, false, false)
 	// A literal port of diffUpdateV2.

@@ -28,6 +28,10 @@ func (s *Server) routes() *fiber.App {
 		DisableStartupMessage: true,
 		BodyLimit:             s.cfg.MaxMessageBytes + 4096,
 		IdleTimeout:           2 * time.Minute,
+		// A socket that sends no request, or its headers or body too
+		// slowly, is closed; a hijacked WebSocket has no deadline left.
+		ReadTimeout:  s.cfg.ReadTimeout,
+		WriteTimeout: httpWriteTimeout,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
 			var r *refusal
 			if errors.As(err, &r) {
@@ -119,10 +123,22 @@ func (s *Server) routes() *fiber.App {
 func (s *Server) readyz(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(c.UserContext(), readyzDeadline)
 	defer cancel()
-	if err := s.ready(ctx); err != nil {
-		return refuse(fiber.StatusServiceUnavailable, "not_ready", err.Error())
+	if part, err := s.ready(ctx); err != nil {
+		// The body is for anyone who can reach the port: what is not
+		// ready, never the backend's own words (addresses, errors).
+		s.metrics.notReady.WithLabelValues(part).Inc()
+		if last := s.readyzLogged.Load(); time.Since(time.Unix(0, last)) > 10*time.Second && s.readyzLogged.CompareAndSwap(last, time.Now().UnixNano()) {
+			s.log.Warn("not ready", "part", part, "err", err)
+		}
+		return refuse(fiber.StatusServiceUnavailable, "not_ready", notReadyMessages[part])
 	}
 	return c.JSON(fiber.Map{"status": "ready", "instance": s.cfg.InstanceID})
+}
+
+var notReadyMessages = map[string]string{
+	"draining": "this instance is shutting down",
+	"redis":    "this instance cannot reach Redis",
+	"pubsub":   "this instance's pub/sub is not connected",
 }
 
 // apiKeyOK reports whether the request carries the configured API key.

@@ -37,11 +37,22 @@ type Config struct {
 	HistoryTTL       time.Duration
 	MaxStateBytes    int
 	DocTTL           time.Duration
+	// MaxConns bounds the sockets of the instance. Zero value means the
+	// descriptor limit less a tenth (at least 64) for everything else.
+	MaxConns int
+	// MaxConnsPerIP bounds the sockets from one client address. Zero
+	// value means no bound (behind a load balancer every socket comes
+	// from its address).
+	MaxConnsPerIP int
+	// ReadTimeout bounds the reading of an HTTP request, headers and
+	// body, before an upgrade or an API answer; it starts at the
+	// connection's first byte wait, so a silent socket is closed too.
+	ReadTimeout time.Duration
 }
 
 func defaultConfig() Config {
 	return Config{
-		Addr:            ":8080",
+		Addr:            "", // :8080, or 127.0.0.1:8080 with -dev (see loadConfig)
 		PresenceTTL:     30 * time.Second,
 		Heartbeat:       10 * time.Second,
 		MaxMessageBytes: 65536,
@@ -53,6 +64,7 @@ func defaultConfig() Config {
 		HistoryTTL:      24 * time.Hour,
 		MaxStateBytes:   1 << 20,
 		DocTTL:          720 * time.Hour,
+		ReadTimeout:     10 * time.Second,
 	}
 }
 
@@ -108,7 +120,7 @@ func stringSetting(name, usage string, secret bool, field func(*Config) *string)
 }
 
 var settings = []setting{
-	stringSetting("addr", "listen address", false, func(c *Config) *string { return &c.Addr }),
+	stringSetting("addr", "listen address (default :8080, or 127.0.0.1:8080 with -dev)", false, func(c *Config) *string { return &c.Addr }),
 	stringSetting("redis-url", "Redis URL (redis://host:6379/0, or redis-cluster://host:port,host:port for a Redis Cluster); empty runs one instance in memory", true, func(c *Config) *string { return &c.RedisURL }),
 	stringSetting("jwt-secret", "HS256 secret for user tokens (at least 32 bytes)", true, func(c *Config) *string { return &c.JWTSecret }),
 	stringSetting("jwt-public-key-file", "PEM public key file for RS256/ES256/EdDSA user tokens", false, func(c *Config) *string { return &c.JWTPublicKeyFile }),
@@ -125,6 +137,9 @@ var settings = []setting{
 	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
 	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
 	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
+	intSetting("max-conns", "sockets this instance holds at most (0: the descriptor limit less a tenth)", 0, func(c *Config) *int { return &c.MaxConns }),
+	intSetting("max-conns-per-ip", "sockets one client address may hold (0: no bound; keep 0 behind a load balancer)", 0, func(c *Config) *int { return &c.MaxConnsPerIP }),
+	durationSetting("read-timeout", "time to read an HTTP request's headers and body, from the first wait", func(c *Config) *time.Duration { return &c.ReadTimeout }),
 	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
@@ -218,6 +233,14 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	if *dev {
 		cfg.Dev = true
 	}
+	if cfg.Addr == "" {
+		// -dev serves /dev/token, which signs a token for anyone: only
+		// this machine reaches it unless an address is given.
+		cfg.Addr = ":8080"
+		if cfg.Dev {
+			cfg.Addr = "127.0.0.1:8080"
+		}
+	}
 	return cfg, cfg.validate()
 }
 
@@ -237,6 +260,8 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_HISTORY_SIZE must be at most 100000")
 	case c.HistoryTTL < time.Second:
 		return errors.New("ROOMCAST_HISTORY_TTL must be at least 1s")
+	case c.ReadTimeout < 100*time.Millisecond:
+		return errors.New("ROOMCAST_READ_TIMEOUT must be at least 100ms")
 	case c.DocTTL < time.Second:
 		return errors.New("ROOMCAST_DOC_TTL must be at least 1s")
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
@@ -268,7 +293,7 @@ func (c Config) logAttrs() []any {
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
-		"doc_ttl", c.DocTTL.String(),
+		"doc_ttl", c.DocTTL.String(), "read_timeout", c.ReadTimeout.String(), "max_conns_per_ip", c.MaxConnsPerIP,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

@@ -53,10 +53,16 @@ func run(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	raw, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	maxConns := cfg.MaxConns
+	if maxConns == 0 {
+		maxConns = defaultMaxConns(descriptorLimit())
+	}
+	log.Info("connection caps", "max_conns", maxConns, "max_conns_per_ip", cfg.MaxConnsPerIP, "descriptor_limit", descriptorLimit())
+	ln := newGuardedListener(raw, s.log, maxConns, cfg.MaxConnsPerIP, s.metrics)
 	if cfg.Dev {
 		if cfg.JWTSecret != "" {
 			log.Warn("dev mode with ROOMCAST_JWT_SECRET: /dev/token signs tokens for any user and room with that secret; never expose this instance")

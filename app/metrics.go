@@ -28,6 +28,9 @@ type metrics struct {
 	yjsRejected    *prometheus.CounterVec
 	yjsCompactions prometheus.Counter
 	yjsGaps        prometheus.Counter
+	connsRefused   *prometheus.CounterVec
+	acceptErrors   prometheus.Counter
+	notReady       *prometheus.CounterVec
 }
 
 func newMetrics(localRooms func() int) *metrics {
@@ -51,6 +54,10 @@ func newMetrics(localRooms func() int) *metrics {
 	m.yjsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_yjs_rejected_total", Help: "Yjs sockets closed for a frame that is not a valid y-websocket message, by reason (invalid, too_big, text)."}, []string{"reason"})
 	m.yjsCompactions = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_compactions_total", Help: "Yjs documents compacted by this instance."})
 	m.yjsGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_gaps_total", Help: "Gaps in a document's updates seen on delivery and filled from the store."})
+	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_connections_refused_total", Help: "Sockets closed at accept for a connection cap, by cap (instance_cap, ip_cap)."}, []string{"reason"})
+	m.acceptErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_accept_errors_total", Help: "Temporary accept errors (out of descriptors or buffers), each retried after a backoff."})
+	m.notReady = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_readyz_failures_total", Help: "/readyz answers of 503, by what was not ready (draining, redis, pubsub); the log has the cause."}, []string{"part"})
+	m.reg.MustRegister(m.connsRefused, m.acceptErrors, m.notReady)
 	m.reg.MustRegister(m.yjsConnections, m.yjsUpdates, m.yjsRejected, m.yjsCompactions, m.yjsGaps)
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
 		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.protocolErrors, m.heartbeatErr,

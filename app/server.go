@@ -31,16 +31,17 @@ import (
 // waiting. A silent peer is pinged after ROOMCAST_PING_INTERVAL and dropped
 // after 2.5 of them.
 const (
-	writeTimeout   = 10 * time.Second      // one socket write
-	closeGrace     = 5 * time.Second       // a stuck writer, once closing (4008, 4001, 1001)
-	closeWait      = 2 * time.Second       // for the peer to answer our close frame
-	opTimeout      = 5 * time.Second       // a presence or broker call made for one client
-	pingSlots      = 10                    // each ping interval is spread over this many ticks
-	readBufferSize = 512                   // client frames are read through it in pieces; small keeps idle sockets cheap
-	replicaWait    = 2 * time.Second       // for a joiner's own join to reach the presence replica
-	presenceWindow = 50 * time.Millisecond // presence frames of a room wait this long to share one write per socket
-	devTokenTTL    = 24 * time.Hour
-	readyzDeadline = time.Second
+	writeTimeout     = 10 * time.Second      // one socket write
+	closeGrace       = 5 * time.Second       // a stuck writer, once closing (4008, 4001, 1001)
+	closeWait        = 2 * time.Second       // for the peer to answer our close frame
+	opTimeout        = 5 * time.Second       // a presence or broker call made for one client
+	pingSlots        = 10                    // each ping interval is spread over this many ticks
+	readBufferSize   = 512                   // client frames are read through it in pieces; small keeps idle sockets cheap
+	replicaWait      = 2 * time.Second       // for a joiner's own join to reach the presence replica
+	presenceWindow   = 50 * time.Millisecond // presence frames of a room wait this long to share one write per socket
+	devTokenTTL      = 24 * time.Hour
+	readyzDeadline   = time.Second
+	httpWriteTimeout = time.Minute // an HTTP answer to a client that stopped reading
 )
 
 // connTimings carries the close timings above to every connection and its
@@ -64,11 +65,12 @@ type Server struct {
 	metrics  *metrics
 	app      *fiber.App
 
-	ctx      context.Context // ends when the server has shut down
-	cancel   context.CancelFunc
-	bg       sync.WaitGroup // keeper and pinger
-	draining atomic.Bool
-	live     gate // WebSocket handlers
+	ctx          context.Context // ends when the server has shut down
+	cancel       context.CancelFunc
+	bg           sync.WaitGroup // keeper and pinger
+	draining     atomic.Bool
+	readyzLogged atomic.Int64 // unix ns of the last "not ready" log line
+	live         gate         // WebSocket handlers
 	// evict carries connections dropped as too slow to the evictor, which
 	// takes them out of their room and presence at once: their socket may
 	// take seconds more to end.
@@ -353,19 +355,21 @@ func (s *Server) evictor(ctx context.Context) {
 }
 
 // ready reports why the instance cannot take connections, or nil.
-func (s *Server) ready(ctx context.Context) error {
+// ready reports whether the instance can serve: part names what is not
+// ready in general terms (for anyone to read), err says why (for the log).
+func (s *Server) ready(ctx context.Context) (part string, err error) {
 	if s.draining.Load() {
-		return errors.New("draining")
+		return "draining", errors.New("draining")
 	}
 	if s.redis != nil {
 		if err := s.redis.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis: %w", err)
+			return "redis", fmt.Errorf("redis: %w", err)
 		}
 	}
 	if err := s.broker.Ready(ctx); err != nil {
-		return fmt.Errorf("broker: %w", err)
+		return "pubsub", fmt.Errorf("broker: %w", err)
 	}
-	return nil
+	return "", nil
 }
 
 func randomBytes(n int) []byte {

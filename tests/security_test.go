@@ -2,8 +2,12 @@ package tests
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +177,166 @@ func TestDuplicateTypeKeyCannotPassTheSizeRule(t *testing.T) {
 	if len(page.Messages) != 1 || !strings.Contains(string(page.Messages[0]), `"ok"`) {
 		t.Fatalf("stored: %s", page.Messages)
 	}
+}
+
+// TestSlowAndSilentSocketsAreClosed: a socket that sends part of its
+// request headers, or nothing at all, is closed after READ_TIMEOUT; a
+// WebSocket, once upgraded, keeps no such deadline.
+func TestSlowAndSilentSocketsAreClosed(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_READ_TIMEOUT": "1s"}})
+	var socks []net.Conn
+	for i := 0; i < 40; i++ {
+		c, err := net.Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i%2 == 0 {
+			fmt.Fprintf(c, "GET /ws/r HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n") // never finished
+		}
+		socks = append(socks, c)
+	}
+	ws := testserver.Join(t, s.WS, "r", "alice", "")
+	for i, c := range socks {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 512)
+		for {
+			if _, err := c.Read(b); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("socket %d still open after 10 s with READ_TIMEOUT=1s", i)
+				}
+				break // closed (a 408 may come first)
+			}
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	ws.Send(t, map[string]any{"type": "ping", "ref": "alive"})
+	if p := ws.AwaitType(t, "pong", wait); p.Ref != "alive" {
+		t.Fatalf("pong: %s", p.Raw)
+	}
+}
+
+// TestDescriptorLimitDoesNotEndTheServer: with 256 descriptors, 300 idle
+// sockets neither end the process nor keep it from serving once they go.
+// With the default cap the sockets over it are answered 503; with a cap
+// above the limit, accept runs out of descriptors and is retried.
+func TestDescriptorLimitDoesNotEndTheServer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"default cap", map[string]string{"ROOMCAST_READ_TIMEOUT": "1m"}},
+		{"cap above the limit", map[string]string{"ROOMCAST_READ_TIMEOUT": "1m", "ROOMCAST_MAX_CONNS": "10000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := testserver.Start(t, testserver.Options{NoFile: 256, Env: tc.env})
+			var socks []net.Conn
+			refused := 0
+			for i := 0; i < 300; i++ {
+				c, err := net.DialTimeout("tcp", s.Addr, 2*time.Second)
+				if err != nil {
+					continue // the backlog is full: refused by the kernel
+				}
+				socks = append(socks, c)
+			}
+			for _, c := range socks {
+				_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				b := make([]byte, 256)
+				if n, _ := c.Read(b); n > 0 && strings.Contains(string(b[:n]), "503") {
+					refused++
+				}
+			}
+			select {
+			case <-s.Exited():
+				t.Fatalf("the server exited with 300 idle sockets: %s", s.Output())
+			case <-time.After(500 * time.Millisecond):
+			}
+			for _, c := range socks {
+				c.Close()
+			}
+			if tc.env["ROOMCAST_MAX_CONNS"] == "" && refused == 0 {
+				t.Errorf("no socket over the default cap was answered 503")
+			}
+			eventually(t, 10*time.Second, "the server to serve again", func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				resp, _, err := testserver.Get(ctx, s.URL+"/healthz", "")
+				if err != nil {
+					return err
+				}
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("healthz %d", resp.StatusCode)
+				}
+				return nil
+			})
+			c := testserver.Join(t, s.WS, "r", "alice", "")
+			c.Send(t, map[string]any{"type": "ping", "ref": "alive"})
+			c.AwaitType(t, "pong", wait)
+			t.Logf("%d sockets connected, %d answered 503, accept errors %v", len(socks), refused, metric(t, s, "roomcast_accept_errors_total"))
+		})
+	}
+}
+
+// TestConnectionsPerAddressCap: MAX_CONNS_PER_IP sockets from one address
+// are served, the next is answered 429 with the error body, and a place
+// frees up when one closes.
+func TestConnectionsPerAddressCap(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_MAX_CONNS_PER_IP": "4"}})
+	var cs []*testserver.Client
+	for i := 0; i < 4; i++ {
+		cs = append(cs, testserver.Join(t, s.WS, "r", fmt.Sprint("u", i), ""))
+	}
+	status, body := upgradeRequest(t, testserver.WSURL(s.URL, "r", testserver.Token(t, "u9", "", 0, nil)), nil)
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("5th socket: HTTP %d %s", status, body)
+	}
+	assertErrorBody(t, body, "too_many_connections")
+	cs[0].Close()
+	eventually(t, wait, "a place to free up", func() error {
+		c, err := testserver.TryJoinURL(testserver.WSURL(s.WS, "r", testserver.Token(t, "u9", "", 0, nil)), nil)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		return nil
+	})
+	if n := metric(t, s, `roomcast_connections_refused_total{reason="ip_cap"}`); n < 1 {
+		t.Fatalf("refused metric %v", n)
+	}
+}
+
+// TestReadyzShowsNoBackendDetail: /readyz answers anyone who reaches the
+// port, so with Redis down its body says what is not ready in general
+// terms; the address and the error text are in the log only.
+func TestReadyzShowsNoBackendDetail(t *testing.T) {
+	t.Parallel()
+	r := redisproc.Start(t)
+	s := instances(t, r.URL(), 1, nil)[0]
+	r.Kill()
+	var body []byte
+	eventually(t, 10*time.Second, "/readyz 503", func() error {
+		var st int
+		st, body = httpCall(t, http.MethodGet, s.URL+"/readyz", "", "")
+		if st != http.StatusServiceUnavailable {
+			return fmt.Errorf("HTTP %d %s", st, body)
+		}
+		return nil
+	})
+	assertErrorBody(t, body, "not_ready")
+	port := r.Addr()[strings.LastIndexByte(r.Addr(), ':')+1:]
+	for _, detail := range []string{port, "127.0.0.1", "dial", "refused", "EOF", "i/o timeout"} {
+		if strings.Contains(string(body), detail) {
+			t.Fatalf("/readyz body shows %q: %s", detail, body)
+		}
+	}
+	eventually(t, 5*time.Second, "the cause in the log", func() error {
+		if !strings.Contains(s.Output(), `"msg":"not ready"`) || !strings.Contains(s.Output(), port) {
+			return errors.New("no log line with the cause")
+		}
+		return nil
+	})
 }

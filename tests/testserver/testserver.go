@@ -65,6 +65,9 @@ type Options struct {
 	Addr string
 	// NoWait skips waiting for /readyz (for servers expected to fail).
 	NoWait bool
+	// NoFile, when set, is the process's open-file limit (soft and hard),
+	// set with prlimit(1).
+	NoFile int
 }
 
 // Server is one running roomcast process.
@@ -106,7 +109,12 @@ func Start(t testing.TB, o Options) *Server {
 	for k, v := range o.Env {
 		env[k] = v
 	}
-	cmd := exec.Command(bin, append([]string{"-addr", addr}, o.Args...)...)
+	args := append([]string{"-addr", addr}, o.Args...)
+	cmd := exec.Command(bin, args...)
+	if o.NoFile > 0 {
+		// prlimit execs the binary: the pid stays the server's.
+		cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", o.NoFile, o.NoFile), bin}, args...)...)
+	}
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -286,7 +286,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 		}
 		limit = n
 	}
-	h, err := s.broker.History(c.UserContext(), room, after, limit)
+	h, err := s.broker.PeekHistory(c.UserContext(), room, after, limit)
 	if err != nil {
 		return s.unavailable(c, "read history", err)
 	}
@@ -299,7 +299,7 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 
 func (s *Server) getState(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
-	p, st, err := s.broker.State(c.UserContext(), room)
+	p, st, err := s.broker.PeekState(c.UserContext(), room)
 	if err != nil {
 		return s.unavailable(c, "read state", err)
 	}

@@ -54,6 +54,12 @@ type Stream interface {
 	SaveState(ctx context.Context, room string, at Position, data []byte) error
 	// State returns the room's position and its latest state, if any.
 	State(ctx context.Context, room string) (Position, *State, error)
+	// PeekHistory and PeekState are History and State for readers from
+	// outside the room (the HTTP API): they write nothing, so a room
+	// without a stream (never used, expired) answers an empty Position
+	// and stays absent.
+	PeekHistory(ctx context.Context, room string, after uint64, limit int) (History, error)
+	PeekState(ctx context.Context, room string) (Position, *State, error)
 	// Reset forgets the room's history and state and starts a new epoch;
 	// every instance closes the room's connections with CloseResync.
 	Reset(ctx context.Context, room string) (Position, error)

@@ -148,6 +148,23 @@ func (b *MemoryBroker) room(name string) *memRoom {
 	}
 }
 
+// peekRoom returns the room's record locked (r.mu) when it has a live
+// stream, or nil, creating and resetting nothing.
+func (b *MemoryBroker) peekRoom(name string) *memRoom {
+	b.mu.RLock()
+	r := b.rooms[name]
+	b.mu.RUnlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	if r.dead || r.epoch == "" || b.now().Sub(r.touched) >= b.o.HistoryTTL {
+		r.mu.Unlock()
+		return nil
+	}
+	return r
+}
+
 func (r *memRoom) resetLocked(now time.Time) {
 	r.epoch = NewEpoch()
 	r.seq, r.start, r.n = 0, 0, 0
@@ -286,23 +303,40 @@ func (b *MemoryBroker) History(_ context.Context, room string, after uint64, lim
 	}
 	r := b.room(room)
 	defer r.mu.Unlock()
+	return r.historyLocked(after, limit), nil
+}
+
+// PeekHistory implements Stream.
+func (b *MemoryBroker) PeekHistory(_ context.Context, room string, after uint64, limit int) (History, error) {
+	if b.down() {
+		return History{}, ErrBrokerDown
+	}
+	r := b.peekRoom(room)
+	if r == nil {
+		return History{}, nil
+	}
+	defer r.mu.Unlock()
+	return r.historyLocked(after, limit), nil
+}
+
+func (r *memRoom) historyLocked(after uint64, limit int) History {
 	h := History{Position: Position{Epoch: r.epoch, Seq: r.seq}}
 	if after > r.seq {
-		return h, nil
+		return h
 	}
 	if after == r.seq {
 		h.Complete = true
-		return h, nil
+		return h
 	}
 	if r.n == 0 {
-		return h, nil
+		return h
 	}
 	first := r.at(0).Seq
 	h.Complete = after+1 >= first
 	for i := int(max(after+1, first) - first); i < r.n && len(h.Messages) < limit; i++ {
 		h.Messages = append(h.Messages, r.at(i))
 	}
-	return h, nil
+	return h
 }
 
 // SaveState implements Stream.
@@ -332,6 +366,19 @@ func (b *MemoryBroker) State(_ context.Context, room string) (Position, *State, 
 		return Position{}, nil, ErrBrokerDown
 	}
 	r := b.room(room)
+	defer r.mu.Unlock()
+	return Position{Epoch: r.epoch, Seq: r.seq}, r.state, nil
+}
+
+// PeekState implements Stream.
+func (b *MemoryBroker) PeekState(_ context.Context, room string) (Position, *State, error) {
+	if b.down() {
+		return Position{}, nil, ErrBrokerDown
+	}
+	r := b.peekRoom(room)
+	if r == nil {
+		return Position{}, nil, nil
+	}
 	defer r.mu.Unlock()
 	return Position{Epoch: r.epoch, Seq: r.seq}, r.state, nil
 }

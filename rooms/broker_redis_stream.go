@@ -139,8 +139,19 @@ func (b *RedisBroker) Position(ctx context.Context, room string) (Position, erro
 
 // History implements Stream.
 func (b *RedisBroker) History(ctx context.Context, room string, after uint64, limit int) (History, error) {
+	return b.history(ctx, room, after, limit, NewEpoch())
+}
+
+// PeekHistory implements Stream.
+func (b *RedisBroker) PeekHistory(ctx context.Context, room string, after uint64, limit int) (History, error) {
+	return b.history(ctx, room, after, limit, "")
+}
+
+// history reads the room's history, starting epoch newEpoch when the room
+// has none ("": start none, write nothing).
+func (b *RedisBroker) history(ctx context.Context, room string, after uint64, limit int, newEpoch string) (History, error) {
 	k := b.keys(room)
-	res, err := b.script(historyScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis(), after, max(limit, 1)).Result()
+	res, err := b.script(historyScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, newEpoch, b.ttlMillis(), after, max(limit, 1)).Result()
 	if err != nil {
 		return History{}, fmt.Errorf("read history: %w", err)
 	}
@@ -182,8 +193,19 @@ func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, d
 
 // State implements Stream.
 func (b *RedisBroker) State(ctx context.Context, room string) (Position, *State, error) {
+	return b.state(ctx, room, NewEpoch())
+}
+
+// PeekState implements Stream.
+func (b *RedisBroker) PeekState(ctx context.Context, room string) (Position, *State, error) {
+	return b.state(ctx, room, "")
+}
+
+// state reads the room's state, starting epoch newEpoch when the room has
+// none ("": start none, write nothing).
+func (b *RedisBroker) state(ctx context.Context, room string, newEpoch string) (Position, *State, error) {
 	k := b.keys(room)
-	res, err := b.script(stateScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
+	res, err := b.script(stateScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, newEpoch, b.ttlMillis()).Result()
 	if err != nil {
 		return Position{}, nil, fmt.Errorf("read state: %w", err)
 	}

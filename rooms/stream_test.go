@@ -241,6 +241,33 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 		}
 	})
 
+	t.Run("peeks write nothing", func(t *testing.T) {
+		b := newBroker(t, &envelopeReceiver{}, StreamOptions{HistorySize: 100})
+		name := room(t)
+		for i := 0; i < 2; i++ {
+			if p, st, err := b.PeekState(ctx, name); err != nil || p != (Position{}) || st != nil {
+				t.Fatalf("peek at the state of an absent room: %+v %v %v", p, st, err)
+			}
+			if h, err := b.PeekHistory(ctx, name, 0, 10); err != nil || h.Position != (Position{}) || len(h.Messages) != 0 {
+				t.Fatalf("peek at the history of an absent room: %+v %v", h, err)
+			}
+		}
+		// A room in use reads as with State and History.
+		p0, err := b.Position(ctx, name)
+		if err != nil || p0.Epoch == "" {
+			t.Fatalf("position: %+v %v", p0, err)
+		}
+		if _, err := b.PublishMessage(ctx, name, msg("m1", true)); err != nil {
+			t.Fatal(err)
+		}
+		if p, _, err := b.PeekState(ctx, name); err != nil || p != (Position{p0.Epoch, 1}) {
+			t.Fatalf("peek at the state of a room in use: %+v %v", p, err)
+		}
+		if h, err := b.PeekHistory(ctx, name, 0, 10); err != nil || h.Position != (Position{p0.Epoch, 1}) || len(h.Messages) != 1 || !h.Complete {
+			t.Fatalf("peek at the history of a room in use: %+v %v", h, err)
+		}
+	})
+
 	t.Run("storing off", func(t *testing.T) {
 		r := &envelopeReceiver{}
 		b := newBroker(t, r, StreamOptions{})

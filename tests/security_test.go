@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -338,5 +339,54 @@ func TestReadyzShowsNoBackendDetail(t *testing.T) {
 			return errors.New("no log line with the cause")
 		}
 		return nil
+	})
+}
+
+// TestReadingARoomCreatesNothing: reads of rooms nobody used answer empty
+// (no epoch, no state, no messages, no members) and write nothing: no
+// Redis key, and the memory engine starts no stream (the second read
+// still finds none).
+func TestReadingARoomCreatesNothing(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, s *testserver.Server) {
+		for i := 0; i < 20; i++ {
+			room := fmt.Sprint("ghost-", i)
+			for round := 0; round < 2; round++ {
+				for _, p := range []string{"/state", "/messages", "/members"} {
+					st, body := httpCall(t, http.MethodGet, s.URL+"/api/rooms/"+room+p, testserver.APIKey, "")
+					if st != http.StatusOK {
+						t.Fatalf("GET %s%s: HTTP %d %s", room, p, st, body)
+					}
+					var page struct {
+						Epoch    *string           `json:"epoch"`
+						Seq      uint64            `json:"seq"`
+						State    json.RawMessage   `json:"state"`
+						Messages []json.RawMessage `json:"messages"`
+						Members  []json.RawMessage `json:"members"`
+					}
+					if err := json.Unmarshal(body, &page); err != nil {
+						t.Fatal(err)
+					}
+					if page.Epoch != nil && *page.Epoch != "" || page.Seq != 0 || len(page.Messages) != 0 || len(page.Members) != 0 ||
+						len(page.State) != 0 && string(page.State) != "null" {
+						t.Fatalf("GET %s%s (read %d): %s, want an empty answer", room, p, round+1, body)
+					}
+				}
+			}
+		}
+	}
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		check(t, testserver.Start(t, testserver.Options{}))
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		r := redisproc.Start(t)
+		s := instances(t, r.URL(), 1, nil)[0]
+		check(t, s)
+		keys, err := r.Client(t).Keys(context.Background(), "*ghost*").Result()
+		if err != nil || len(keys) != 0 {
+			t.Fatalf("reads created keys %v (%v)", keys, err)
+		}
 	})
 }

@@ -37,22 +37,26 @@ type Config struct {
 	HistoryTTL       time.Duration
 	MaxStateBytes    int
 	DocTTL           time.Duration
+	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
+	MaxInflightBytes int // large frames being read at once, on this instance
 }
 
 func defaultConfig() Config {
 	return Config{
-		Addr:            ":8080",
-		PresenceTTL:     30 * time.Second,
-		Heartbeat:       10 * time.Second,
-		MaxMessageBytes: 65536,
-		SendQueue:       256,
-		Rate:            50,
-		PingInterval:    25 * time.Second,
-		ShutdownTimeout: 8 * time.Second,
-		HistorySize:     1000,
-		HistoryTTL:      24 * time.Hour,
-		MaxStateBytes:   1 << 20,
-		DocTTL:          720 * time.Hour,
+		Addr:             ":8080",
+		PresenceTTL:      30 * time.Second,
+		Heartbeat:        10 * time.Second,
+		MaxMessageBytes:  65536,
+		SendQueue:        256,
+		Rate:             50,
+		PingInterval:     25 * time.Second,
+		ShutdownTimeout:  8 * time.Second,
+		HistorySize:      1000,
+		HistoryTTL:       24 * time.Hour,
+		MaxStateBytes:    1 << 20,
+		DocTTL:           720 * time.Hour,
+		MaxDocBytes:      64 << 20,
+		MaxInflightBytes: 256 << 20,
 	}
 }
 
@@ -126,6 +130,8 @@ var settings = []setting{
 	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
 	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
 	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
+	intSetting("max-doc-bytes", "largest stored size of a room's Yjs document, and of one Yjs message", minDocBytes, func(c *Config) *int { return &c.MaxDocBytes }),
+	intSetting("max-inflight-bytes", "bytes of large frames this instance reads at once; a frame that would pass it is refused", minDocBytes, func(c *Config) *int { return &c.MaxInflightBytes }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
 		set: func(c *Config, v string) error {
@@ -221,6 +227,12 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	return cfg, cfg.validate()
 }
 
+// Bounds of MAX_DOC_BYTES.
+const (
+	minDocBytes = 64 << 10
+	maxDocBytes = 512 << 20
+)
+
 func (c Config) validate() error {
 	switch {
 	case c.JWTSecret != "" && c.JWTPublicKeyFile != "":
@@ -239,6 +251,10 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_HISTORY_TTL must be at least 1s")
 	case c.DocTTL < time.Second:
 		return errors.New("ROOMCAST_DOC_TTL must be at least 1s")
+	case c.MaxDocBytes > maxDocBytes:
+		return fmt.Errorf("ROOMCAST_MAX_DOC_BYTES must be at most %d (512 MiB, the largest value Redis stores)", maxDocBytes)
+	case c.MaxInflightBytes < c.MaxDocBytes:
+		return fmt.Errorf("ROOMCAST_MAX_INFLIGHT_BYTES (%d) must be at least ROOMCAST_MAX_DOC_BYTES (%d), or a message of the largest document could never be read", c.MaxInflightBytes, c.MaxDocBytes)
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -268,7 +284,7 @@ func (c Config) logAttrs() []any {
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
-		"doc_ttl", c.DocTTL.String(),
+		"doc_ttl", c.DocTTL.String(), "max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

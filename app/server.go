@@ -155,7 +155,7 @@ func (s *Server) buildBackends() error {
 }
 
 func (s *Server) streamOptions() rooms.StreamOptions {
-	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL}
+	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL, MaxDocBytes: int64(s.cfg.MaxDocBytes)}
 }
 
 // streamGap counts a gap in a room's stored messages.

@@ -307,4 +307,3 @@ func TestDocSizeMemoryStaysBoundedWhileAClientKeepsGrowingADocument(t *testing.T
 		t.Fatalf("RSS grew by %d MiB while 105 MiB were pasted into a 4 MiB document", grew>>20)
 	}
 }
-

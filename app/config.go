@@ -48,23 +48,27 @@ type Config struct {
 	// body, before an upgrade or an API answer; it starts at the
 	// connection's first byte wait, so a silent socket is closed too.
 	ReadTimeout time.Duration
+	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
+	MaxInflightBytes int // large frames being read at once, on this instance
 }
 
 func defaultConfig() Config {
 	return Config{
-		Addr:            "", // :8080, or 127.0.0.1:8080 with -dev (see loadConfig)
-		PresenceTTL:     30 * time.Second,
-		Heartbeat:       10 * time.Second,
-		MaxMessageBytes: 65536,
-		SendQueue:       256,
-		Rate:            50,
-		PingInterval:    25 * time.Second,
-		ShutdownTimeout: 8 * time.Second,
-		HistorySize:     1000,
-		HistoryTTL:      24 * time.Hour,
-		MaxStateBytes:   1 << 20,
-		DocTTL:          720 * time.Hour,
-		ReadTimeout:     10 * time.Second,
+		Addr:             "", // :8080, or 127.0.0.1:8080 with -dev (see loadConfig)
+		PresenceTTL:      30 * time.Second,
+		Heartbeat:        10 * time.Second,
+		MaxMessageBytes:  65536,
+		SendQueue:        256,
+		Rate:             50,
+		PingInterval:     25 * time.Second,
+		ShutdownTimeout:  8 * time.Second,
+		HistorySize:      1000,
+		HistoryTTL:       24 * time.Hour,
+		MaxStateBytes:    1 << 20,
+		DocTTL:           720 * time.Hour,
+		ReadTimeout:      10 * time.Second,
+		MaxDocBytes:      64 << 20,
+		MaxInflightBytes: 256 << 20,
 	}
 }
 
@@ -141,6 +145,8 @@ var settings = []setting{
 	intSetting("max-conns-per-ip", "sockets one client address may hold (0: no bound; keep 0 behind a load balancer)", 0, func(c *Config) *int { return &c.MaxConnsPerIP }),
 	durationSetting("read-timeout", "time to read an HTTP request's headers and body, from the first wait", func(c *Config) *time.Duration { return &c.ReadTimeout }),
 	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
+	intSetting("max-doc-bytes", "largest stored size of a room's Yjs document, and of one Yjs message", minDocBytes, func(c *Config) *int { return &c.MaxDocBytes }),
+	intSetting("max-inflight-bytes", "bytes of large frames this instance reads at once; a frame that would pass it is refused", minDocBytes, func(c *Config) *int { return &c.MaxInflightBytes }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
 		set: func(c *Config, v string) error {
@@ -244,6 +250,12 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	return cfg, cfg.validate()
 }
 
+// Bounds of MAX_DOC_BYTES.
+const (
+	minDocBytes = 64 << 10
+	maxDocBytes = 512 << 20
+)
+
 func (c Config) validate() error {
 	switch {
 	case c.JWTSecret != "" && c.JWTPublicKeyFile != "":
@@ -264,6 +276,10 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_READ_TIMEOUT must be at least 100ms")
 	case c.DocTTL < time.Second:
 		return errors.New("ROOMCAST_DOC_TTL must be at least 1s")
+	case c.MaxDocBytes > maxDocBytes:
+		return fmt.Errorf("ROOMCAST_MAX_DOC_BYTES must be at most %d (512 MiB, the largest value Redis stores)", maxDocBytes)
+	case c.MaxInflightBytes < c.MaxDocBytes:
+		return fmt.Errorf("ROOMCAST_MAX_INFLIGHT_BYTES (%d) must be at least ROOMCAST_MAX_DOC_BYTES (%d), or a message of the largest document could never be read", c.MaxInflightBytes, c.MaxDocBytes)
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -294,6 +310,7 @@ func (c Config) logAttrs() []any {
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
 		"doc_ttl", c.DocTTL.String(), "read_timeout", c.ReadTimeout.String(), "max_conns_per_ip", c.MaxConnsPerIP,
+		"max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

@@ -78,6 +78,7 @@ const (
 	codeUnavailable = "unavailable"
 	codeStaleState  = "stale_state"
 	codeBadSince    = "bad_since"
+	codeSizeBackoff = "size_backoff" // 429 on an upgrade after a close for size
 )
 
 func encode(v any) []byte {

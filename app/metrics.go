@@ -31,9 +31,13 @@ type metrics struct {
 	connsRefused   *prometheus.CounterVec
 	acceptErrors   prometheus.Counter
 	notReady       *prometheus.CounterVec
+	// Size limits: upgrades refused while a user and room back off, and
+	// the bytes of large frames being read (MAX_INFLIGHT_BYTES).
+	sizeBackoffs  prometheus.Counter
+	inflightBytes prometheus.GaugeFunc
 }
 
-func newMetrics(localRooms func() int) *metrics {
+func newMetrics(localRooms func() int, inflight func() int64) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roomcast_connections", Help: "Open WebSocket connections on this instance."})
 	m.connects = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_connects_total", Help: "WebSocket connections accepted."})
@@ -51,13 +55,16 @@ func newMetrics(localRooms func() int) *metrics {
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
 	m.yjsConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roomcast_yjs_connections", Help: "Open Yjs (y-websocket) connections on this instance."})
 	m.yjsUpdates = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_updates_total", Help: "Yjs document updates stored from this instance's clients."})
-	m.yjsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_yjs_rejected_total", Help: "Yjs sockets closed for a frame that is not a valid y-websocket message, by reason (invalid, too_big, text)."}, []string{"reason"})
+	m.yjsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_yjs_rejected_total", Help: "Yjs sockets closed for a frame that is not a valid y-websocket message, by reason (invalid, too_big, doc_too_large, over_budget, text)."}, []string{"reason"})
 	m.yjsCompactions = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_compactions_total", Help: "Yjs documents compacted by this instance."})
 	m.yjsGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_yjs_gaps_total", Help: "Gaps in a document's updates seen on delivery and filled from the store."})
 	m.connsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_connections_refused_total", Help: "Sockets closed at accept for a connection cap, by cap (instance_cap, ip_cap)."}, []string{"reason"})
 	m.acceptErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_accept_errors_total", Help: "Temporary accept errors (out of descriptors or buffers), each retried after a backoff."})
 	m.notReady = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_readyz_failures_total", Help: "/readyz answers of 503, by what was not ready (draining, redis, pubsub); the log has the cause."}, []string{"part"})
 	m.reg.MustRegister(m.connsRefused, m.acceptErrors, m.notReady)
+	m.sizeBackoffs = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_size_backoff_refusals_total", Help: "WebSocket upgrades refused with 429 because the user's socket in the room was closed for size (1009) or the in-flight budget (1013) moments before."})
+	m.inflightBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_inflight_bytes", Help: "Bytes of large client frames being read or handled now, against ROOMCAST_MAX_INFLIGHT_BYTES."}, func() float64 { return float64(inflight()) })
+	m.reg.MustRegister(m.sizeBackoffs, m.inflightBytes)
 	m.reg.MustRegister(m.yjsConnections, m.yjsUpdates, m.yjsRejected, m.yjsCompactions, m.yjsGaps)
 	m.reg.MustRegister(m.connections, m.connects, m.rooms, m.messagesIn, m.framesOut, m.published, m.slowDropped,
 		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.protocolErrors, m.heartbeatErr,

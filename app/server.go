@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomcast/roomcast/app/wsread"
 	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
@@ -75,6 +76,10 @@ type Server struct {
 	// takes them out of their room and presence at once: their socket may
 	// take seconds more to end.
 	evict chan *rooms.Conn
+	// Size limits: the bytes of large frames all sockets may be reading at
+	// once, and who is refused upgrades after a close for size.
+	inflight *wsread.Budget
+	backoff  *sizeBackoff
 }
 
 // newServer builds the parts of an instance from cfg; nothing runs yet.
@@ -84,6 +89,8 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID), evict: make(chan *rooms.Conn, 4096)}
 	s.docs = newYdocs(s)
+	s.inflight = wsread.NewBudget(int64(cfg.MaxInflightBytes))
+	s.backoff = newSizeBackoff()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
@@ -115,7 +122,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.replica = presence.NewReplica(s.store, presence.ReplicaOptions{})
-	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) })
+	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) }, s.inflight.Used)
 	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
 		Interval: cfg.Heartbeat,
 		Logger:   s.log,
@@ -157,7 +164,7 @@ func (s *Server) buildBackends() error {
 }
 
 func (s *Server) streamOptions() rooms.StreamOptions {
-	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL}
+	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL, MaxDocBytes: int64(s.cfg.MaxDocBytes)}
 }
 
 // streamGap counts a gap in a room's stored messages.

@@ -119,6 +119,13 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 		s.metrics.authFailures.WithLabelValues("origin").Inc()
 		return refuse(fiber.StatusForbidden, "origin_not_allowed", "this Origin may not connect")
 	}
+	if wait := s.backoff.refused(claims.Subject, room, time.Now()); wait > 0 {
+		s.metrics.sizeBackoffs.Inc()
+		secs := int((wait + time.Second - 1) / time.Second)
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
+		return refuse(fiber.StatusTooManyRequests, codeSizeBackoff,
+			fmt.Sprintf("your last socket in this room was closed for sending too much (1009 or 1013); connect again in %d s", secs))
+	}
 	if s.draining.Load() {
 		return refuse(fiber.StatusServiceUnavailable, "draining", "this instance is shutting down; connect again")
 	}
@@ -378,7 +385,7 @@ var errDraining = errors.New("instance is shutting down")
 // one label: a client must not be able to mint series.
 func closeLabel(code int) string {
 	switch code {
-	case rooms.CloseNormal, rooms.CloseGoingAway, wsread.CloseProtocolError, rooms.CloseInvalidUTF8, rooms.CloseTooBig, 1011,
+	case rooms.CloseNormal, rooms.CloseGoingAway, wsread.CloseProtocolError, rooms.CloseInvalidUTF8, rooms.CloseTooBig, 1011, closeTryAgain,
 		rooms.CloseTokenExpired, rooms.CloseTooSlow, rooms.CloseResync, rooms.CloseRateLimited:
 		return strconv.Itoa(code)
 	}
@@ -412,10 +419,16 @@ func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Cla
 	// protocol errors itself), so the connection's writer stays its only
 	// writer.
 	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
+	rd.UseBudget(s.inflight)
+	defer rd.Release()
 	for {
 		m, now, ok := s.nextData(rd, conn)
 		if !ok {
 			return
+		}
+		if m.OverBudget {
+			s.closeOverBudget(conn)
+			continue
 		}
 		data := m.Data
 		if m.TooBig {

@@ -208,8 +208,22 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 
 // append stores and publishes an update message of yc, and compacts the
 // document in the background once its updates outweigh its base.
+//
+// MAX_DOC_BYTES bounds what is stored: base + log + this update. When the
+// update would pass it and the document has a log, the document is
+// compacted first (the merge drops deleted content, so a document near the
+// limit that was mostly edited makes room) and the update tried once more;
+// still over, it is refused (rooms.ErrDocTooLarge) and nothing changed.
 func (d *ydocs) append(ctx context.Context, r *docRoom, yc *yconn, msg []byte) error {
 	res, err := d.s.broker.AppendUpdate(ctx, r.name, yc.ID, msg)
+	var tooLarge *rooms.DocTooLargeError
+	if errors.As(err, &tooLarge) && tooLarge.LogBytes > 0 {
+		if cerr := d.compact(ctx, r); cerr != nil {
+			d.s.log.Warn("compact a document at its size limit", "room", r.name, "err", cerr)
+			return err
+		}
+		res, err = d.s.broker.AppendUpdate(ctx, r.name, yc.ID, msg)
+	}
 	if err != nil {
 		return err
 	}

@@ -102,20 +102,30 @@ func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
 
 // readYjs reads client messages until the socket ends. A frame that is not
 // one valid y-websocket message closes the socket before anything of it is
-// relayed or stored.
+// relayed or stored. A message over MAX_DOC_BYTES, or an update the
+// document cannot take within it, closes the socket with 1009; a frame
+// the in-flight budget cannot take with 1013; both make the user and room
+// back off (see sizeBackoff).
 func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 	conn := yc.Conn
 	lim := newRateLimit(s.cfg.Rate, time.Now())
-	maxRead := s.cfg.MaxStateBytes
+	maxRead := s.cfg.MaxDocBytes
 	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
+	rd.UseBudget(s.inflight)
+	defer rd.Release()
 	for {
 		m, now, ok := s.nextData(rd, conn)
 		if !ok {
 			return
 		}
+		if m.OverBudget {
+			s.metrics.yjsRejected.WithLabelValues("over_budget").Inc()
+			s.closeOverBudget(conn)
+			continue
+		}
 		if m.TooBig {
 			s.metrics.yjsRejected.WithLabelValues("too_big").Inc()
-			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes; nothing kept", maxRead))
+			s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("message over %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
 			continue
 		}
 		if m.Kind != wsread.Binary {
@@ -140,7 +150,13 @@ func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 			conn.Close(closeInvalidMessage, closeReason(err))
 			continue
 		}
-		if err := s.handleYjs(yc, msg, m.Data); err != nil {
+		err = s.handleYjs(yc, msg, m.Data)
+		if errors.Is(err, rooms.ErrDocTooLarge) {
+			s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
+			s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("document would pass %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
+			continue
+		}
+		if err != nil {
 			s.logConn(slog.LevelWarn, conn, "yjs message failed", "err", err)
 			conn.Close(1011, "could not store the update; reconnect")
 			continue

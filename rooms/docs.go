@@ -1,6 +1,10 @@
 package rooms
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // Docs is the Yjs side of a Broker: each room's document, kept as a base
 // (the merge of its first updates) and the updates that followed, with a
@@ -11,7 +15,10 @@ type Docs interface {
 	// room document's next update and publishes it to every instance as a
 	// DocUpdate payload, in one step, so a document's pub/sub order is its
 	// seq order. The document starts (with a new epoch) on its first
-	// update.
+	// update. An update that would take the document's stored size (base
+	// + log + msg) past StreamOptions.MaxDocBytes is neither stored nor
+	// published: the error is a *DocTooLargeError, and the document is
+	// unchanged.
 	AppendUpdate(ctx context.Context, room, exclude string, msg []byte) (DocAppend, error)
 	// Doc returns the room's document; an empty Doc (no epoch) when the
 	// room has none.
@@ -53,3 +60,22 @@ type DocAppend struct {
 	LogBytes  int64
 	BaseBytes int64
 }
+
+// ErrDocTooLarge is what a *DocTooLargeError is (errors.Is).
+var ErrDocTooLarge = errors.New("document would pass its size limit")
+
+// DocTooLargeError refuses an update: the document's stored size with it
+// (Size) would pass Limit. LogBytes is the log's share of the stored size:
+// above zero, a compaction may make room (it replaces base and log by
+// their merge, which is never larger and is smaller once content was
+// deleted).
+type DocTooLargeError struct {
+	Limit, Size, LogBytes int64
+}
+
+func (e *DocTooLargeError) Error() string {
+	return fmt.Sprintf("document would be %d bytes stored, over its limit of %d; update not stored", e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrDocTooLarge) hold.
+func (e *DocTooLargeError) Is(target error) bool { return target == ErrDocTooLarge }

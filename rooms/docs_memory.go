@@ -38,6 +38,20 @@ func (b *MemoryBroker) docLocked(room string, now time.Time) *memDoc {
 	return d
 }
 
+// fits refuses msg when it would take d (nil: no document yet) past
+// MaxDocBytes; b.docMu held, so the check and the append are one step.
+func (b *MemoryBroker) fits(d *memDoc, msg []byte) error {
+	var stored, log int64
+	if d != nil {
+		log = d.logBytes
+		stored = int64(len(d.base)) + log
+	}
+	if size := stored + int64(len(msg)); size > b.o.MaxDocBytes {
+		return &DocTooLargeError{Limit: b.o.MaxDocBytes, Size: size, LogBytes: log}
+	}
+	return nil
+}
+
 // AppendUpdate implements Docs. It delivers under the room's delivery lock,
 // so the room keeps one order whoever publishes.
 func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg []byte) (DocAppend, error) {
@@ -51,6 +65,10 @@ func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg
 	now := b.now()
 	b.docMu.Lock()
 	d := b.docLocked(room, now)
+	if err := b.fits(d, msg); err != nil {
+		b.docMu.Unlock()
+		return DocAppend{}, err
+	}
 	if d == nil {
 		d = &memDoc{epoch: NewEpoch()}
 		b.docs[room] = d

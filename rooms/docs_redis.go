@@ -38,14 +38,20 @@ func (b *RedisBroker) AppendUpdate(ctx context.Context, room, exclude string, ms
 	call := &scriptCall{
 		script: b.script(docAppendScript),
 		keys:   []string{k.Doc, k.DocLog},
-		args:   []any{NewEpoch(), b.o.Stream.DocTTL.Milliseconds(), exclude, msg, k.Channel},
+		args:   []any{NewEpoch(), b.o.Stream.DocTTL.Milliseconds(), exclude, msg, k.Channel, b.o.Stream.MaxDocBytes},
 		done:   make(chan scriptResult, 1),
 	}
 	res, err := b.runQueued(ctx, call)
 	if err != nil {
 		return DocAppend{}, fmt.Errorf("append document update: %w", err)
 	}
-	v, err := replyStrings(res, 5)
+	v, err := replyStrings(res, 3)
+	if err == nil && v[0] == "" {
+		return DocAppend{}, &DocTooLargeError{Limit: b.o.Stream.MaxDocBytes, Size: int64(parseUint(v[1])), LogBytes: int64(parseUint(v[2]))}
+	}
+	if err == nil && len(v) < 5 {
+		err = fmt.Errorf("%d items, want 5", len(v))
+	}
 	if err != nil {
 		return DocAppend{}, fmt.Errorf("doc append script: %w", err)
 	}

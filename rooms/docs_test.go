@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -104,6 +105,58 @@ func testDocs(t *testing.T, newBroker newStreamBroker) {
 		}
 		if msgs, _, ok, _ := b.DocUpdates(ctx, name, pos.Epoch, 3); !ok || len(msgs) != 2 {
 			t.Fatalf("updates after the base: %q %v", msgs, ok)
+		}
+	})
+
+	t.Run("an update that would pass MaxDocBytes is refused and not delivered", func(t *testing.T) {
+		r := &envelopeReceiver{}
+		n := int64(len(updateMsg(1)))
+		b := newBroker(t, r, StreamOptions{HistorySize: 10, MaxDocBytes: 3 * n})
+		name := room(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		// Too large on its own: no document is started.
+		big := append(updateMsg(0), make([]byte, 3*n)...)
+		_, err := b.AppendUpdate(ctx, name, "", big)
+		var tooLarge *DocTooLargeError
+		if !errors.As(err, &tooLarge) || !errors.Is(err, ErrDocTooLarge) || tooLarge.Limit != 3*n || tooLarge.Size != int64(len(big)) || tooLarge.LogBytes != 0 {
+			t.Fatalf("an update over the limit by itself: %v (%+v)", err, tooLarge)
+		}
+		if d, err := b.Doc(ctx, name); err != nil || d.Position.Epoch != "" {
+			t.Fatalf("a refused first update started a document: %+v %v", d, err)
+		}
+		var pos DocPosition
+		for i := 1; i <= 3; i++ { // exactly the limit
+			res, err := b.AppendUpdate(ctx, name, "", updateMsg(i))
+			if err != nil {
+				t.Fatalf("append %d: %v", i, err)
+			}
+			pos = res.Position
+		}
+		_, err = b.AppendUpdate(ctx, name, "", updateMsg(4))
+		if !errors.As(err, &tooLarge) || tooLarge.Size != 4*n || tooLarge.LogBytes != 3*n {
+			t.Fatalf("the update past the limit: %v (%+v)", err, tooLarge)
+		}
+		d, err := b.Doc(ctx, name)
+		if err != nil || d.Position != pos || len(d.Updates) != 3 || d.LogBytes != 3*n {
+			t.Fatalf("the document changed: %+v %v", d, err)
+		}
+		// The limit counts what is stored: a compaction that makes room
+		// lets the update in, and is never refused itself.
+		if ok, err := b.CompactDoc(ctx, name, pos, []byte("B")); err != nil || !ok {
+			t.Fatalf("compact at the limit: %v %v", ok, err)
+		}
+		res, err := b.AppendUpdate(ctx, name, "", updateMsg(4))
+		if err != nil || res.Position.Seq != 4 || res.BaseBytes+res.LogBytes != 1+n {
+			t.Fatalf("append after a compaction made room: %+v %v", res, err)
+		}
+		waitFor(t, func() bool { return len(r.envelopes()) == 4 })
+		time.Sleep(50 * time.Millisecond)
+		for i, e := range r.envelopes() {
+			if e.Seq != uint64(i+1) || len(e.Frame) != int(n) {
+				t.Fatalf("delivery %d: %+v (a refused update was published?)", i+1, e)
+			}
 		}
 	})
 

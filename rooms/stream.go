@@ -77,6 +77,10 @@ type StreamOptions struct {
 	// DocTTL is how long a room's Yjs document lives after its last
 	// update. Zero value means 720h.
 	DocTTL time.Duration
+	// MaxDocBytes bounds a Yjs document's stored size: its base plus its
+	// update log, as stored. An update that would pass it is refused.
+	// Zero value means 64 MiB.
+	MaxDocBytes int64
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -85,6 +89,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.DocTTL <= 0 {
 		o.DocTTL = 720 * time.Hour
+	}
+	if o.MaxDocBytes <= 0 {
+		o.MaxDocBytes = 64 << 20
 	}
 	return o
 }

@@ -327,7 +327,7 @@ func closeCodeOf(t *testing.T, ws *websocket.Conn) int {
 
 func TestYjsInvalidFramesCloseOnlyThatSocket(t *testing.T) {
 	t.Parallel()
-	r, s := cluster(t, 1, map[string]string{"ROOMCAST_MAX_STATE_BYTES": "65536"})
+	r, s := cluster(t, 1, map[string]string{"ROOMCAST_MAX_DOC_BYTES": "65536"})
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr()})
 	defer rc.Close()
 	p := yjs.StartPeers(t)
@@ -354,8 +354,9 @@ func TestYjsInvalidFramesCloseOnlyThatSocket(t *testing.T) {
 		{"oversize", websocket.BinaryMessage, big, 1009},
 		{"text frame", websocket.TextMessage, []byte(`{"type":"publish"}`), 1003},
 	}
-	for _, c := range cases {
-		ws := rawYjs(t, s[0], "bad", "mallory")
+	for i, c := range cases {
+		// One user each: a close for size makes its user back off.
+		ws := rawYjs(t, s[0], "bad", fmt.Sprint("mallory-", i))
 		if err := ws.WriteMessage(c.typ, c.frame); err != nil {
 			t.Fatalf("%s: write: %v", c.name, err)
 		}

@@ -44,6 +44,10 @@ type Message struct {
 	// TooBig reports a data message over the limit; the rest of it is
 	// skipped by the next call to Next.
 	TooBig bool
+	// OverBudget reports a data message refused because its bytes would
+	// pass the Reader's Budget; Data is empty, nothing of it was read,
+	// and the rest of it is skipped by the next call to Next.
+	OverBudget bool
 	// CloseCode and CloseReason are a Close frame's (CloseNoStatus when it
 	// carried none).
 	CloseCode   int
@@ -78,13 +82,33 @@ type Reader struct {
 	// skipping: the rest of a message over the limit is read and thrown
 	// away until its final fragment.
 	skipping bool
-	broken   error // a protocol error seen: every later call returns it
+	rest     uint64 // payload bytes of the current frame still to throw away
+	broken   error  // a protocol error seen: every later call returns it
+	budget   *Budget
+	reserved int64 // of budget, for the message in buf
 }
 
 // NewReader returns a Reader of r whose data messages may be at most
 // limit bytes.
 func NewReader(r io.Reader, bufSize, limit int) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, bufSize), limit: limit}
+}
+
+// UseBudget makes rd reserve its messages over SmallMessage in b.
+func (rd *Reader) UseBudget(b *Budget) { rd.budget = b }
+
+// Release gives back what rd holds of its Budget; the socket's read loop
+// calls it when it ends.
+func (rd *Reader) Release() {
+	rd.releaseBudget()
+	rd.buf = nil
+}
+
+func (rd *Reader) releaseBudget() {
+	if rd.reserved > 0 {
+		rd.budget.release(rd.reserved)
+		rd.reserved = 0
+	}
 }
 
 // retainMax bounds the message buffer kept between messages, so one large
@@ -164,7 +188,16 @@ func (rd *Reader) Next() (Message, error) {
 }
 
 func (rd *Reader) next() (Message, error) {
+	if rd.rest > 0 {
+		n := rd.rest
+		rd.rest = 0
+		if _, err := io.CopyN(io.Discard, rd.r, int64(n)); err != nil {
+			return Message{}, err
+		}
+	}
 	if !rd.inMsg || rd.skipping {
+		// The last message was handled: its bytes leave the budget.
+		rd.releaseBudget()
 		if cap(rd.buf) > retainMax {
 			rd.buf = nil
 		}
@@ -206,6 +239,22 @@ func (rd *Reader) next() (Message, error) {
 		}
 		// Read at most limit+1 bytes of the message; the rest is skipped.
 		take := min(h.n, uint64(rd.limit+1-len(rd.buf)))
+		if need := int64(len(rd.buf)) + int64(take); rd.budget != nil && need > SmallMessage && need > rd.reserved {
+			if !rd.budget.reserve(need - rd.reserved) {
+				// Refused before its payload is read: the payload is
+				// thrown away, lazily, so the refusal is reported now.
+				rd.rest = h.n
+				if h.fin {
+					rd.inMsg = false
+				} else {
+					rd.skipping = true
+				}
+				rd.releaseBudget()
+				rd.buf = nil
+				return Message{Kind: rd.kind, OverBudget: true}, nil
+			}
+			rd.reserved = need
+		}
 		start := len(rd.buf)
 		rd.buf = slices.Grow(rd.buf, int(take))[:start+int(take)]
 		if _, err := io.ReadFull(rd.r, rd.buf[start:]); err != nil {

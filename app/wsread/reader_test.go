@@ -188,3 +188,103 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// headerOnly reads like a client that sent a frame's header and nothing of
+// its payload yet: the header, then a read that blocks until released.
+type headerOnly struct {
+	hdr     []byte
+	blocked chan struct{}
+}
+
+func (h *headerOnly) Read(p []byte) (int, error) {
+	if len(h.hdr) > 0 {
+		n := copy(p, h.hdr)
+		h.hdr = h.hdr[n:]
+		return n, nil
+	}
+	<-h.blocked
+	return 0, io.EOF
+}
+
+// Large messages share one budget: a message whose declared bytes would
+// pass it is refused from its header, before its payload arrives; small
+// messages never touch it; a handled message gives its bytes back.
+func TestBudget(t *testing.T) {
+	const large = 100 << 10
+	b := NewBudget(150 << 10)
+	big := bytes.Repeat([]byte("y"), large)
+
+	// One reader holds a large message it has not handled yet.
+	first := NewReader(cat(frame(true, 2, big), frame(true, 2, []byte("small"))), 512, 1<<20)
+	first.UseBudget(b)
+	if m, err := first.Next(); err != nil || len(m.Data) != large || m.OverBudget {
+		t.Fatalf("first large message: %d bytes, %+v", len(m.Data), err)
+	}
+	if b.Used() != large {
+		t.Fatalf("budget used %d while the message is held, want %d", b.Used(), large)
+	}
+
+	// A second one declares as much and sends nothing more: refused at once.
+	hdr := frame(true, 2, big)
+	slow := &headerOnly{hdr: hdr[:14], blocked: make(chan struct{})}
+	defer close(slow.blocked)
+	second := NewReader(slow, 512, 1<<20)
+	second.UseBudget(b)
+	if m, err := second.Next(); err != nil || !m.OverBudget || len(m.Data) != 0 || m.Kind != Binary {
+		t.Fatalf("message over the budget: %+v %v", m, err)
+	}
+	if b.Used() != large {
+		t.Fatalf("a refused message holds budget: %d", b.Used())
+	}
+
+	// Small messages need none, even with the budget spent.
+	third := NewReader(cat(frame(true, 2, bytes.Repeat([]byte("z"), SmallMessage))), 512, 1<<20)
+	third.UseBudget(NewBudget(0))
+	if m, err := third.Next(); err != nil || m.OverBudget || len(m.Data) != SmallMessage {
+		t.Fatalf("small message with no budget: %+v %v", m.OverBudget, err)
+	}
+
+	// Handled (the next call to Next): the bytes are back.
+	if m, err := first.Next(); err != nil || string(m.Data) != "small" {
+		t.Fatalf("after the large message: %+v %v", m, err)
+	}
+	if b.Used() != 0 {
+		t.Fatalf("budget used %d after the message was handled", b.Used())
+	}
+	// Release gives back what a reader ending mid-message holds.
+	r := NewReader(cat(frame(true, 2, big)), 512, 1<<20)
+	r.UseBudget(b)
+	if _, err := r.Next(); err != nil || b.Used() != large {
+		t.Fatalf("held: %d %v", b.Used(), err)
+	}
+	r.Release()
+	if b.Used() != 0 {
+		t.Fatalf("budget used %d after Release", b.Used())
+	}
+}
+
+// A refused message is skipped whole, fragments included, and the next
+// message reads normally.
+func TestOverBudgetSkipsTheMessage(t *testing.T) {
+	big := bytes.Repeat([]byte("q"), 80<<10)
+	rd := NewReader(cat(
+		frame(false, 2, big),
+		frame(true, 9, []byte("p")),
+		frame(false, 0, big),
+		frame(true, 0, big),
+		frame(true, 2, []byte("next")),
+	), 512, 1<<20)
+	b := NewBudget(100 << 10)
+	rd.UseBudget(b)
+	// The first fragment fits; the ping between fragments comes first.
+	if m, err := rd.Next(); err != nil || m.Kind != Ping || b.Used() != 80<<10 {
+		t.Fatalf("first: %+v %v, used %d", m, err, b.Used())
+	}
+	// The second fragment would pass the budget.
+	if m, err := rd.Next(); err != nil || !m.OverBudget {
+		t.Fatalf("second fragment: %+v %v", m.OverBudget, err)
+	}
+	if m, err := rd.Next(); err != nil || string(m.Data) != "next" || b.Used() != 0 {
+		t.Fatalf("after the refused message: %q (%d bytes) %v, used %d", m.Data, len(m.Data), err, b.Used())
+	}
+}

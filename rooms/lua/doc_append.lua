@@ -1,11 +1,19 @@
 -- doc_append: store one update message of a room's Yjs document and publish
--- it, so the document's pub/sub order is its seq order.
+-- it, so the document's pub/sub order is its seq order, unless it would
+-- take the document's stored size (base + log + the update) past the
+-- limit: then nothing changes and nothing is published.
 -- KEYS 1 doc  2 doc_log
 -- ARGV 1 new epoch  2 doc ttl ms  3 exclude conn  4 update message
---      5 channel
--- Returns {epoch, seq, base_seq, log_bytes, base_bytes}.
+--      5 channel  6 max stored bytes
+-- Returns {epoch, seq, base_seq, log_bytes, base_bytes}; refused: {'',
+-- size it would have, log_bytes}.
 local doc, log = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', doc, 'epoch')
+local v = redis.call('HMGET', doc, 'epoch', 'log_bytes', 'base_bytes')
+local size = (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + #ARGV[4]
+if size > tonumber(ARGV[6]) then
+  return {'', string.format('%d', size), string.format('%d', tonumber(v[2]) or 0)}
+end
+local epoch = v[1]
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', log)
@@ -17,5 +25,5 @@ local log_bytes = redis.call('HINCRBY', doc, 'log_bytes', #ARGV[4])
 redis.call('PEXPIRE', doc, ARGV[2])
 redis.call('PEXPIRE', log, ARGV[2])
 redis.call(PUBLISH_CMD, ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), ARGV[4]))
-local v = redis.call('HMGET', doc, 'base_seq', 'base_bytes')
-return {epoch, string.format('%d', seq), v[1], string.format('%d', log_bytes), v[2]}
+local b = redis.call('HMGET', doc, 'base_seq', 'base_bytes')
+return {epoch, string.format('%d', seq), b[1], string.format('%d', log_bytes), b[2]}

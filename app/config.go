@@ -47,7 +47,7 @@ type Config struct {
 	// ReadTimeout bounds the reading of an HTTP request, headers and
 	// body, before an upgrade or an API answer; it starts at the
 	// connection's first byte wait, so a silent socket is closed too.
-	ReadTimeout time.Duration
+	ReadTimeout      time.Duration
 	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
 	MaxInflightBytes int // large frames being read at once, on this instance
 }

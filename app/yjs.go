@@ -49,9 +49,10 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	t.op = opBinary
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize: max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
-		Timings:   connTimings,
-		OnSlow:    s.slowDropped,
+		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
+		QueueBytes: s.cfg.SendQueueBytes,
+		Timings:    connTimings,
+		OnSlow:     s.slowDropped,
 	})
 	conn.Doc = true
 	conn.MarkRead(start.UnixNano())

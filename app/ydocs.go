@@ -32,6 +32,9 @@ const (
 // yconn is a local Yjs connection.
 type yconn struct {
 	*rooms.Conn
+	// step2 is the number (rooms.Conn.SendTracked) of the last step 2
+	// sent in answer to the client's step 1; the reader's only.
+	step2 uint64
 }
 
 // awClient is the latest awareness state of one Yjs client (clientID) of a
@@ -78,9 +81,40 @@ type docRoom struct {
 
 // snapshot is the document merged (and compacted) up to pos.
 type snapshot struct {
-	pos rooms.DocPosition
-	doc []byte
-	sv  yjs.StateVector
+	pos   rooms.DocPosition
+	doc   []byte
+	sv    yjs.StateVector
+	whole *wholeStep2 // shared by the copies of one snapshot; nil in the zero value
+}
+
+// wholeStep2 is the step 2 message holding a whole snapshot, made once
+// for every joiner that has nothing yet.
+type wholeStep2 struct {
+	once sync.Once
+	msg  []byte
+}
+
+func newSnapshot(pos rooms.DocPosition, doc []byte, sv yjs.StateVector) snapshot {
+	return snapshot{pos: pos, doc: doc, sv: sv, whole: new(wholeStep2)}
+}
+
+// step2 returns the sync step 2 message answering a client whose state
+// vector is sv: what it lacks of the document. A client that has nothing
+// (an empty state vector, every new provider) gets the snapshot as it is,
+// in one message shared with every other such client.
+func (sn snapshot) step2(sv yjs.StateVector) ([]byte, error) {
+	if len(sv) == 0 {
+		if sn.whole == nil {
+			return yjs.AppendSyncMessage(nil, yjs.SyncStep2, sn.doc), nil
+		}
+		sn.whole.once.Do(func() { sn.whole.msg = yjs.AppendSyncMessage(nil, yjs.SyncStep2, sn.doc) })
+		return sn.whole.msg, nil
+	}
+	diff, err := yjs.DiffUpdate(sn.doc, sv)
+	if err != nil {
+		return nil, fmt.Errorf("diff the document: %w", err)
+	}
+	return yjs.AppendSyncMessage(nil, yjs.SyncStep2, diff), nil
 }
 
 func newYdocs(s *Server) *ydocs { return &ydocs{s: s, rooms: make(map[string]*docRoom)} }
@@ -168,7 +202,7 @@ func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
 		return snapshot{}, err
 	}
 	if doc.Position.Epoch == "" {
-		r.cache = snapshot{doc: yjs.EmptyUpdate, sv: yjs.StateVector{}}
+		r.cache = newSnapshot(rooms.DocPosition{}, yjs.EmptyUpdate, yjs.StateVector{})
 		return r.cache, nil
 	}
 	// The delivery position is never taken from a read: an update stored
@@ -202,7 +236,7 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 	if err != nil {
 		return snapshot{}, fmt.Errorf("state vector of the document: %w", err)
 	}
-	r.cache = snapshot{pos: pos, doc: doc, sv: sv}
+	r.cache = newSnapshot(pos, doc, sv)
 	return r.cache, nil
 }
 

@@ -427,16 +427,8 @@ func sizeOf(frames [][]byte) int {
 	return n
 }
 
-// Pushed returns how many frames were given to the connection so far;
-// the last frame a Send queued is this one. See WaitWritten.
-func (c *Conn) Pushed() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.pushed
-}
-
 // WaitWritten blocks until the first n frames given to the connection
-// (see Pushed) have been written or dropped, or the connection is
+// (see SendTracked) have been written or dropped, or the connection is
 // closing, or ctx ends. A reader calls it to stop asking for more output
 // while its last answer still waits to be written: with a peer that does
 // not read, it blocks until the write timeout ends the connection.
@@ -531,6 +523,19 @@ func (c *Conn) Send(frame []byte) bool {
 		return false
 	}
 	return c.sendLocked(frame, 0)
+}
+
+// SendTracked is Send, also returning the frame's number among the
+// frames given to the connection, for WaitWritten.
+func (c *Conn) SendTracked(frame []byte) (uint64, bool) {
+	c.mu.Lock()
+	if c.state.closing() {
+		n := c.pushed
+		c.mu.Unlock()
+		return n, false
+	}
+	n := c.pushed + 1 // sendLocked counts the frame first
+	return n, c.sendLocked(frame, 0)
 }
 
 // sendLocked queues frame (stored at seq, or 0); it releases c.mu.

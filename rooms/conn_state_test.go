@@ -448,10 +448,9 @@ func TestConnWaitWritten(t *testing.T) {
 	stallOp(c, tr)
 	c.Start([]byte("w"))
 	settle(t, c, tr)
-	c.Send([]byte("a"))
-	n := c.Pushed()
+	n, _ := c.SendTracked([]byte("a"))
 	if n != 2 {
-		t.Fatalf("Pushed() = %d after the welcome and one frame", n)
+		t.Fatalf("SendTracked numbered the frame after the welcome %d", n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -474,8 +473,8 @@ func TestConnWaitWritten(t *testing.T) {
 	stallOp(c, tr)
 	c.Send([]byte("b"))
 	settle(t, c, tr)
-	c.Send([]byte("c"))
-	go func() { done <- c.WaitWritten(context.Background(), c.Pushed()) }()
+	n, _ = c.SendTracked([]byte("c"))
+	go func() { done <- c.WaitWritten(context.Background(), n) }()
 	time.Sleep(20 * time.Millisecond)
 	c.Close(CloseTooSlow, "")
 	select {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomcast/roomcast/rooms"
@@ -75,8 +76,15 @@ type docRoom struct {
 	compacting bool
 	verify     map[string]*time.Timer // user -> pending awareness check
 
-	snapMu sync.Mutex // serialises snapshot reads
-	cache  snapshot
+	// snapLock serialises snapshot reads: a 1-slot semaphore, so that a
+	// joiner waiting behind a slow compaction gives up with its context.
+	snapLock chan struct{}
+	cache    snapshot // guarded by snapLock
+	cacheGen uint64   // the value of gen when cache was made; guarded by snapLock
+	// gen moves when the document is lost or deleted: a cache made
+	// before is not used. Dropping the cache this way never waits for
+	// snapLock, so a delivery never waits behind a compaction.
+	gen atomic.Uint64
 }
 
 // snapshot is the document merged (and compacted) up to pos.
@@ -132,7 +140,7 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 	r := d.rooms[yc.Room]
 	first := r == nil
 	if first {
-		r = &docRoom{name: yc.Room, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient), verify: make(map[string]*time.Timer)}
+		r = newDocRoom(yc.Room, d)
 		d.rooms[yc.Room] = r
 	}
 	r.refs++
@@ -142,6 +150,11 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 		d.query(ctx, yc.Room, "")
 	}
 	return r
+}
+
+func newDocRoom(name string, d *ydocs) *docRoom {
+	return &docRoom{name: name, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient),
+		verify: make(map[string]*time.Timer), snapLock: make(chan struct{}, 1)}
 }
 
 // detach removes yc: its awareness states are removed for everyone.
@@ -182,8 +195,15 @@ func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 // updates stored since, or a fresh read when the cache is of another epoch
 // or its updates were compacted away.
 func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
-	r.snapMu.Lock()
-	defer r.snapMu.Unlock()
+	select {
+	case r.snapLock <- struct{}{}:
+	case <-ctx.Done():
+		return snapshot{}, fmt.Errorf("wait for the document's snapshot: %w", ctx.Err())
+	}
+	defer func() { <-r.snapLock }()
+	if gen := r.gen.Load(); r.cacheGen != gen {
+		r.cache, r.cacheGen = snapshot{}, gen
+	}
 	b := r.d.s.broker
 	if c := r.cache; c.pos.Epoch != "" {
 		msgs, pos, ok, err := b.DocUpdates(ctx, r.name, c.pos.Epoch, c.pos.Seq)
@@ -212,7 +232,7 @@ func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
 }
 
 // merge compacts base and the update messages msgs into the cached
-// snapshot at pos. r.snapMu is held.
+// snapshot at pos. r.snapLock is held.
 func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snapshot, error) {
 	us := make([][]byte, 0, len(msgs)+1)
 	if len(base) > 0 {
@@ -461,15 +481,11 @@ func (d *ydocs) deleted(room string) {
 	r.mu.Lock()
 	r.epoch, r.seq = "", 0
 	r.mu.Unlock()
-	r.snapMu.Lock()
-	r.cache = snapshot{}
-	r.snapMu.Unlock()
+	r.gen.Add(1)
 }
 
 func (d *ydocs) closeAll(r *docRoom, reason string) {
-	r.snapMu.Lock()
-	r.cache = snapshot{}
-	r.snapMu.Unlock()
+	r.gen.Add(1)
 	d.s.hub.EachDoc(r.name, func(c *rooms.Conn) { c.Close(rooms.CloseResync, reason) })
 }
 

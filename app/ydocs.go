@@ -69,10 +69,14 @@ type docRoom struct {
 	refs  int // attached connections; guarded by ydocs.mu
 	conns map[string]*yconn
 
-	mu         sync.Mutex // guards everything below
-	epoch      string     // the document's epoch as delivered here ("" before the first)
-	seq        uint64
-	clients    map[uint64]*awClient // every known awareness state
+	mu      sync.Mutex // guards everything below
+	epoch   string     // the document's epoch as delivered here ("" before the first)
+	seq     uint64
+	clients map[uint64]*awClient // every known awareness state
+	// owned holds the clients of r.clients by the connection that owns
+	// them (awClient.conn), so that a connection's count is not a walk
+	// over the room.
+	owned      map[string]map[uint64]struct{}
 	compacting bool
 	verify     map[string]*time.Timer // user -> pending awareness check
 
@@ -154,7 +158,7 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 
 func newDocRoom(name string, d *ydocs) *docRoom {
 	return &docRoom{name: name, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient),
-		verify: make(map[string]*time.Timer), snapLock: make(chan struct{}, 1)}
+		owned: make(map[string]map[uint64]struct{}), verify: make(map[string]*time.Timer), snapLock: make(chan struct{}, 1)}
 }
 
 // detach removes yc: its awareness states are removed for everyone.
@@ -164,7 +168,7 @@ func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 	d.mu.Unlock()
 	if r != nil {
 		r.mu.Lock()
-		gone := r.dropLocked(func(c *awClient) bool { return c.conn == yc.ID })
+		gone := r.dropConnLocked(yc.ID)
 		r.mu.Unlock()
 		if len(gone) > 0 {
 			msg := yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone))
@@ -529,8 +533,8 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 			continue
 		case cur == nil && null:
 			continue // the removal of a state nobody has
-		case cur == nil && r.ownedLocked(conn) >= maxAwarenessStates:
-			continue
+		case cur == nil && len(r.owned[conn]) >= maxAwarenessStates:
+			continue // beyond what one connection may announce
 		case cur != nil && e.Clock < cur.clock:
 			continue // older than what we have
 		case cur != nil && e.Clock == cur.clock && !null:
@@ -544,11 +548,17 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 		switch {
 		case null:
 			delete(r.clients, e.Client)
+			r.disownLocked(cur.conn, e.Client)
 		case cur == nil:
 			r.clients[e.Client] = &awClient{clock: e.Clock, state: e.State, conn: conn, user: user, local: local, seen: now}
+			r.ownLocked(conn, e.Client)
 		default:
 			// The same user's newer connection (a reconnect whose old
 			// socket has not ended yet) takes the state over.
+			if cur.conn != conn {
+				r.disownLocked(cur.conn, e.Client)
+				r.ownLocked(conn, e.Client)
+			}
 			cur.clock, cur.state, cur.conn, cur.local, cur.seen = e.Clock, e.State, conn, local, now
 		}
 		fresh = append(fresh, e)
@@ -556,15 +566,39 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 	return fresh
 }
 
-// ownedLocked counts the states conn owns. r.mu is held.
-func (r *docRoom) ownedLocked(conn string) int {
-	n := 0
-	for _, c := range r.clients {
-		if c.conn == conn {
-			n++
+// ownLocked records that conn owns client's state. r.mu is held.
+func (r *docRoom) ownLocked(conn string, client uint64) {
+	set := r.owned[conn]
+	if set == nil {
+		set = make(map[uint64]struct{}, 1)
+		r.owned[conn] = set
+	}
+	set[client] = struct{}{}
+}
+
+// disownLocked records that conn no longer owns client's state. r.mu is
+// held.
+func (r *docRoom) disownLocked(conn string, client uint64) {
+	if set := r.owned[conn]; set != nil {
+		delete(set, client)
+		if len(set) == 0 {
+			delete(r.owned, conn)
 		}
 	}
-	return n
+}
+
+// dropConnLocked removes the states conn owns and returns their removal
+// entries, at a cost of its own states, not the room's. r.mu is held.
+func (r *docRoom) dropConnLocked(conn string) []yjs.AwarenessEntry {
+	var gone []yjs.AwarenessEntry
+	for client := range r.owned[conn] {
+		if c := r.clients[client]; c != nil {
+			delete(r.clients, client)
+			gone = append(gone, yjs.AwarenessEntry{Client: client, Clock: c.clock + 1, State: []byte("null")})
+		}
+	}
+	delete(r.owned, conn)
+	return gone
 }
 
 // dropLocked removes the states for which match holds and returns their
@@ -574,6 +608,7 @@ func (r *docRoom) dropLocked(match func(*awClient) bool) []yjs.AwarenessEntry {
 	for client, c := range r.clients {
 		if match(c) {
 			delete(r.clients, client)
+			r.disownLocked(c.conn, client)
 			gone = append(gone, yjs.AwarenessEntry{Client: client, Clock: c.clock + 1, State: []byte("null")})
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // Config is the service configuration, from flags and ROOMCAST_* env vars
@@ -27,6 +29,7 @@ type Config struct {
 	LeaveGrace       time.Duration
 	MaxMessageBytes  int
 	SendQueue        int
+	SendQueueBytes   int
 	Rate             int
 	AllowedOrigins   []string // nil: every origin
 	InstanceID       string
@@ -52,6 +55,13 @@ type Config struct {
 	MaxInflightBytes int // large frames being read at once, on this instance
 }
 
+// Bounds of SEND_QUEUE_BYTES: below 64 KiB a burst of ordinary frames
+// would cut a socket; above 1 GiB the bound no longer protects the process.
+const (
+	minSendQueueBytes = 64 << 10
+	maxSendQueueBytes = 1 << 30
+)
+
 func defaultConfig() Config {
 	return Config{
 		Addr:             "", // :8080, or 127.0.0.1:8080 with -dev (see loadConfig)
@@ -59,6 +69,7 @@ func defaultConfig() Config {
 		Heartbeat:        10 * time.Second,
 		MaxMessageBytes:  65536,
 		SendQueue:        256,
+		SendQueueBytes:   rooms.DefaultQueueBytes,
 		Rate:             50,
 		PingInterval:     25 * time.Second,
 		ShutdownTimeout:  8 * time.Second,
@@ -137,6 +148,7 @@ var settings = []setting{
 	durationSetting("ping-interval", "ping a connection silent for this long; abort it after 2.5 times as long", func(c *Config) *time.Duration { return &c.PingInterval }),
 	intSetting("max-message-bytes", "largest frame a client may send", 512, func(c *Config) *int { return &c.MaxMessageBytes }),
 	intSetting("send-queue", "frames queued per connection before it is closed as too slow", 1, func(c *Config) *int { return &c.SendQueue }),
+	intSetting("send-queue-bytes", "bytes queued per connection before it is closed as too slow (one larger frame still goes alone)", minSendQueueBytes, func(c *Config) *int { return &c.SendQueueBytes }),
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
 	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
 	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
@@ -270,6 +282,8 @@ func (c Config) validate() error {
 		return errors.New("ROOMCAST_PRESENCE_TTL must be at least 1s")
 	case c.HistorySize > 100000:
 		return errors.New("ROOMCAST_HISTORY_SIZE must be at most 100000")
+	case c.SendQueueBytes > maxSendQueueBytes:
+		return fmt.Errorf("ROOMCAST_SEND_QUEUE_BYTES must be at most %d", maxSendQueueBytes)
 	case c.HistoryTTL < time.Second:
 		return errors.New("ROOMCAST_HISTORY_TTL must be at least 1s")
 	case c.ReadTimeout < 100*time.Millisecond:
@@ -307,7 +321,7 @@ func (c Config) logAttrs() []any {
 	return []any{
 		"addr", c.Addr, "mode", mode, "dev", c.Dev,
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
-		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "rate", c.Rate,
+		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "send_queue_bytes", c.SendQueueBytes, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
 		"doc_ttl", c.DocTTL.String(), "read_timeout", c.ReadTimeout.String(), "max_conns_per_ip", c.MaxConnsPerIP,
 		"max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,

@@ -193,9 +193,10 @@ func (s *Server) serveWS(fc *fws.Conn) {
 
 	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize: s.cfg.SendQueue,
-		Timings:   connTimings,
-		OnSlow:    s.slowDropped,
+		QueueSize:  s.cfg.SendQueue,
+		QueueBytes: s.cfg.SendQueueBytes,
+		Timings:    connTimings,
+		OnSlow:     s.slowDropped,
 	})
 	conn.StateCapable = stateCapable
 	conn.PresenceCount = fc.Locals(localCount).(bool)

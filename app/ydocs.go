@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomcast/roomcast/rooms"
@@ -32,6 +33,9 @@ const (
 // yconn is a local Yjs connection.
 type yconn struct {
 	*rooms.Conn
+	// step2 is the number (rooms.Conn.SendTracked) of the last step 2
+	// sent in answer to the client's step 1; the reader's only.
+	step2 uint64
 }
 
 // awClient is the latest awareness state of one Yjs client (clientID) of a
@@ -65,22 +69,64 @@ type docRoom struct {
 	refs  int // attached connections; guarded by ydocs.mu
 	conns map[string]*yconn
 
-	mu         sync.Mutex // guards everything below
-	epoch      string     // the document's epoch as delivered here ("" before the first)
-	seq        uint64
-	clients    map[uint64]*awClient // every known awareness state
+	mu      sync.Mutex // guards everything below
+	epoch   string     // the document's epoch as delivered here ("" before the first)
+	seq     uint64
+	clients map[uint64]*awClient // every known awareness state
+	// owned holds the clients of r.clients by the connection that owns
+	// them (awClient.conn), so that a connection's count is not a walk
+	// over the room.
+	owned      map[string]map[uint64]struct{}
 	compacting bool
 	verify     map[string]*time.Timer // user -> pending awareness check
 
-	snapMu sync.Mutex // serialises snapshot reads
-	cache  snapshot
+	// snapLock serialises snapshot reads: a 1-slot semaphore, so that a
+	// joiner waiting behind a slow compaction gives up with its context.
+	snapLock chan struct{}
+	cache    snapshot // guarded by snapLock
+	cacheGen uint64   // the value of gen when cache was made; guarded by snapLock
+	// gen moves when the document is lost or deleted: a cache made
+	// before is not used. Dropping the cache this way never waits for
+	// snapLock, so a delivery never waits behind a compaction.
+	gen atomic.Uint64
 }
 
 // snapshot is the document merged (and compacted) up to pos.
 type snapshot struct {
-	pos rooms.DocPosition
-	doc []byte
-	sv  yjs.StateVector
+	pos   rooms.DocPosition
+	doc   []byte
+	sv    yjs.StateVector
+	whole *wholeStep2 // shared by the copies of one snapshot; nil in the zero value
+}
+
+// wholeStep2 is the step 2 message holding a whole snapshot, made once
+// for every joiner that has nothing yet.
+type wholeStep2 struct {
+	once sync.Once
+	msg  []byte
+}
+
+func newSnapshot(pos rooms.DocPosition, doc []byte, sv yjs.StateVector) snapshot {
+	return snapshot{pos: pos, doc: doc, sv: sv, whole: new(wholeStep2)}
+}
+
+// step2 returns the sync step 2 message answering a client whose state
+// vector is sv: what it lacks of the document. A client that has nothing
+// (an empty state vector, every new provider) gets the snapshot as it is,
+// in one message shared with every other such client.
+func (sn snapshot) step2(sv yjs.StateVector) ([]byte, error) {
+	if len(sv) == 0 {
+		if sn.whole == nil {
+			return yjs.AppendSyncMessage(nil, yjs.SyncStep2, sn.doc), nil
+		}
+		sn.whole.once.Do(func() { sn.whole.msg = yjs.AppendSyncMessage(nil, yjs.SyncStep2, sn.doc) })
+		return sn.whole.msg, nil
+	}
+	diff, err := yjs.DiffUpdate(sn.doc, sv)
+	if err != nil {
+		return nil, fmt.Errorf("diff the document: %w", err)
+	}
+	return yjs.AppendSyncMessage(nil, yjs.SyncStep2, diff), nil
 }
 
 func newYdocs(s *Server) *ydocs { return &ydocs{s: s, rooms: make(map[string]*docRoom)} }
@@ -98,7 +144,7 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 	r := d.rooms[yc.Room]
 	first := r == nil
 	if first {
-		r = &docRoom{name: yc.Room, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient), verify: make(map[string]*time.Timer)}
+		r = newDocRoom(yc.Room, d)
 		d.rooms[yc.Room] = r
 	}
 	r.refs++
@@ -110,6 +156,11 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 	return r
 }
 
+func newDocRoom(name string, d *ydocs) *docRoom {
+	return &docRoom{name: name, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient),
+		owned: make(map[string]map[uint64]struct{}), verify: make(map[string]*time.Timer), snapLock: make(chan struct{}, 1)}
+}
+
 // detach removes yc: its awareness states are removed for everyone.
 func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 	d.mu.Lock()
@@ -117,7 +168,7 @@ func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 	d.mu.Unlock()
 	if r != nil {
 		r.mu.Lock()
-		gone := r.dropLocked(func(c *awClient) bool { return c.conn == yc.ID })
+		gone := r.dropConnLocked(yc.ID)
 		r.mu.Unlock()
 		if len(gone) > 0 {
 			msg := yjs.AppendAwarenessMessage(nil, yjs.EncodeAwareness(gone))
@@ -148,8 +199,15 @@ func (d *ydocs) detach(ctx context.Context, yc *yconn) {
 // updates stored since, or a fresh read when the cache is of another epoch
 // or its updates were compacted away.
 func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
-	r.snapMu.Lock()
-	defer r.snapMu.Unlock()
+	select {
+	case r.snapLock <- struct{}{}:
+	case <-ctx.Done():
+		return snapshot{}, fmt.Errorf("wait for the document's snapshot: %w", ctx.Err())
+	}
+	defer func() { <-r.snapLock }()
+	if gen := r.gen.Load(); r.cacheGen != gen {
+		r.cache, r.cacheGen = snapshot{}, gen
+	}
 	b := r.d.s.broker
 	if c := r.cache; c.pos.Epoch != "" {
 		msgs, pos, ok, err := b.DocUpdates(ctx, r.name, c.pos.Epoch, c.pos.Seq)
@@ -168,7 +226,7 @@ func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
 		return snapshot{}, err
 	}
 	if doc.Position.Epoch == "" {
-		r.cache = snapshot{doc: yjs.EmptyUpdate, sv: yjs.StateVector{}}
+		r.cache = newSnapshot(rooms.DocPosition{}, yjs.EmptyUpdate, yjs.StateVector{})
 		return r.cache, nil
 	}
 	// The delivery position is never taken from a read: an update stored
@@ -178,7 +236,7 @@ func (r *docRoom) snapshot(ctx context.Context) (snapshot, error) {
 }
 
 // merge compacts base and the update messages msgs into the cached
-// snapshot at pos. r.snapMu is held.
+// snapshot at pos. r.snapLock is held.
 func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snapshot, error) {
 	us := make([][]byte, 0, len(msgs)+1)
 	if len(base) > 0 {
@@ -202,7 +260,7 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 	if err != nil {
 		return snapshot{}, fmt.Errorf("state vector of the document: %w", err)
 	}
-	r.cache = snapshot{pos: pos, doc: doc, sv: sv}
+	r.cache = newSnapshot(pos, doc, sv)
 	return r.cache, nil
 }
 
@@ -441,15 +499,11 @@ func (d *ydocs) deleted(room string) {
 	r.mu.Lock()
 	r.epoch, r.seq = "", 0
 	r.mu.Unlock()
-	r.snapMu.Lock()
-	r.cache = snapshot{}
-	r.snapMu.Unlock()
+	r.gen.Add(1)
 }
 
 func (d *ydocs) closeAll(r *docRoom, reason string) {
-	r.snapMu.Lock()
-	r.cache = snapshot{}
-	r.snapMu.Unlock()
+	r.gen.Add(1)
 	d.s.hub.EachDoc(r.name, func(c *rooms.Conn) { c.Close(rooms.CloseResync, reason) })
 }
 
@@ -493,8 +547,8 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 			continue
 		case cur == nil && null:
 			continue // the removal of a state nobody has
-		case cur == nil && r.ownedLocked(conn) >= maxAwarenessStates:
-			continue
+		case cur == nil && len(r.owned[conn]) >= maxAwarenessStates:
+			continue // beyond what one connection may announce
 		case cur != nil && e.Clock < cur.clock:
 			continue // older than what we have
 		case cur != nil && e.Clock == cur.clock && !null:
@@ -508,11 +562,17 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 		switch {
 		case null:
 			delete(r.clients, e.Client)
+			r.disownLocked(cur.conn, e.Client)
 		case cur == nil:
 			r.clients[e.Client] = &awClient{clock: e.Clock, state: e.State, conn: conn, user: user, local: local, seen: now}
+			r.ownLocked(conn, e.Client)
 		default:
 			// The same user's newer connection (a reconnect whose old
 			// socket has not ended yet) takes the state over.
+			if cur.conn != conn {
+				r.disownLocked(cur.conn, e.Client)
+				r.ownLocked(conn, e.Client)
+			}
 			cur.clock, cur.state, cur.conn, cur.local, cur.seen = e.Clock, e.State, conn, local, now
 		}
 		fresh = append(fresh, e)
@@ -520,15 +580,39 @@ func (r *docRoom) applyLocked(entries []yjs.AwarenessEntry, conn, user string, l
 	return fresh
 }
 
-// ownedLocked counts the states conn owns. r.mu is held.
-func (r *docRoom) ownedLocked(conn string) int {
-	n := 0
-	for _, c := range r.clients {
-		if c.conn == conn {
-			n++
+// ownLocked records that conn owns client's state. r.mu is held.
+func (r *docRoom) ownLocked(conn string, client uint64) {
+	set := r.owned[conn]
+	if set == nil {
+		set = make(map[uint64]struct{}, 1)
+		r.owned[conn] = set
+	}
+	set[client] = struct{}{}
+}
+
+// disownLocked records that conn no longer owns client's state. r.mu is
+// held.
+func (r *docRoom) disownLocked(conn string, client uint64) {
+	if set := r.owned[conn]; set != nil {
+		delete(set, client)
+		if len(set) == 0 {
+			delete(r.owned, conn)
 		}
 	}
-	return n
+}
+
+// dropConnLocked removes the states conn owns and returns their removal
+// entries, at a cost of its own states, not the room's. r.mu is held.
+func (r *docRoom) dropConnLocked(conn string) []yjs.AwarenessEntry {
+	var gone []yjs.AwarenessEntry
+	for client := range r.owned[conn] {
+		if c := r.clients[client]; c != nil {
+			delete(r.clients, client)
+			gone = append(gone, yjs.AwarenessEntry{Client: client, Clock: c.clock + 1, State: []byte("null")})
+		}
+	}
+	delete(r.owned, conn)
+	return gone
 }
 
 // dropLocked removes the states for which match holds and returns their
@@ -538,6 +622,7 @@ func (r *docRoom) dropLocked(match func(*awClient) bool) []yjs.AwarenessEntry {
 	for client, c := range r.clients {
 		if match(c) {
 			delete(r.clients, client)
+			r.disownLocked(c.conn, client)
 			gone = append(gone, yjs.AwarenessEntry{Client: client, Clock: c.clock + 1, State: []byte("null")})
 		}
 	}

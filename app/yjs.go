@@ -49,9 +49,10 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	t.op = opBinary
 	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
-		QueueSize: max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
-		Timings:   connTimings,
-		OnSlow:    s.slowDropped,
+		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
+		QueueBytes: s.cfg.SendQueueBytes,
+		Timings:    connTimings,
+		OnSlow:     s.slowDropped,
 	})
 	conn.Doc = true
 	conn.MarkRead(start.UnixNano())
@@ -188,16 +189,7 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 			if err != nil {
 				return fmt.Errorf("decode state vector: %w", err)
 			}
-			snap, err := dr.snapshot(ctx)
-			if err != nil {
-				return err
-			}
-			diff, err := yjs.DiffUpdate(snap.doc, sv)
-			if err != nil {
-				return fmt.Errorf("diff the document: %w", err)
-			}
-			yc.Send(yjs.AppendSyncMessage(nil, yjs.SyncStep2, diff))
-			return nil
+			return s.answerStep1(dr, yc, sv)
 		case yjs.SyncStep2, yjs.SyncUpdate:
 			if bytes.Equal(m.Payload, yjs.EmptyUpdate) {
 				return nil
@@ -218,6 +210,30 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 		}
 		return nil
 	}
+	return nil
+}
+
+// answerStep1 sends yc the sync step 2 for its state vector sv. One step 1
+// at a time: while the answer to the previous one is unwritten, the
+// reader waits for it (a client that never reads, asking again and again
+// for a whole document, would otherwise make the server hold a copy per
+// request). Nothing the client sent is lost: its frames wait in the
+// socket, as with the rate limit.
+func (s *Server) answerStep1(dr *docRoom, yc *yconn, sv yjs.StateVector) error {
+	if err := yc.WaitWritten(s.ctx, yc.step2); err != nil {
+		return nil // shutting down
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+	defer cancel()
+	snap, err := dr.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	msg, err := snap.step2(sv)
+	if err != nil {
+		return err
+	}
+	yc.step2, _ = yc.SendTracked(msg)
 	return nil
 }
 

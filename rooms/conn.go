@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,7 @@ type Conn struct {
 	t        Transport
 	inline   InlineWriter // nil when t cannot write inline
 	maxQueue int
+	maxBytes int
 	timings  CloseTimings
 	onSlow   func(*Conn)
 
@@ -89,8 +91,16 @@ type Conn struct {
 	idle     sync.Cond // on mu: signalled when a write (inline or writer) ends
 	state    connState
 	queue    [][]byte
+	queued   int // bytes of the frames in queue
 	spare    [][]byte
 	controls []control // pings and pongs, written before queued frames
+	// pushed counts the frames ever given to the queue (or written
+	// inline), and inflight those the writer is writing: the frames
+	// pushed-len(queue)-inflight have been written or dropped. See
+	// WaitWritten.
+	pushed   uint64
+	inflight int
+	moved    chan struct{} // closed and cleared when frames leave; nil without waiters
 	// writing: a write runs, inline or in a writer goroutine (writerDone
 	// is then set). Not a state: see connState.
 	writing bool
@@ -220,11 +230,22 @@ type ConnOptions struct {
 	// whose queue is full is closed with CloseTooSlow. Zero value means
 	// 256.
 	QueueSize int
+	// QueueBytes bounds the bytes of the frames waiting to be written
+	// (the frame the writer is writing is not counted): a frame that
+	// would pass it is handled as one that finds the queue full. A frame
+	// larger than the bound is still taken into an empty queue, so one
+	// document bigger than the bound can be sent. Frames shared with
+	// other connections count in each one's bound. Zero value means
+	// DefaultQueueBytes.
+	QueueBytes int
 	// Timings govern how the connection ends.
 	Timings CloseTimings
 	// OnSlow is called once when the connection is dropped for a full queue.
 	OnSlow func(*Conn)
 }
+
+// DefaultQueueBytes is ConnOptions.QueueBytes' default.
+const DefaultQueueBytes = 8 << 20
 
 // CloseTimings are the timings that govern how a connection ends, in one
 // place. The Conn applies Grace itself; WriteTimeout and Wait are the
@@ -262,10 +283,13 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 256
 	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
 	iw, _ := t.(InlineWriter)
 	c := &Conn{
 		ID: id, Room: room, User: user,
-		t: t, inline: iw, maxQueue: o.QueueSize, timings: o.Timings.withDefaults(), onSlow: o.OnSlow,
+		t: t, inline: iw, maxQueue: o.QueueSize, maxBytes: o.QueueBytes, timings: o.Timings.withDefaults(), onSlow: o.OnSlow,
 		state: stateHeld,
 		done:  make(chan struct{}),
 	}
@@ -351,6 +375,8 @@ func (c *Conn) StartAt(first [][]byte, pos Position) bool {
 	q := make([][]byte, 0, len(first)+len(c.queue))
 	q = append(append(q, first...), c.queue...)
 	c.queue, c.heldSeq = q, nil
+	c.pushed += uint64(len(first))
+	c.queued += sizeOf(first)
 	c.state = stateOpen
 	c.kickLocked()
 	return true
@@ -361,12 +387,80 @@ func (c *Conn) dropHeldStoredLocked(upTo uint64) {
 	q := c.queue[:0]
 	for i, f := range c.queue {
 		if seq := c.heldSeq[i]; seq != 0 && seq <= upTo {
+			c.queued -= len(f)
 			continue
 		}
 		q = append(q, f)
 	}
 	clear(c.queue[len(q):])
 	c.queue = q
+	c.movedLocked()
+}
+
+// dropQueueLocked drops every queued frame.
+func (c *Conn) dropQueueLocked() {
+	c.queue, c.queued = nil, 0
+	c.movedLocked()
+}
+
+// movedLocked wakes the WaitWritten callers: frames left the queue, or
+// the connection is closing.
+func (c *Conn) movedLocked() {
+	if c.moved != nil {
+		close(c.moved)
+		c.moved = nil
+	}
+}
+
+// overLocked reports whether a frame of n bytes finds the queue full:
+// at its frame bound, or with queued bytes that n would take past the
+// byte bound. An empty queue takes a frame of any size, and a frame
+// larger than the whole bound (one update of a big document) is taken
+// while less than half the bound is queued, so a keep-alive waiting
+// ahead of it does not drop a provider that reads. The queue then holds
+// at most half the bound plus that frame; the next frame finds it full
+// unless the writer took it meanwhile.
+func (c *Conn) overLocked(n int) bool {
+	if len(c.queue) >= c.maxQueue {
+		return true
+	}
+	if len(c.queue) == 0 || c.queued+n <= c.maxBytes {
+		return false
+	}
+	return n <= c.maxBytes || c.queued >= c.maxBytes/2
+}
+
+func sizeOf(frames [][]byte) int {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	return n
+}
+
+// WaitWritten blocks until the first n frames given to the connection
+// (see SendTracked) have been written or dropped, or the connection is
+// closing, or ctx ends. A reader calls it to stop asking for more output
+// while its last answer still waits to be written: with a peer that does
+// not read, it blocks until the write timeout ends the connection.
+func (c *Conn) WaitWritten(ctx context.Context, n uint64) error {
+	for {
+		c.mu.Lock()
+		if c.state.closing() || c.pushed-uint64(len(c.queue)+c.inflight) >= n {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.moved == nil {
+			c.moved = make(chan struct{})
+		}
+		ch := c.moved
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (c *Conn) firstHeldStoredLocked() uint64 {
@@ -394,7 +488,7 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 		if c.resetTo == epoch {
 			why = c.resetWhy
 		}
-		c.queue = nil
+		c.dropQueueLocked()
 		c.closeLocked(CloseResync, why)
 		c.mu.Unlock()
 		return false
@@ -423,7 +517,7 @@ func (c *Conn) ResetEpoch(epoch, reason string) {
 	case c.state == stateHeld:
 		c.resetTo, c.resetWhy = epoch, reason
 	case c.epoch != epoch:
-		c.queue = nil
+		c.dropQueueLocked()
 		c.closeLocked(CloseResync, reason)
 	}
 	c.mu.Unlock()
@@ -442,19 +536,34 @@ func (c *Conn) Send(frame []byte) bool {
 	return c.sendLocked(frame, 0)
 }
 
+// SendTracked is Send, also returning the frame's number among the
+// frames given to the connection, for WaitWritten.
+func (c *Conn) SendTracked(frame []byte) (uint64, bool) {
+	c.mu.Lock()
+	if c.state.closing() {
+		n := c.pushed
+		c.mu.Unlock()
+		return n, false
+	}
+	n := c.pushed + 1 // sendLocked counts the frame first
+	return n, c.sendLocked(frame, 0)
+}
+
 // sendLocked queues frame (stored at seq, or 0); it releases c.mu.
 func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
-	if len(c.queue) >= c.maxQueue && c.state == stateHeld {
+	c.pushed++
+	if c.overLocked(len(frame)) && c.state == stateHeld {
 		// Before the welcome every queued frame is an event the snapshot
 		// will be read after; drop them and have Start ask for a fresh
 		// snapshot instead of dropping a connection that has not begun.
-		c.queue, c.heldSeq = nil, c.heldSeq[:0]
+		c.heldSeq = c.heldSeq[:0]
+		c.dropQueueLocked()
 		c.stale = true
 		c.mu.Unlock()
 		return true
 	}
-	if len(c.queue) >= c.maxQueue {
-		c.queue = nil
+	if c.overLocked(len(frame)) {
+		c.dropQueueLocked()
 		c.closeLocked(CloseTooSlow, "send queue full")
 		c.mu.Unlock()
 		if c.onSlow != nil {
@@ -466,6 +575,7 @@ func (c *Conn) sendLocked(frame []byte, seq uint64) bool {
 		return c.sendInline(frame, nil, nil)
 	}
 	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
 	if c.state == stateHeld {
 		c.heldSeq = append(c.heldSeq, seq)
 	}
@@ -485,7 +595,7 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue)+len(frames) > c.maxQueue {
+	if len(c.queue)+len(frames) > c.maxQueue || c.queued+sizeOf(frames) > c.maxBytes {
 		// One frame at a time: the queue bound applies as for Send.
 		c.mu.Unlock()
 		for _, f := range frames {
@@ -495,10 +605,12 @@ func (c *Conn) SendBatch(frames [][]byte) bool {
 		}
 		return true
 	}
+	c.pushed += uint64(len(frames))
 	if bw, ok := c.t.(BatchInlineWriter); ok && !c.writing && c.state == stateOpen && len(c.queue) == 0 && len(c.controls) == 0 {
 		return c.sendInline(nil, bw, frames)
 	}
 	c.queue = append(c.queue, frames...)
+	c.queued += sizeOf(frames)
 	if c.state == stateHeld {
 		for range frames {
 			c.heldSeq = append(c.heldSeq, 0)
@@ -558,7 +670,8 @@ func (c *Conn) SendControl(op byte, payload []byte) {
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if code == CloseTooSlow {
-		c.queue, c.heldSeq = nil, nil
+		c.heldSeq = nil
+		c.dropQueueLocked()
 	}
 	c.closeLocked(code, reason)
 	c.mu.Unlock()
@@ -600,7 +713,7 @@ func (c *Conn) Wait() {
 // has ended): nothing more is written and a running writer stops.
 func (c *Conn) Shutdown() {
 	c.mu.Lock()
-	c.queue = nil
+	c.dropQueueLocked()
 	if !c.state.closing() {
 		c.endLocked()
 	}
@@ -611,6 +724,7 @@ func (c *Conn) Shutdown() {
 func (c *Conn) endLocked() {
 	c.state = stateClosed
 	close(c.done)
+	c.movedLocked()
 }
 
 // closeLocked moves a held or open connection to stateClosing with code.
@@ -621,9 +735,11 @@ func (c *Conn) closeLocked(code int, reason string) {
 	if c.state == stateHeld {
 		// Held frames must not go out without their welcome, nor after
 		// the close frame.
-		c.queue, c.heldSeq, c.stale = nil, nil, false
+		c.heldSeq, c.stale = nil, false
+		c.dropQueueLocked()
 	}
 	c.state, c.closeCode, c.closeText = stateClosing, code, reason
+	c.movedLocked()
 	if c.writing {
 		// The writer may be stuck in a write to a peer that does not read,
 		// and the close frame waits behind it: give it CloseGrace, then end
@@ -711,10 +827,13 @@ func (c *Conn) writeLoop(exit chan struct{}) {
 		if len(c.queue) > 0 && (c.state == stateOpen || c.state == stateClosing) {
 			batch := c.queue
 			c.queue, c.spare = c.spare[:0], nil
+			c.queued, c.inflight = 0, len(batch)
 			c.mu.Unlock()
 			err := c.t.WriteFrames(batch)
 			clear(batch)
 			c.mu.Lock()
+			c.inflight = 0
+			c.movedLocked()
 			if c.spare == nil {
 				c.spare = batch[:0]
 			}
@@ -757,7 +876,7 @@ func (c *Conn) writerFailed(exit chan struct{}) {
 
 // failLocked records a failed write: the connection is over.
 func (c *Conn) failLocked() {
-	c.queue = nil
+	c.dropQueueLocked()
 	if !c.state.ended() {
 		c.endLocked()
 	}

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -108,6 +109,16 @@ func storedOp(epoch string, seq uint64) func(*Conn, *stepTransport) bool {
 	}
 }
 
+func batchOp(fs ...string) func(*Conn, *stepTransport) bool {
+	return func(c *Conn, _ *stepTransport) bool {
+		var b [][]byte
+		for _, f := range fs {
+			b = append(b, []byte(f))
+		}
+		return c.SendBatch(b)
+	}
+}
+
 func closeOp(code int) func(*Conn, *stepTransport) bool {
 	return func(c *Conn, _ *stepTransport) bool { c.Close(code, ""); return false }
 }
@@ -175,6 +186,7 @@ func TestConnStateTransitions(t *testing.T) {
 	cases := []struct {
 		name   string
 		queue  int
+		bytes  int // ConnOptions.QueueBytes
 		steps  []step
 		frames string // what reached the wire, in order
 		closes string // close frames written
@@ -278,6 +290,65 @@ func TestConnStateTransitions(t *testing.T) {
 			frames: "[w]", closes: "[4008]", slow: 1,
 		},
 		{
+			name:  "a frame over the byte bound goes into an empty queue, the next one closes too slow",
+			bytes: 4,
+			steps: []step{
+				{"stall", stallOp, nil, stateHeld, 0},
+				{"start", startOp("w"), yes, stateOpen, 0},
+				{"big frame into the empty queue", sendOp("abcdefgh"), yes, stateOpen, 0},
+				{"one byte more overflows", sendOp("x"), no, stateClosing, CloseTooSlow},
+				{"writer unstuck", releaseOp, nil, stateClosed, CloseTooSlow},
+			},
+			frames: "[w]", closes: "[4008]", slow: 1,
+		},
+		{
+			name:  "a frame over the byte bound follows less than half the bound, not half or more",
+			bytes: 4,
+			steps: []step{
+				{"stall", stallOp, nil, stateHeld, 0},
+				{"start", startOp("w"), yes, stateOpen, 0},
+				{"a keep-alive", sendOp("k"), yes, stateOpen, 0},
+				{"big frame behind it", sendOp("abcdefgh"), yes, stateOpen, 0},
+				{"writer unstuck", releaseOp, nil, stateOpen, 0},
+				{"stall again", stallOp, nil, stateOpen, 0},
+				{"send x, which the writer takes", sendOp("x"), yes, stateOpen, 0},
+				{"two bytes queued", sendOp("yz"), yes, stateOpen, 0},
+				{"big frame behind half the bound overflows", sendOp("abcdefgh"), no, stateClosing, CloseTooSlow},
+				{"writer unstuck", releaseOp, nil, stateClosed, CloseTooSlow},
+			},
+			frames: "[w k abcdefgh x]", closes: "[4008]", slow: 1,
+		},
+		{
+			name:  "queued bytes up to the bound are kept, past it close too slow",
+			bytes: 4,
+			steps: []step{
+				{"stall", stallOp, nil, stateHeld, 0},
+				{"start", startOp("w"), yes, stateOpen, 0},
+				{"send ab", sendOp("ab"), yes, stateOpen, 0},
+				{"send cd fills the bound", sendOp("cd"), yes, stateOpen, 0},
+				{"writer unstuck", releaseOp, nil, stateOpen, 0},
+				{"stall again", stallOp, nil, stateOpen, 0},
+				{"send e, which the writer takes", sendOp("e"), yes, stateOpen, 0},
+				{"send f", sendOp("f"), yes, stateOpen, 0},
+				{"a batch past the bound, frame by frame", batchOp("gh", "ij"), no, stateClosing, CloseTooSlow},
+				{"writer unstuck", releaseOp, nil, stateClosed, CloseTooSlow},
+			},
+			frames: "[w ab cd e]", closes: "[4008]", slow: 1,
+		},
+		{
+			name:  "held bytes past the bound make the next start stale",
+			bytes: 4,
+			steps: []step{
+				{"send abc", sendOp("abc"), yes, stateHeld, 0},
+				{"overflow drops the held frames", sendOp("de"), yes, stateHeld, 0},
+				{"stale welcome refused", startOp("stale"), no, stateHeld, 0},
+				{"send f", sendOp("f"), yes, stateHeld, 0},
+				{"fresh welcome", startOp("w"), yes, stateOpen, 0},
+				{"close", closeOp(CloseNormal), nil, stateClosed, CloseNormal},
+			},
+			frames: "[w f]", closes: "[1000]",
+		},
+		{
 			name: "shutdown when open ends without a close frame",
 			steps: []step{
 				{"start", startOp("w"), yes, stateOpen, 0},
@@ -330,7 +401,7 @@ func TestConnStateTransitions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := &stepTransport{}
 			slow := 0
-			c := NewConn("c", "r", "u", tr, ConnOptions{QueueSize: tc.queue, OnSlow: func(*Conn) { slow++ }})
+			c := NewConn("c", "r", "u", tr, ConnOptions{QueueSize: tc.queue, QueueBytes: tc.bytes, OnSlow: func(*Conn) { slow++ }})
 			for i, s := range tc.steps {
 				got := s.do(c, tr)
 				settle(t, c, tr)
@@ -339,7 +410,11 @@ func TestConnStateTransitions(t *testing.T) {
 				}
 				c.mu.Lock()
 				state, code := c.state, c.closeCode
+				queued, counted := sizeOf(c.queue), c.queued
 				c.mu.Unlock()
+				if queued != counted {
+					t.Fatalf("step %d %q: %d bytes queued, %d counted", i, s.name, queued, counted)
+				}
 				if state != s.want || code != s.code {
 					t.Fatalf("step %d %q: state %v code %d, want %v code %d", i, s.name, state, code, s.want, s.code)
 				}
@@ -380,4 +455,53 @@ func TestConnCloseTimingsDefaults(t *testing.T) {
 	if got, want := c.Timings(), (CloseTimings{WriteTimeout: 10 * time.Second, Grace: time.Second, Wait: 2 * time.Second}); got != want {
 		t.Fatalf("timings %+v, want %+v", got, want)
 	}
+}
+
+// WaitWritten returns once the frames given so far are written, or the
+// connection closes; a stuck writer keeps it waiting.
+func TestConnWaitWritten(t *testing.T) {
+	tr := &stepTransport{}
+	c := NewConn("c", "r", "u", tr, ConnOptions{})
+	stallOp(c, tr)
+	c.Start([]byte("w"))
+	settle(t, c, tr)
+	n, _ := c.SendTracked([]byte("a"))
+	if n != 2 {
+		t.Fatalf("SendTracked numbered the frame after the welcome %d", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.WaitWritten(ctx, n); err == nil {
+		t.Fatal("WaitWritten returned while the writer is stuck")
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.WaitWritten(context.Background(), n) }()
+	releaseOp(c, tr)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitWritten still waits after the frames were written")
+	}
+
+	// Closing wakes a waiter too.
+	stallOp(c, tr)
+	c.Send([]byte("b"))
+	settle(t, c, tr)
+	n, _ = c.SendTracked([]byte("c"))
+	go func() { done <- c.WaitWritten(context.Background(), n) }()
+	time.Sleep(20 * time.Millisecond)
+	c.Close(CloseTooSlow, "")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitWritten still waits after the connection closed")
+	}
+	releaseOp(c, tr)
+	c.Wait()
 }

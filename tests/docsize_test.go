@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,23 +241,6 @@ func TestDocSizeInflightBudgetRefusesAFrameThatWouldPassIt(t *testing.T) {
 	if status, retry, body := upgradeRefusal(t, s, "budget", first.user); status != http.StatusTooManyRequests || retry == "" {
 		t.Fatalf("upgrade after the 1013: HTTP %d Retry-After %q %s", status, retry, body)
 	}
-}
-
-// rssBytes is the process's resident set size.
-func rssBytes(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS")
-	return 0
 }
 
 // A client that keeps pasting 900 KiB (under the old 1 MiB frame limit)

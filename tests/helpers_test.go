@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -205,3 +206,23 @@ func fence(t testing.TB, c *testserver.Client) {
 // sameJSON reports whether got is the JSON value want, whatever the key
 // order and spacing.
 func sameJSON(got []byte, want string) bool { return compactJSON(got) == compactJSON([]byte(want)) }
+
+// rssBytes returns the resident memory of process pid (VmRSS).
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read the server's memory: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("VmRSS line %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc/pid/status")
+	return 0
+}

@@ -432,3 +432,40 @@ func TestTokenExpiry(t *testing.T) {
 	}
 	assertErrorBody(t, body, "token_expired")
 }
+
+// A send queue is bounded in bytes as well as frames: a client that does
+// not read is closed with 4008 once ROOMCAST_SEND_QUEUE_BYTES of frames
+// wait for it, however many frames the count bound would allow.
+func TestSlowConsumerByBytes(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{
+		"ROOMCAST_SEND_QUEUE":       "100000", // out of the way
+		"ROOMCAST_SEND_QUEUE_BYTES": "262144",
+		"ROOMCAST_RATE":             "100000",
+	}})
+	stuck, _, err := testserver.Dial(testserver.WSURL(s.WS, "bytes", testserver.Token(t, "stuck", "", 0, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	eventually(t, wait, "the stuck client present", func() error {
+		if n := len(members(t, s, "bytes")); n != 1 {
+			return fmt.Errorf("%d members", n)
+		}
+		return nil
+	})
+	pub := testserver.Join(t, s.WS, "bytes", "pub", "")
+	pad := strings.Repeat("p", 16<<10)
+	// Socket buffers take a few MB; then 256 KiB of queued frames.
+	sent := 0
+	for ; sent < 5000 && metric(t, s, "roomcast_slow_consumers_dropped_total") < 1; sent++ {
+		pub.Send(t, map[string]any{"type": "publish", "data": map[string]any{"n": sent, "pad": pad}})
+		if sent%16 == 0 {
+			fence(t, pub)
+		}
+	}
+	if metric(t, s, "roomcast_slow_consumers_dropped_total") < 1 {
+		t.Fatalf("no slow consumer dropped after %d messages of 16 KiB (%d MB)", sent, sent*len(pad)>>20)
+	}
+	t.Logf("the client that does not read was dropped after %d messages of 16 KiB", sent)
+}

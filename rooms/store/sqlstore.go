@@ -270,10 +270,13 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 		if err != nil {
 			return err
 		}
-		if r.docEpoch != "" && r.docEpoch != op.Epoch {
+		if r.docEpoch == "" {
+			return nil // no document (deleted meanwhile): nothing to compact
+		}
+		if r.docEpoch != op.Epoch {
 			return epochError(op, r.docEpoch)
 		}
-		if r.docEpoch != "" && int64(op.Seq) <= r.docBaseSeq {
+		if int64(op.Seq) <= r.docBaseSeq {
 			return nil // compacted past already
 		}
 		if err := q.exec(ctx, `DELETE FROM doc_updates WHERE room = $1 AND seq <= $2`, op.Room, int64(op.Seq)); err != nil {

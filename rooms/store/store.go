@@ -115,6 +115,7 @@ const (
 	OpDocUpdate
 	// OpDocBase replaces the document's base with Data, the merge of
 	// every update up to Seq, and drops those updates; ignored when the
+	// store holds no document of the room (deleted meanwhile) or when the
 	// document was compacted past Seq already.
 	OpDocBase
 	// OpReset forgets the room's messages, state and document and puts it

@@ -139,6 +139,7 @@ var notReadyMessages = map[string]string{
 	"draining": "this instance is shutting down",
 	"redis":    "this instance cannot reach Redis",
 	"pubsub":   "this instance's pub/sub is not connected",
+	"store":    "this instance cannot reach its store",
 }
 
 // apiKeyOK reports whether the request carries the configured API key.

@@ -50,7 +50,11 @@ type Config struct {
 	// ReadTimeout bounds the reading of an HTTP request, headers and
 	// body, before an upgrade or an API answer; it starts at the
 	// connection's first byte wait, so a silent socket is closed too.
-	ReadTimeout      time.Duration
+	ReadTimeout time.Duration
+	// Store is where rooms are kept for good: "sqlite:PATH",
+	// "postgres://…" or "memory". Zero value means
+	// sqlite:roomcast-data/roomcast.db without Redis, memory with it.
+	Store            string
 	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
 	MaxInflightBytes int // large frames being read at once, on this instance
 }
@@ -151,6 +155,7 @@ var settings = []setting{
 	intSetting("send-queue-bytes", "bytes queued per connection before it is closed as too slow (one larger frame still goes alone)", minSendQueueBytes, func(c *Config) *int { return &c.SendQueueBytes }),
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
 	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
+	stringSetting("store", "where rooms and documents are kept: sqlite:PATH (default without Redis: sqlite:"+defaultSQLitePath+"), postgres://…, or memory (nothing outlives the process)", true, func(c *Config) *string { return &c.Store }),
 	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
 	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
 	intSetting("max-conns", "sockets this instance holds at most (0: the descriptor limit less a tenth)", 0, func(c *Config) *int { return &c.MaxConns }),
@@ -251,6 +256,9 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	if *dev {
 		cfg.Dev = true
 	}
+	if cfg.Store == "" && cfg.RedisURL == "" {
+		cfg.Store = "sqlite:" + defaultSQLitePath
+	}
 	if cfg.Addr == "" {
 		// -dev serves /dev/token, which signs a token for anyone: only
 		// this machine reaches it unless an address is given.
@@ -297,6 +305,9 @@ func (c Config) validate() error {
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
+	if err := c.validateStore(); err != nil {
+		return err
+	}
 	if c.RedisURL != "" {
 		if _, ok, err := parseClusterURL(c.RedisURL); ok {
 			if err != nil {
@@ -304,6 +315,46 @@ func (c Config) validate() error {
 			}
 		} else if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 			return errors.New("ROOMCAST_REDIS_URL must look like redis://host:6379/0, or redis-cluster://host:port,host:port for a Redis Cluster")
+		}
+	}
+	return nil
+}
+
+// defaultSQLitePath is the store of an instance without Redis, under the
+// working directory.
+const defaultSQLitePath = "roomcast-data/roomcast.db"
+
+// storeKind returns the kind of the configured store: "sqlite",
+// "postgres", "memory" or "" (none: Redis is the only copy), and its
+// location.
+func (c Config) storeKind() (kind, where string) {
+	switch {
+	case c.Store == "":
+		return "", ""
+	case c.Store == "memory":
+		return "memory", ""
+	case strings.HasPrefix(c.Store, "sqlite:"):
+		return "sqlite", strings.TrimPrefix(c.Store, "sqlite:")
+	case strings.HasPrefix(c.Store, "postgres://"), strings.HasPrefix(c.Store, "postgresql://"):
+		return "postgres", c.Store
+	}
+	return "unknown", ""
+}
+
+func (c Config) validateStore() error {
+	kind, where := c.storeKind()
+	switch {
+	case kind == "unknown":
+		return errors.New("ROOMCAST_STORE must be sqlite:PATH, postgres://… or memory")
+	case kind == "sqlite" && where == "":
+		return errors.New("ROOMCAST_STORE: sqlite: needs a file path (sqlite:roomcast-data/roomcast.db)")
+	case kind == "sqlite" && c.RedisURL != "":
+		return errors.New("ROOMCAST_STORE: a sqlite file is one instance's; with ROOMCAST_REDIS_URL use postgres://… or memory")
+	case kind == "postgres" && c.RedisURL != "":
+		return errors.New("ROOMCAST_STORE: postgres with ROOMCAST_REDIS_URL (written behind Redis) is not available in this version; run one instance on postgres://… without Redis, or use memory")
+	case kind == "postgres":
+		if u, err := url.Parse(where); err != nil || u.Host == "" {
+			return errors.New("ROOMCAST_STORE: not a postgres://user@host:port/database URL")
 		}
 	}
 	return nil
@@ -318,8 +369,12 @@ func (c Config) logAttrs() []any {
 			mode = "redis-cluster"
 		}
 	}
+	storeKind, _ := c.storeKind()
+	if storeKind == "" {
+		storeKind = "none (Redis is the only copy)"
+	}
 	return []any{
-		"addr", c.Addr, "mode", mode, "dev", c.Dev,
+		"addr", c.Addr, "mode", mode, "store", storeKind, "dev", c.Dev,
 		"presence_ttl", c.PresenceTTL.String(), "ping_interval", c.PingInterval.String(), "heartbeat", c.Heartbeat.String(), "leave_grace", c.LeaveGrace.String(),
 		"max_message_bytes", c.MaxMessageBytes, "send_queue", c.SendQueue, "send_queue_bytes", c.SendQueueBytes, "rate", c.Rate,
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,

@@ -22,6 +22,7 @@ import (
 	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
+	roomstore "github.com/roomcast/roomcast/rooms/store"
 )
 
 // Timing of a connection's life that is not configuration, in one place.
@@ -60,11 +61,14 @@ type Server struct {
 	broker   rooms.Broker
 	hub      *rooms.Hub
 	store    presence.Store
-	keeper   *presence.Keeper
-	replica  *presence.Replica // welcomes are built from it
-	docs     *ydocs            // the Yjs documents of the rooms with local Yjs connections
-	metrics  *metrics
-	app      *fiber.App
+	// rooms keeps rooms and documents for good (nil: nothing outlives
+	// the process, or Redis is the only copy).
+	roomStore roomstore.Store
+	keeper    *presence.Keeper
+	replica   *presence.Replica // welcomes are built from it
+	docs      *ydocs            // the Yjs documents of the rooms with local Yjs connections
+	metrics   *metrics
+	app       *fiber.App
 
 	ctx          context.Context // ends when the server has shut down
 	cancel       context.CancelFunc
@@ -154,13 +158,44 @@ func (s *Server) buildBackends() error {
 	}
 
 	if s.cfg.RedisURL == "" {
-		b := rooms.NewMemoryBroker(s.streamOptions())
+		o := s.streamOptions()
+		kept, err := s.openStore()
+		if err != nil {
+			return err
+		}
+		s.roomStore, o.Store = kept, kept
+		b := rooms.NewMemoryBroker(o)
 		s.broker = b
 		s.hub = rooms.NewHub(b, hubOpts)
 		s.store = presence.NewMemoryStore(popts, s.hub)
 		return nil
 	}
 	return s.buildRedisBackends(popts, hubOpts)
+}
+
+// openStore opens the configured store; nil for memory (or none).
+func (s *Server) openStore() (roomstore.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kind, where := s.cfg.storeKind()
+	switch kind {
+	case "sqlite":
+		st, err := roomstore.OpenSQLite(ctx, where, roomstore.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("open the store ROOMCAST_STORE=sqlite:%s: %w", where, err)
+		}
+		s.log.Info("rooms and documents are kept in SQLite", "path", where)
+		return st, nil
+	case "postgres":
+		st, err := roomstore.OpenPostgres(ctx, where, roomstore.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("open the store ROOMCAST_STORE=postgres: %w", err)
+		}
+		s.log.Info("rooms and documents are kept in PostgreSQL")
+		return st, nil
+	}
+	s.log.Warn("ROOMCAST_STORE=memory: rooms and documents are lost when the process ends")
+	return nil, nil
 }
 
 func (s *Server) streamOptions() rooms.StreamOptions {
@@ -293,6 +328,12 @@ func (s *Server) stop() {
 	if err := s.broker.Close(); err != nil {
 		s.log.Warn("close broker", "err", err)
 	}
+	if s.roomStore != nil {
+		// What was handed to the store's writer is committed first.
+		if err := s.roomStore.Close(); err != nil {
+			s.log.Warn("close the store", "err", err)
+		}
+	}
 	if s.redis != nil {
 		_ = s.redis.Close()
 	}
@@ -375,6 +416,11 @@ func (s *Server) ready(ctx context.Context) (part string, err error) {
 	}
 	if err := s.broker.Ready(ctx); err != nil {
 		return "pubsub", fmt.Errorf("broker: %w", err)
+	}
+	if s.roomStore != nil {
+		if err := s.roomStore.Ping(ctx); err != nil {
+			return "store", fmt.Errorf("store: %w", err)
+		}
 	}
 	return "", nil
 }

@@ -3,9 +3,11 @@ package rooms
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/wire"
 )
 
@@ -102,16 +104,19 @@ func (b *MemoryBroker) janitor() {
 
 func (b *MemoryBroker) sweep() {
 	now := b.now()
+	if b.o.Store != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.expireKeys(now)
+		b.evictIdle(now)
+		return
+	}
 	b.sweepDocs(now)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.expireKeys(now)
 	for name, r := range b.rooms {
 		r.mu.Lock()
-		for k, e := range r.keys {
-			if now.Sub(e.at) >= KeyWindow {
-				delete(r.keys, k)
-			}
-		}
 		if now.Sub(r.touched) >= b.o.HistoryTTL && len(r.keys) == 0 {
 			r.dead = true
 			delete(b.rooms, name)
@@ -120,20 +125,26 @@ func (b *MemoryBroker) sweep() {
 	}
 }
 
-// room returns the room's record locked (r.mu), creating it and expiring
-// an old history on the way.
-func (b *MemoryBroker) room(name string) *memRoom {
-	for {
-		b.mu.RLock()
-		r := b.rooms[name]
-		b.mu.RUnlock()
-		if r == nil {
-			b.mu.Lock()
-			if r = b.rooms[name]; r == nil {
-				r = &memRoom{}
-				b.rooms[name] = r
+// expireKeys forgets publish keys past their window. b.mu held.
+func (b *MemoryBroker) expireKeys(now time.Time) {
+	for _, r := range b.rooms {
+		r.mu.Lock()
+		for k, e := range r.keys {
+			if now.Sub(e.at) >= KeyWindow {
+				delete(r.keys, k)
 			}
-			b.mu.Unlock()
+		}
+		r.mu.Unlock()
+	}
+}
+
+// room returns the room's record locked (r.mu), creating it (loaded from
+// the store, when there is one) and expiring an old history on the way.
+func (b *MemoryBroker) room(ctx context.Context, name string) (*memRoom, error) {
+	for {
+		r, err := b.resident(ctx, name, true)
+		if err != nil {
+			return nil, err
 		}
 		r.mu.Lock()
 		if r.dead {
@@ -141,28 +152,70 @@ func (b *MemoryBroker) room(name string) *memRoom {
 			continue
 		}
 		now := b.now()
-		if r.epoch == "" || now.Sub(r.touched) >= b.o.HistoryTTL {
+		if r.epoch == "" || b.o.Store == nil && now.Sub(r.touched) >= b.o.HistoryTTL {
 			r.resetLocked(now)
 		}
-		return r
+		return r, nil
 	}
 }
 
-// peekRoom returns the room's record locked (r.mu) when it has a live
-// stream, or nil, creating and resetting nothing.
-func (b *MemoryBroker) peekRoom(name string) *memRoom {
+// resident returns the room's record in memory, loading it from the store
+// when it is not; with create, a room the store does not hold either gets
+// an empty record, else nil. No lock is held while the store is read: two
+// loads of one room may run at once, and the first to finish is kept.
+func (b *MemoryBroker) resident(ctx context.Context, name string, create bool) (*memRoom, error) {
 	b.mu.RLock()
 	r := b.rooms[name]
 	b.mu.RUnlock()
-	if r == nil {
-		return nil
+	if r != nil {
+		return r, nil
+	}
+	var doc *memDoc
+	fresh := &memRoom{}
+	if b.o.Store != nil {
+		kept, err := b.o.Store.Load(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("load room %q from the store: %w", name, err)
+		}
+		fresh, doc = b.fromStore(kept)
+		if fresh.epoch == "" && doc == nil && !create {
+			return nil, nil
+		}
+	} else if !create {
+		return nil, nil
+	}
+	// The document first: once the room is in b.rooms, a writer may look
+	// for its document and must not start a new one.
+	if doc != nil {
+		b.docMu.Lock()
+		if b.docs[name] == nil {
+			b.docs[name] = doc
+		}
+		b.docMu.Unlock()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r = b.rooms[name]; r == nil {
+		r = fresh
+		b.rooms[name] = r
+	}
+	return r, nil
+}
+
+// peekRoom returns the room's record locked (r.mu) when it has a live
+// stream, or nil, starting and resetting nothing (a room the store holds
+// is loaded).
+func (b *MemoryBroker) peekRoom(ctx context.Context, name string) (*memRoom, error) {
+	r, err := b.resident(ctx, name, false)
+	if r == nil || err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
-	if r.dead || r.epoch == "" || b.now().Sub(r.touched) >= b.o.HistoryTTL {
+	if r.dead || r.epoch == "" || b.o.Store == nil && b.now().Sub(r.touched) >= b.o.HistoryTTL {
 		r.mu.Unlock()
-		return nil
+		return nil, nil
 	}
-	return r
+	return r, nil
 }
 
 func (r *memRoom) resetLocked(now time.Time) {
@@ -189,7 +242,7 @@ func (b *MemoryBroker) down() bool {
 }
 
 // Publish implements Broker.
-func (b *MemoryBroker) Publish(_ context.Context, room string, payload []byte) error {
+func (b *MemoryBroker) Publish(ctx context.Context, room string, payload []byte) error {
 	if b.down() {
 		return ErrBrokerDown
 	}
@@ -197,7 +250,10 @@ func (b *MemoryBroker) Publish(_ context.Context, room string, payload []byte) e
 	if !ok {
 		return nil
 	}
-	r := b.room(room)
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return err
+	}
 	r.mu.Unlock()
 	r.deliverMu.Lock()
 	recv.Deliver(room, payload)
@@ -206,29 +262,37 @@ func (b *MemoryBroker) Publish(_ context.Context, room string, payload []byte) e
 }
 
 // lockedRoom returns the room with its delivery lock and data lock held.
-func (b *MemoryBroker) lockedRoom(room string) *memRoom {
+func (b *MemoryBroker) lockedRoom(ctx context.Context, room string) (*memRoom, error) {
 	for {
-		r := b.room(room)
+		r, err := b.room(ctx, room)
+		if err != nil {
+			return nil, err
+		}
 		r.mu.Unlock()
 		r.deliverMu.Lock()
 		r.mu.Lock()
 		if !r.dead {
-			if now := b.now(); now.Sub(r.touched) >= b.o.HistoryTTL {
+			if now := b.now(); b.o.Store == nil && now.Sub(r.touched) >= b.o.HistoryTTL {
 				r.resetLocked(now)
 			}
-			return r
+			return r, nil
 		}
 		r.mu.Unlock()
 		r.deliverMu.Unlock()
 	}
 }
 
-// PublishMessage implements Stream.
-func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message) (Published, error) {
+// PublishMessage implements Stream. With a store, a stored message is
+// written to it before it is delivered or acknowledged; the room's
+// delivery lock, held meanwhile, keeps its messages in seq order.
+func (b *MemoryBroker) PublishMessage(ctx context.Context, room string, m Message) (Published, error) {
 	if b.down() {
 		return Published{}, ErrBrokerDown
 	}
-	r := b.lockedRoom(room)
+	r, err := b.lockedRoom(ctx, room)
+	if err != nil {
+		return Published{}, err
+	}
 	defer r.deliverMu.Unlock()
 	now := b.now()
 	if m.Key != "" {
@@ -242,8 +306,20 @@ func (b *MemoryBroker) PublishMessage(_ context.Context, room string, m Message)
 	p := Published{ID: m.ID}
 	var payload []byte
 	if m.Stored && b.o.HistorySize > 0 {
-		r.seq++
-		frame := withSeq(m.Frame, r.seq)
+		seq := r.seq + 1
+		frame := withSeq(m.Frame, seq)
+		if b.o.Store != nil {
+			// Only this room waits for the commit: its delivery lock
+			// keeps seq and epoch as they are meanwhile.
+			epoch := r.epoch
+			r.mu.Unlock()
+			err := b.o.Store.Write(ctx, store.Op{Kind: store.OpMessage, Room: room, Epoch: epoch, Seq: seq, Data: frame, Exclude: m.Exclude, Keep: b.o.HistorySize})
+			if err != nil {
+				return Published{}, fmt.Errorf("store message %d of room %q: %w", seq, room, err)
+			}
+			r.mu.Lock()
+		}
+		r.seq = seq
 		r.push(StoredMessage{Seq: r.seq, Frame: frame, Exclude: m.Exclude}, b.o.HistorySize)
 		r.touched = now
 		due := false
@@ -287,33 +363,39 @@ func (r *memRoom) push(m StoredMessage, size int) {
 func (r *memRoom) at(i int) StoredMessage { return r.ring[(r.start+i)%r.n] }
 
 // Position implements Stream.
-func (b *MemoryBroker) Position(_ context.Context, room string) (Position, error) {
+func (b *MemoryBroker) Position(ctx context.Context, room string) (Position, error) {
 	if b.down() {
 		return Position{}, ErrBrokerDown
 	}
-	r := b.room(room)
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return Position{}, err
+	}
 	defer r.mu.Unlock()
 	return Position{Epoch: r.epoch, Seq: r.seq}, nil
 }
 
 // History implements Stream.
-func (b *MemoryBroker) History(_ context.Context, room string, after uint64, limit int) (History, error) {
+func (b *MemoryBroker) History(ctx context.Context, room string, after uint64, limit int) (History, error) {
 	if b.down() {
 		return History{}, ErrBrokerDown
 	}
-	r := b.room(room)
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return History{}, err
+	}
 	defer r.mu.Unlock()
 	return r.historyLocked(after, limit), nil
 }
 
 // PeekHistory implements Stream.
-func (b *MemoryBroker) PeekHistory(_ context.Context, room string, after uint64, limit int) (History, error) {
+func (b *MemoryBroker) PeekHistory(ctx context.Context, room string, after uint64, limit int) (History, error) {
 	if b.down() {
 		return History{}, ErrBrokerDown
 	}
-	r := b.peekRoom(room)
-	if r == nil {
-		return History{}, nil
+	r, err := b.peekRoom(ctx, room)
+	if r == nil || err != nil {
+		return History{}, err
 	}
 	defer r.mu.Unlock()
 	return r.historyLocked(after, limit), nil
@@ -339,16 +421,31 @@ func (r *memRoom) historyLocked(after uint64, limit int) History {
 	return h
 }
 
-// SaveState implements Stream.
-func (b *MemoryBroker) SaveState(_ context.Context, room string, at Position, data []byte) error {
+// SaveState implements Stream. With a store, the state is written to it
+// before it is kept.
+func (b *MemoryBroker) SaveState(ctx context.Context, room string, at Position, data []byte) error {
 	if b.down() {
 		return ErrBrokerDown
 	}
-	r := b.room(room)
+	r, err := b.lockedRoom(ctx, room)
+	if err != nil {
+		return err
+	}
+	defer r.deliverMu.Unlock()
 	defer r.mu.Unlock()
 	seq := at.Seq
 	if at.Epoch != r.epoch || seq > r.seq || r.state != nil && seq < r.state.Seq {
 		return ErrStaleState
+	}
+	if b.o.Store != nil {
+		// The delivery lock keeps the room's position and state as they
+		// are while the store commits.
+		r.mu.Unlock()
+		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpState, Room: room, Epoch: at.Epoch, Seq: seq, Data: data})
+		r.mu.Lock()
+		if err != nil {
+			return fmt.Errorf("store the state of room %q: %w", room, err)
+		}
 	}
 	r.state = &State{Seq: seq, Data: data}
 	r.asked = "" // a state arrived: whoever was asked may be asked again
@@ -361,35 +458,49 @@ func (b *MemoryBroker) SaveState(_ context.Context, room string, at Position, da
 }
 
 // State implements Stream.
-func (b *MemoryBroker) State(_ context.Context, room string) (Position, *State, error) {
+func (b *MemoryBroker) State(ctx context.Context, room string) (Position, *State, error) {
 	if b.down() {
 		return Position{}, nil, ErrBrokerDown
 	}
-	r := b.room(room)
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return Position{}, nil, err
+	}
 	defer r.mu.Unlock()
 	return Position{Epoch: r.epoch, Seq: r.seq}, r.state, nil
 }
 
 // PeekState implements Stream.
-func (b *MemoryBroker) PeekState(_ context.Context, room string) (Position, *State, error) {
+func (b *MemoryBroker) PeekState(ctx context.Context, room string) (Position, *State, error) {
 	if b.down() {
 		return Position{}, nil, ErrBrokerDown
 	}
-	r := b.peekRoom(room)
-	if r == nil {
-		return Position{}, nil, nil
+	r, err := b.peekRoom(ctx, room)
+	if r == nil || err != nil {
+		return Position{}, nil, err
 	}
 	defer r.mu.Unlock()
 	return Position{Epoch: r.epoch, Seq: r.seq}, r.state, nil
 }
 
-// Reset implements Stream.
-func (b *MemoryBroker) Reset(_ context.Context, room string) (Position, error) {
+// Reset implements Stream. With a store, the room is deleted from it
+// first: its next stored message starts it again in the new epoch.
+func (b *MemoryBroker) Reset(ctx context.Context, room string) (Position, error) {
 	if b.down() {
 		return Position{}, ErrBrokerDown
 	}
-	r := b.lockedRoom(room)
+	r, err := b.lockedRoom(ctx, room)
+	if err != nil {
+		return Position{}, err
+	}
 	defer r.deliverMu.Unlock()
+	if b.o.Store != nil {
+		r.mu.Unlock()
+		if err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDelete, Room: room}); err != nil {
+			return Position{}, fmt.Errorf("delete room %q from the store: %w", room, err)
+		}
+		r.mu.Lock()
+	}
 	r.resetLocked(b.now())
 	pos := Position{Epoch: r.epoch}
 	r.mu.Unlock()
@@ -402,8 +513,11 @@ func (b *MemoryBroker) Reset(_ context.Context, room string) (Position, error) {
 
 // ClaimStateRequest implements Stream: one instance, so only the
 // connection asked last time is avoided.
-func (b *MemoryBroker) ClaimStateRequest(_ context.Context, room string, _ uint64, candidates []string) (string, error) {
-	r := b.room(room)
+func (b *MemoryBroker) ClaimStateRequest(ctx context.Context, room string, _ uint64, candidates []string) (string, error) {
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return "", err
+	}
 	defer r.mu.Unlock()
 	for _, c := range candidates {
 		if c != r.asked {

@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/wire"
 )
 
@@ -29,9 +31,11 @@ func (d *memDoc) result() DocAppend {
 }
 
 // doc returns the room's live document, nil when it has none; b.docMu held.
+// With a store, an idle document leaves memory with its room (evictIdle)
+// and is loaded again from the store (resident).
 func (b *MemoryBroker) docLocked(room string, now time.Time) *memDoc {
 	d := b.docs[room]
-	if d != nil && now.Sub(d.touched) >= b.o.DocTTL {
+	if d != nil && b.o.Store == nil && now.Sub(d.touched) >= b.o.DocTTL {
 		delete(b.docs, room)
 		return nil
 	}
@@ -53,12 +57,16 @@ func (b *MemoryBroker) fits(d *memDoc, msg []byte) error {
 }
 
 // AppendUpdate implements Docs. It delivers under the room's delivery lock,
-// so the room keeps one order whoever publishes.
-func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg []byte) (DocAppend, error) {
+// so the room keeps one order whoever publishes. With a store, the update
+// is written to it first.
+func (b *MemoryBroker) AppendUpdate(ctx context.Context, room, exclude string, msg []byte) (DocAppend, error) {
 	if b.down() {
 		return DocAppend{}, ErrBrokerDown
 	}
-	r := b.room(room)
+	r, err := b.room(ctx, room)
+	if err != nil {
+		return DocAppend{}, err
+	}
 	r.mu.Unlock()
 	r.deliverMu.Lock()
 	defer r.deliverMu.Unlock()
@@ -69,11 +77,27 @@ func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg
 		b.docMu.Unlock()
 		return DocAppend{}, err
 	}
-	if d == nil {
-		d = &memDoc{epoch: NewEpoch()}
-		b.docs[room] = d
+	epoch, seq := NewEpoch(), uint64(1)
+	if d != nil {
+		epoch, seq = d.epoch, d.seq+1
 	}
 	msg = append([]byte(nil), msg...) // it is queued on sockets and kept
+	if b.o.Store != nil {
+		// The room's delivery lock keeps the document's epoch and seq
+		// as they are while the store commits; b.docMu, which every
+		// room needs, is not held.
+		b.docMu.Unlock()
+		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDocUpdate, Room: room, Epoch: epoch, Seq: seq, Data: msg})
+		if err != nil {
+			return DocAppend{}, fmt.Errorf("store update %d of the document of room %q: %w", seq, room, err)
+		}
+		b.docMu.Lock()
+		d = b.docs[room]
+	}
+	if d == nil {
+		d = &memDoc{epoch: epoch}
+		b.docs[room] = d
+	}
 	d.append(msg)
 	d.touched = now
 	res := d.result()
@@ -85,9 +109,12 @@ func (b *MemoryBroker) AppendUpdate(_ context.Context, room, exclude string, msg
 }
 
 // Doc implements Docs.
-func (b *MemoryBroker) Doc(_ context.Context, room string) (Doc, error) {
+func (b *MemoryBroker) Doc(ctx context.Context, room string) (Doc, error) {
 	if b.down() {
 		return Doc{}, ErrBrokerDown
+	}
+	if _, err := b.resident(ctx, room, false); err != nil {
+		return Doc{}, err
 	}
 	b.docMu.Lock()
 	defer b.docMu.Unlock()
@@ -106,9 +133,12 @@ func (b *MemoryBroker) Doc(_ context.Context, room string) (Doc, error) {
 }
 
 // DocUpdates implements Docs.
-func (b *MemoryBroker) DocUpdates(_ context.Context, room, epoch string, after uint64) ([][]byte, DocPosition, bool, error) {
+func (b *MemoryBroker) DocUpdates(ctx context.Context, room, epoch string, after uint64) ([][]byte, DocPosition, bool, error) {
 	if b.down() {
 		return nil, DocPosition{}, false, ErrBrokerDown
+	}
+	if _, err := b.resident(ctx, room, false); err != nil {
+		return nil, DocPosition{}, false, err
 	}
 	b.docMu.Lock()
 	defer b.docMu.Unlock()
@@ -126,16 +156,32 @@ func (b *MemoryBroker) DocUpdates(_ context.Context, room, epoch string, after u
 	return append([][]byte(nil), d.log[after-d.baseSeq:]...), pos, true, nil
 }
 
-// CompactDoc implements Docs.
-func (b *MemoryBroker) CompactDoc(_ context.Context, room string, at DocPosition, base []byte) (bool, error) {
+// CompactDoc implements Docs. With a store, the new base is written to it
+// first (outside b.docMu).
+func (b *MemoryBroker) CompactDoc(ctx context.Context, room string, at DocPosition, base []byte) (bool, error) {
 	if b.down() {
 		return false, ErrBrokerDown
+	}
+	if _, err := b.resident(ctx, room, false); err != nil {
+		return false, err
 	}
 	b.docMu.Lock()
 	defer b.docMu.Unlock()
 	d := b.docLocked(room, b.now())
 	if d == nil || d.epoch != at.Epoch || at.Seq <= d.baseSeq || at.Seq > d.seq {
 		return false, nil
+	}
+	if b.o.Store != nil {
+		b.docMu.Unlock()
+		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDocBase, Room: room, Epoch: at.Epoch, Seq: at.Seq, Data: base})
+		b.docMu.Lock()
+		if err != nil {
+			return false, fmt.Errorf("store the compacted document of room %q: %w", room, err)
+		}
+		// Another compaction or a reset may have run meanwhile.
+		if d = b.docs[room]; d == nil || d.epoch != at.Epoch || at.Seq <= d.baseSeq || at.Seq > d.seq {
+			return false, nil
+		}
 	}
 	n := at.Seq - d.baseSeq
 	for _, m := range d.log[:n] {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+
+	"github.com/roomcast/roomcast/rooms/store"
 )
 
 // Position is a place in a room's stream: the epoch names one unbroken
@@ -81,6 +83,12 @@ type StreamOptions struct {
 	// update log, as stored. An update that would pass it is refused.
 	// Zero value means 64 MiB.
 	MaxDocBytes int64
+	// Store keeps rooms for good. The memory engine writes through it: a
+	// stored message, a state or a document update is in the store before
+	// it is delivered or acknowledged, a room not in memory is loaded from
+	// it, and HistoryTTL and DocTTL only say how long an idle room stays
+	// in memory. Zero value (nil) means nothing outlives the process.
+	Store store.Store
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {

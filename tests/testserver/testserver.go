@@ -109,6 +109,11 @@ func Start(t testing.TB, o Options) *Server {
 	for k, v := range o.Env {
 		env[k] = v
 	}
+	if env["ROOMCAST_STORE"] == "" && env["ROOMCAST_REDIS_URL"] == "" {
+		// Each server its own store (the default file is under the
+		// working directory, shared by every test).
+		env["ROOMCAST_STORE"] = "sqlite:" + filepath.Join(t.TempDir(), "roomcast.db")
+	}
 	args := append([]string{"-addr", addr}, o.Args...)
 	cmd := exec.Command(bin, args...)
 	if o.NoFile > 0 {

@@ -184,8 +184,13 @@ func (b *MemoryBroker) resident(ctx context.Context, name string, create bool) (
 	} else if !create {
 		return nil, nil
 	}
-	// The document first: once the room is in b.rooms, a writer may look
-	// for its document and must not start a new one.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r = b.rooms[name]; r != nil {
+		return r, nil // another load won: what this one read may be older
+	}
+	// The document goes in with the room, before a writer can find the
+	// room and start a new document.
 	if doc != nil {
 		b.docMu.Lock()
 		if b.docs[name] == nil {
@@ -193,13 +198,8 @@ func (b *MemoryBroker) resident(ctx context.Context, name string, create bool) (
 		}
 		b.docMu.Unlock()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if r = b.rooms[name]; r == nil {
-		r = fresh
-		b.rooms[name] = r
-	}
-	return r, nil
+	b.rooms[name] = fresh
+	return fresh, nil
 }
 
 // peekRoom returns the room's record locked (r.mu) when it has a live

@@ -1,0 +1,103 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms/store"
+)
+
+// The memory engine writing through a SQLite store behaves as without one
+// (the same tables), and what it wrote comes back in a new engine.
+
+func TestMemoryStreamWithStore(t *testing.T) { testStream(t, startStoredMemoryBroker) }
+
+func TestMemoryDocsWithStore(t *testing.T) { testDocs(t, startStoredMemoryBroker) }
+
+func openTestStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "rooms.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func startStoredMemoryBroker(t *testing.T, r Receiver, o StreamOptions) Broker {
+	o.Store = openTestStore(t)
+	return startMemoryBroker(t, r, o)
+}
+
+// TestMemoryEngineReloadsFromItsStore: a second engine on the same store
+// (a restart) has the room's epoch, seq, history, state and document, and
+// goes on from them; an engine that let an idle room go from memory loads
+// it back the same.
+func TestMemoryEngineReloadsFromItsStore(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t)
+	o := StreamOptions{HistorySize: 3, Store: st}
+	b1 := startMemoryBroker(t, &envelopeReceiver{}, o)
+	for i := 1; i <= 5; i++ {
+		if _, err := b1.PublishMessage(ctx, "r", msg(fmt.Sprint("m", i), true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p1, _ := b1.Position(ctx, "r")
+	if err := b1.SaveState(ctx, "r", Position{p1.Epoch, 4}, []byte(`{"n":4}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, err := b1.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d1, _ := b1.Doc(ctx, "r")
+	if ok, err := b1.CompactDoc(ctx, "r", DocPosition{d1.Position.Epoch, 2}, []byte("base-2")); !ok || err != nil {
+		t.Fatalf("compact: %v %v", ok, err)
+	}
+	_ = b1.Close()
+
+	check := func(t *testing.T, b Broker) {
+		t.Helper()
+		h, err := b.History(ctx, "r", 0, 10)
+		if err != nil || h.Position != p1 || len(h.Messages) != 3 || h.Messages[0].Seq != 3 || h.Complete {
+			t.Fatalf("history: %+v %v (want position %+v, seqs 3-5)", h, err, p1)
+		}
+		if _, s, _ := b.State(ctx, "r"); s == nil || s.Seq != 4 || string(s.Data) != `{"n":4}` {
+			t.Fatalf("state: %+v", s)
+		}
+		d, err := b.Doc(ctx, "r")
+		if err != nil || d.Position != d1.Position || d.BaseSeq != 2 || string(d.Base) != "base-2" || len(d.Updates) != 1 {
+			t.Fatalf("doc: %+v %v (want %+v)", d, err, d1.Position)
+		}
+	}
+	b2 := startMemoryBroker(t, &envelopeReceiver{}, o)
+	check(t, b2)
+	if p, err := b2.PublishMessage(ctx, "r", msg("m6", true)); err != nil || p.Position != (Position{p1.Epoch, 6}) {
+		t.Fatalf("publish after the restart: %+v %v", p, err)
+	}
+	if a, err := b2.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 9}); err != nil || a.Position != (DocPosition{d1.Position.Epoch, 4}) {
+		t.Fatalf("update after the restart: %+v %v", a, err)
+	}
+
+	// Idle past both TTLs, with no subscriber: out of memory, then back.
+	mb := b2.(*MemoryBroker)
+	mb.now = func() time.Time { return time.Now().Add(800 * time.Hour) }
+	mb.sweep()
+	mb.mu.RLock()
+	_, resident := mb.rooms["r"]
+	mb.mu.RUnlock()
+	if resident {
+		t.Fatal("an idle room stayed in memory")
+	}
+	if p, err := b2.Position(ctx, "r"); err != nil || p != (Position{p1.Epoch, 6}) {
+		t.Fatalf("position after the room left memory: %+v %v", p, err)
+	}
+	if d, err := b2.Doc(ctx, "r"); err != nil || d.Position != (DocPosition{d1.Position.Epoch, 4}) {
+		t.Fatalf("doc after the room left memory: %+v %v", d, err)
+	}
+}

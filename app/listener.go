@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,11 +38,15 @@ type guardedListener struct {
 	byIP  map[netip.Addr]int
 	done  chan struct{}
 	once  sync.Once
+	// Refusals are answered off the accept loop, at most cap(refusing)
+	// at once (beyond that a socket is just closed); Close waits for them.
+	refusing chan struct{}
+	refusals sync.WaitGroup
 }
 
 func newGuardedListener(ln net.Listener, log *slog.Logger, max, perIP int, m *metrics) *guardedListener {
 	return &guardedListener{Listener: ln, log: log, max: max, perIP: perIP, refused: m.connsRefused, acceptErrs: m.acceptErrors,
-		byIP: make(map[netip.Addr]int), done: make(chan struct{})}
+		byIP: make(map[netip.Addr]int), done: make(chan struct{}), refusing: make(chan struct{}, maxRefusing)}
 }
 
 // Accept returns the next connection within the caps.
@@ -71,17 +76,38 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		ip := remoteIP(c)
 		if reason := l.admit(ip); reason != "" {
 			l.refused.WithLabelValues(reason).Inc()
-			refuseConn(c, reason)
+			l.refuse(c, reason)
 			continue
 		}
 		return l.track(c, ip), nil
 	}
 }
 
-// Close stops Accept, also while it waits out a backoff.
+// Close stops Accept, also while it waits out a backoff, and waits for
+// the refusals being answered.
 func (l *guardedListener) Close() error {
 	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	err := l.Listener.Close()
+	l.refusals.Wait()
+	return err
+}
+
+// refuse answers c, over a cap, on its own goroutine: its request is read
+// first (an HTTP client that sees an answer before it sent its request
+// takes it for a broken connection), for refuseWait at most.
+func (l *guardedListener) refuse(c net.Conn, reason string) {
+	select {
+	case l.refusing <- struct{}{}:
+	default:
+		_ = c.Close() // a flood: no answer
+		return
+	}
+	l.refusals.Add(1)
+	go func() {
+		defer l.refusals.Done()
+		defer func() { <-l.refusing }()
+		refuseConn(c, reason)
+	}()
 }
 
 // admit counts a new connection from ip, or says which cap it is over.
@@ -153,18 +179,34 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// refuseConn answers a connection over a cap in HTTP, without waiting for
-// its request, and closes it.
+// Bounds of answering a socket over a cap.
+const (
+	maxRefusing = 64                     // answered at once
+	refuseWait  = 500 * time.Millisecond // for its request, then for the answer to go out
+)
+
+// refuseConn reads what c sends of its request (up to the end of its
+// headers, 8 KiB, or refuseWait), answers in HTTP and closes it.
 func refuseConn(c net.Conn, reason string) {
+	defer c.Close()
 	status, text, msg := 503, "Service Unavailable", "this instance holds as many connections as it may (ROOMCAST_MAX_CONNS); try again or another instance"
 	if reason == "ip_cap" {
 		status, text, msg = 429, "Too Many Requests", "too many connections from your address (ROOMCAST_MAX_CONNS_PER_IP)"
 	}
+	_ = c.SetReadDeadline(time.Now().Add(refuseWait))
+	var req []byte
+	buf := make([]byte, 1024)
+	for len(req) < 8<<10 && !bytes.Contains(req, []byte("\r\n\r\n")) {
+		n, err := c.Read(buf)
+		req = append(req, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
 	body := fmt.Sprintf(`{"error":{"code":"too_many_connections","message":%q}}`, msg)
-	_ = c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	_ = c.SetWriteDeadline(time.Now().Add(refuseWait))
 	_, _ = fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		status, text, len(body), body)
-	_ = c.Close()
 }
 
 // temporaryAcceptError reports whether accept may succeed if tried again.

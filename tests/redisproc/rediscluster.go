@@ -270,13 +270,22 @@ func (c *Cluster) MasterOfSlot(t testing.TB, slot int) *Node {
 	return nil
 }
 
-// ReplicaOf returns a replica of master.
+// ReplicaOf returns a replica of master. The node whose view is read may
+// learn of the replica a moment after the cluster is healthy (gossip), so
+// it is looked for again for a few seconds.
 func (c *Cluster) ReplicaOf(t testing.TB, master *Node) *Node {
 	t.Helper()
-	for _, s := range c.mustView(t) {
-		if s.master == master.Addr() && len(s.replicas) > 0 {
-			return c.node(t, s.replicas[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, s := range c.mustView(t) {
+			if s.master == master.Addr() && len(s.replicas) > 0 {
+				return c.node(t, s.replicas[0])
+			}
 		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("redisproc: master %s has no replica", master.Addr())
 	return nil

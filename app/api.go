@@ -26,8 +26,15 @@ import (
 func (s *Server) routes() *fiber.App {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
-		BodyLimit:             s.cfg.MaxMessageBytes + 4096,
-		IdleTimeout:           2 * time.Minute,
+		// Bodies are streamed: a handler reads one (readBody) only once
+		// its credentials were checked, and within its route's limit:
+		// MAX_DOC_BYTES for a document upload, the message limit for
+		// every other route (boundBody). BodyLimit is then only what
+		// is read ahead with the headers.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		BodyLimit:                    s.cfg.MaxMessageBytes + 4096,
+		IdleTimeout:                  2 * time.Minute,
 		// A socket that sends no request, or its headers or body too
 		// slowly, is closed; a hijacked WebSocket has no deadline left.
 		ReadTimeout:  s.cfg.ReadTimeout,
@@ -54,6 +61,11 @@ func (s *Server) routes() *fiber.App {
 			return writeError(c, fiber.StatusInternalServerError, codeInternal, "internal error")
 		},
 	})
+
+	// The one route whose body may pass the message limit; boundBody,
+	// which bounds every other body, comes after it.
+	app.Post("/api/rooms/:room/doc", s.roomParam, s.requireRoomWrite, s.postDoc)
+	app.Use(s.boundBody)
 
 	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{
 		// The library's reader is never used (see readLoop); its buffer
@@ -83,6 +95,9 @@ func (s *Server) routes() *fiber.App {
 	api.Get("/rooms/:room/messages", s.roomParam, s.requireRoomRead, s.listMessages)
 	api.Get("/rooms/:room/state", s.roomParam, s.requireRoomRead, s.getState)
 	api.Delete("/rooms/:room", s.roomParam, s.requireAPIKey, s.deleteRoom)
+	api.Get("/rooms/:room/doc", s.roomParam, s.requireRoomRead, s.getDoc)
+	api.Get("/rooms/:room/versions", s.roomParam, s.requireRoomRead, s.listVersions)
+	api.Get("/rooms/:room/versions/:id", s.roomParam, s.requireRoomRead, s.getVersion)
 
 	if s.devKey != nil {
 		app.Get("/dev/token", s.devToken)
@@ -169,6 +184,13 @@ func (s *Server) roomParam(c *fiber.Ctx) error {
 }
 
 func (s *Server) listRooms(c *fiber.Ctx) error {
+	switch c.Query("stored") {
+	case "", "0", "false":
+	case "1", "true":
+		return s.listStoredRooms(c)
+	default:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "stored is 1 (every room the store holds) or absent (the rooms in use)")
+	}
 	rs, err := s.store.Rooms(c.UserContext())
 	if err != nil {
 		return s.unavailable(c, "list rooms", err)

@@ -57,6 +57,12 @@ type Config struct {
 	Store            string
 	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
 	MaxInflightBytes int // large frames being read at once, on this instance
+	// VersionInterval is the least time between two versions of a room
+	// being changed (with a store). Zero value means 10 minutes.
+	VersionInterval time.Duration
+	// Versions is how many versions a room keeps, the newest. Zero value
+	// means 100.
+	Versions int
 }
 
 // Bounds of SEND_QUEUE_BYTES: below 64 KiB a burst of ordinary frames
@@ -84,6 +90,8 @@ func defaultConfig() Config {
 		ReadTimeout:      10 * time.Second,
 		MaxDocBytes:      64 << 20,
 		MaxInflightBytes: 256 << 20,
+		VersionInterval:  10 * time.Minute,
+		Versions:         100,
 	}
 }
 
@@ -164,6 +172,8 @@ var settings = []setting{
 	intSetting("max-state-bytes", "largest state frame a client may send", 1024, func(c *Config) *int { return &c.MaxStateBytes }),
 	intSetting("max-doc-bytes", "largest stored size of a room's Yjs document, and of one Yjs message", minDocBytes, func(c *Config) *int { return &c.MaxDocBytes }),
 	intSetting("max-inflight-bytes", "bytes of large frames this instance reads at once; a frame that would pass it is refused", minDocBytes, func(c *Config) *int { return &c.MaxInflightBytes }),
+	durationSetting("version-interval", "least time between two versions of a room being changed (with a store)", func(c *Config) *time.Duration { return &c.VersionInterval }),
+	intSetting("versions", "versions a room keeps, the newest (with a store)", 1, func(c *Config) *int { return &c.Versions }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
 		set: func(c *Config, v string) error {
@@ -270,6 +280,15 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	return cfg, cfg.validate()
 }
 
+// Bounds of VERSION_INTERVAL and VERSIONS: a version a second at most (each
+// one is a whole document), a week apart at most; a room's versions fit a
+// listing.
+const (
+	minVersionInterval = time.Second
+	maxVersionInterval = 7 * 24 * time.Hour
+	maxVersions        = 10000
+)
+
 // Bounds of MAX_DOC_BYTES.
 const (
 	minDocBytes = 64 << 10
@@ -302,6 +321,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("ROOMCAST_MAX_DOC_BYTES must be at most %d (512 MiB, the largest value Redis stores)", maxDocBytes)
 	case c.MaxInflightBytes < c.MaxDocBytes:
 		return fmt.Errorf("ROOMCAST_MAX_INFLIGHT_BYTES (%d) must be at least ROOMCAST_MAX_DOC_BYTES (%d), or a message of the largest document could never be read", c.MaxInflightBytes, c.MaxDocBytes)
+	case c.VersionInterval < minVersionInterval || c.VersionInterval > maxVersionInterval:
+		return fmt.Errorf("ROOMCAST_VERSION_INTERVAL must be %s to %s", minVersionInterval, maxVersionInterval)
+	case c.Versions > maxVersions:
+		return fmt.Errorf("ROOMCAST_VERSIONS must be at most %d", maxVersions)
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -380,6 +403,7 @@ func (c Config) logAttrs() []any {
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
 		"doc_ttl", c.DocTTL.String(), "read_timeout", c.ReadTimeout.String(), "max_conns_per_ip", c.MaxConnsPerIP,
 		"max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,
+		"version_interval", c.VersionInterval.String(), "versions", c.Versions,
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

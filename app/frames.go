@@ -79,6 +79,8 @@ const (
 	codeStaleState  = "stale_state"
 	codeBadSince    = "bad_since"
 	codeSizeBackoff = "size_backoff" // 429 on an upgrade after a close for size
+	codeNotFound    = "not_found"
+	codeNoStore     = "no_store" // 400: the request needs rooms kept for good (ROOMCAST_STORE)
 )
 
 func encode(v any) []byte {

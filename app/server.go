@@ -67,6 +67,7 @@ type Server struct {
 	keeper    *presence.Keeper
 	replica   *presence.Replica // welcomes are built from it
 	docs      *ydocs            // the Yjs documents of the rooms with local Yjs connections
+	versions  *versions         // takes the rooms' versions; nil without a store
 	metrics   *metrics
 	app       *fiber.App
 
@@ -152,7 +153,7 @@ func (s *Server) buildBackends() error {
 		OnDoc:          s.docs.deliver,
 		OnRoomDeleted:  s.docs.deleted,
 		Count:          func(room string) (int, bool) { return s.replica.Count(room) },
-		OnUnsubscribed: func(room string) { s.replica.Forget(room) },
+		OnUnsubscribed: func(room string) { s.replica.Forget(room); s.versions.left(room) },
 		Coalesce:       presence.IsPresenceFrame,
 		CoalesceWindow: presenceWindow,
 	}
@@ -164,6 +165,9 @@ func (s *Server) buildBackends() error {
 			return err
 		}
 		s.roomStore, o.Store = kept, kept
+		if kept != nil {
+			s.versions = newVersions(s, kept)
+		}
 		b := rooms.NewMemoryBroker(o)
 		s.broker = b
 		s.hub = rooms.NewHub(b, hubOpts)
@@ -325,6 +329,9 @@ func (s *Server) stop() {
 	s.cancel()
 	s.bg.Wait()
 	s.docs.wait()
+	// Versions are taken from the broker and written to the store: both
+	// stay open until the last one is written.
+	s.versions.wait()
 	if err := s.broker.Close(); err != nil {
 		s.log.Warn("close broker", "err", err)
 	}

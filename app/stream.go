@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/roomcast/roomcast/rooms"
+	roomstore "github.com/roomcast/roomcast/rooms/store"
 )
 
 // since is where a joining client wants to start in the room's stream.
@@ -216,6 +217,7 @@ func (s *Server) handleState(conn *rooms.Conn, f *clientFrame, ref string) {
 		s.sendError(conn, ref, codeUnavailable, "state not kept: try again")
 		return
 	}
+	s.versions.changed(conn.Room, roomstore.VersionState)
 	if ref != "" {
 		conn.Send(encode(ackFrame{Type: "ack", Ref: ref}))
 	}

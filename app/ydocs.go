@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/rooms"
+	roomstore "github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/wire"
 	"github.com/roomcast/roomcast/rooms/yjs"
 )
@@ -264,7 +265,8 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 	return r.cache, nil
 }
 
-// append stores and publishes an update message of yc, and compacts the
+// append stores and publishes an update message sent by the connection
+// exclude ("" for none: it reaches every provider), and compacts the
 // document in the background once its updates outweigh its base.
 //
 // MAX_DOC_BYTES bounds what is stored: base + log + this update. When the
@@ -272,20 +274,21 @@ func (r *docRoom) merge(base []byte, msgs [][]byte, pos rooms.DocPosition) (snap
 // compacted first (the merge drops deleted content, so a document near the
 // limit that was mostly edited makes room) and the update tried once more;
 // still over, it is refused (rooms.ErrDocTooLarge) and nothing changed.
-func (d *ydocs) append(ctx context.Context, r *docRoom, yc *yconn, msg []byte) error {
-	res, err := d.s.broker.AppendUpdate(ctx, r.name, yc.ID, msg)
+func (d *ydocs) append(ctx context.Context, r *docRoom, exclude string, msg []byte) error {
+	res, err := d.s.broker.AppendUpdate(ctx, r.name, exclude, msg)
 	var tooLarge *rooms.DocTooLargeError
 	if errors.As(err, &tooLarge) && tooLarge.LogBytes > 0 {
 		if cerr := d.compact(ctx, r); cerr != nil {
 			d.s.log.Warn("compact a document at its size limit", "room", r.name, "err", cerr)
 			return err
 		}
-		res, err = d.s.broker.AppendUpdate(ctx, r.name, yc.ID, msg)
+		res, err = d.s.broker.AppendUpdate(ctx, r.name, exclude, msg)
 	}
 	if err != nil {
 		return err
 	}
 	d.s.metrics.yjsUpdates.Inc()
+	d.s.versions.changed(r.name, roomstore.VersionDoc)
 	if res.LogBytes < max(res.BaseBytes, compactMinBytes) {
 		return nil
 	}

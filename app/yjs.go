@@ -200,7 +200,7 @@ func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
 				// other providers synced.
 				msg = yjs.AppendSyncMessage(nil, yjs.SyncUpdate, m.Payload)
 			}
-			return s.docs.append(ctx, dr, yc, msg)
+			return s.docs.append(ctx, dr, yc.ID, msg)
 		}
 	case yjs.MessageAwareness:
 		return s.docs.awareness(ctx, dr, yc, m.Payload)

@@ -543,7 +543,7 @@ func (s *sqlStore) Version(ctx context.Context, room string, id int64) (Version,
 func (s *sqlStore) Rooms(ctx context.Context, cursor string, limit int) ([]RoomInfo, string, error) {
 	after, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil {
-		return nil, "", fmt.Errorf("store: bad rooms cursor %q", cursor)
+		return nil, "", fmt.Errorf("%w %q", ErrBadCursor, cursor)
 	}
 	if limit <= 0 {
 		limit = 100

@@ -49,6 +49,8 @@ var (
 	ErrEpoch    = errors.New("store: the room is in another epoch")
 	ErrNotFound = errors.New("store: not found")
 	ErrClosed   = errors.New("store: closed")
+	// ErrBadCursor is a Rooms cursor that no listing gave.
+	ErrBadCursor = errors.New("store: bad rooms cursor")
 )
 
 // Room is what the store keeps of one room.

@@ -459,8 +459,8 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		if len(page) != len(names)-1 || next == "" {
 			t.Fatalf("limit = rooms-1: %d, %q", len(page), next)
 		}
-		if _, _, err := s.Rooms(ctx, "not base64!", 3); err == nil {
-			t.Fatal("a bad cursor was accepted")
+		if _, _, err := s.Rooms(ctx, "not base64!", 3); !errors.Is(err, ErrBadCursor) {
+			t.Fatalf("a bad cursor: %v, want ErrBadCursor", err)
 		}
 		if page, _, err := s.Rooms(ctx, "", 0); err != nil || len(page) != len(names) {
 			t.Fatalf("limit 0 (default): %d, %v", len(page), err)

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/roomcast/roomcast/rooms"
+	roomstore "github.com/roomcast/roomcast/rooms/store"
+	"github.com/roomcast/roomcast/rooms/yjs"
+)
+
+// docUploadTimeout bounds storing an uploaded update, with the compaction
+// that may make room for it: a document may be tens of MiB.
+const docUploadTimeout = 30 * time.Second
+
+// docSnapshot returns the room's document merged into one update: from the
+// cache of the room's local providers when it has some, else read and
+// merged afresh (nothing is kept or written).
+func (s *Server) docSnapshot(ctx context.Context, room string) (snapshot, error) {
+	dr := s.docs.room(room)
+	if dr == nil {
+		dr = newDocRoom(room, s.docs)
+	}
+	return dr.snapshot(ctx)
+}
+
+// getDoc answers the room's whole document as one Yjs update.
+func (s *Server) getDoc(c *fiber.Ctx) error {
+	room := c.Locals(localRoom).(string)
+	snap, err := s.docSnapshot(c.UserContext(), room)
+	if err != nil {
+		return s.unavailable(c, "read document", err)
+	}
+	if snap.pos.Epoch == "" {
+		return refuse(fiber.StatusNotFound, codeNotFound, "this room has no document")
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
+	// The snapshot is never changed once made: it is sent as it is.
+	return c.Send(snap.doc)
+}
+
+// postDoc applies a Yjs update to the room's document: stored and relayed
+// to every provider on every instance as a provider's update is, within
+// MAX_DOC_BYTES.
+func (s *Server) postDoc(c *fiber.Ctx) error {
+	room := c.Locals(localRoom).(string)
+	limit := s.cfg.MaxDocBytes
+	tooLarge := refuse(fiber.StatusRequestEntityTooLarge, codeTooLarge,
+		fmt.Sprintf("the update would take the document past %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(limit)))
+	update, err := readBody(c, limit)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return tooLarge
+	case err != nil:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "the body could not be read whole")
+	case len(update) == 0:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "the body is a Yjs update (Y.encodeStateAsUpdate, application/octet-stream)")
+	}
+	if err := yjs.ValidateUpdate(update); err != nil {
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "the body is not a Yjs update: "+err.Error())
+	}
+	if bytes.Equal(update, yjs.EmptyUpdate) {
+		return c.SendStatus(fiber.StatusNoContent)
+	}
+	msg := yjs.AppendSyncMessage(nil, yjs.SyncUpdate, update)
+	if len(msg) > limit {
+		return tooLarge // one message over the limit, as on a socket
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, docUploadTimeout)
+	defer cancel()
+	dr := s.docs.room(room)
+	if dr == nil {
+		dr = newDocRoom(room, s.docs)
+	}
+	switch err := s.docs.append(ctx, dr, "", msg); {
+	case errors.Is(err, rooms.ErrDocTooLarge):
+		s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
+		return tooLarge
+	case err != nil:
+		return s.unavailable(c, "store update", err)
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// requireRoomWrite lets on the API key or a user token that allows the
+// room (after roomParam): every member may write for now.
+func (s *Server) requireRoomWrite(c *fiber.Ctx) error { return s.requireRoomRead(c) }
+
+var errBodyTooLarge = errors.New("request body over its limit")
+
+// readBody reads the request body, at most limit bytes. The server streams
+// bodies (see routes): nothing of a body is read before the route's
+// credentials are checked.
+func readBody(c *fiber.Ctx, limit int) ([]byte, error) {
+	req := c.Request()
+	if n := req.Header.ContentLength(); n > limit {
+		return nil, errBodyTooLarge
+	}
+	rs := c.Context().RequestBodyStream()
+	if rs == nil {
+		if len(req.Body()) > limit {
+			return nil, errBodyTooLarge
+		}
+		return req.Body(), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(rs, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, errBodyTooLarge
+	}
+	return b, nil
+}
+
+// boundBody reads the body of every request but a document upload, at
+// most the message limit, before any handler sees it: bodies are
+// streamed, and ctx.Body would read one of any size.
+func (s *Server) boundBody(c *fiber.Ctx) error {
+	b, err := readBody(c, s.cfg.MaxMessageBytes+4096)
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return refuse(fiber.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	case err != nil:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "the body could not be read whole")
+	}
+	c.Request().SetBodyRaw(b)
+	return c.Next()
+}
+
+// storedRoom is one room of GET /api/rooms?stored=1.
+type storedRoom struct {
+	Room       string `json:"room"`
+	Members    int    `json:"members"`
+	Updated    int64  `json:"updated"` // unix ms
+	DocBytes   int64  `json:"doc_bytes"`
+	StateBytes int64  `json:"state_bytes"`
+}
+
+// listStoredRooms answers a page of the rooms the store holds, with their
+// members now (0 included). Without a store there is nothing to page
+// through: 400 no_store.
+func (s *Server) listStoredRooms(c *fiber.Ctx) error {
+	limit := 100
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return refuse(fiber.StatusBadRequest, codeBadRequest, "limit is 1 to 1000")
+		}
+		limit = n
+	}
+	if s.roomStore == nil {
+		return refuse(fiber.StatusBadRequest, codeNoStore, "this server keeps no rooms for good (ROOMCAST_STORE is memory, or Redis is the only copy); GET /api/rooms lists the rooms in use")
+	}
+	cursor := utils.CopyString(c.Query("cursor"))
+	page, next, err := s.roomStore.Rooms(c.UserContext(), cursor, limit)
+	if errors.Is(err, roomstore.ErrBadCursor) {
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "cursor is one a previous page gave")
+	}
+	if err != nil {
+		return s.unavailable(c, "list stored rooms", err)
+	}
+	counts, err := s.store.Rooms(c.UserContext())
+	if err != nil {
+		return s.unavailable(c, "list rooms", err)
+	}
+	members := make(map[string]int, len(counts))
+	for _, rc := range counts {
+		members[rc.Room] = rc.Members
+	}
+	out := make([]storedRoom, len(page))
+	for i, r := range page {
+		out[i] = storedRoom{Room: r.Room, Members: members[r.Room], Updated: r.Updated.UnixMilli(), DocBytes: r.DocBytes, StateBytes: r.StateBytes}
+	}
+	res := fiber.Map{"rooms": out}
+	if next != "" {
+		res["cursor"] = next
+	}
+	return c.JSON(res)
+}

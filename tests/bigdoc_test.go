@@ -319,3 +319,36 @@ func TestBigDocOverTheLimitIsRefusedWithoutAReconnectLoop(t *testing.T) {
 		t.Fatalf("a fresh provider has %v, want bob's %v", c, bob)
 	}
 }
+
+// A paste of 40 MiB (under MAX_DOC_BYTES, over what Redis lets a pub/sub
+// subscriber have queued by default: 32 MiB) crosses instances without
+// cutting their pub/sub links, which carry every other room too.
+func TestBigDocPasteOverRedisPubSubLimitsCrossesInstances(t *testing.T) {
+	_, s := cluster(t, 2, nil)
+	p := yjs.StartPeers(t)
+	connectSynced(t, p, "a", yjsURL(s[0]), "huge", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "huge", "bob")
+	gaps := []float64{metric(t, s[0], "roomcast_broker_gaps_total"), metric(t, s[1], "roomcast_broker_gaps_total")}
+	stopRSS := rssPeak(s[0].Pid(), s[1].Pid())
+	start := time.Now()
+	want := paste(p, "a", 40<<20, 3)
+	awaitText(t, p, "b", want, bigDocWait)
+	took := time.Since(start)
+	peaks := stopRSS()
+	t.Logf("40 MiB paste on the other instance after %v; RSS peaks %v MiB", took.Round(time.Millisecond), mib(peaks))
+	for i, x := range s {
+		if g := metric(t, x, "roomcast_broker_gaps_total"); g != gaps[i] {
+			t.Errorf("instance %d lost its pub/sub link %v times relaying a 40 MiB update", i, g-gaps[i])
+		}
+	}
+	for i, peak := range peaks {
+		if peak > bigDocRSSBudget {
+			t.Errorf("server %d reached %d MiB resident with a 40 MiB document (budget %d MiB)", i, peak>>20, bigDocRSSBudget>>20)
+		}
+	}
+	for _, id := range []string{"a", "b"} {
+		if info := p.Do("info", id, nil); len(info["closes"].([]any)) != 0 {
+			t.Errorf("%s's socket closed: %v", id, info)
+		}
+	}
+}

@@ -352,3 +352,59 @@ func TestBigDocPasteOverRedisPubSubLimitsCrossesInstances(t *testing.T) {
 		}
 	}
 }
+
+// Two users paste 20 MiB at once while a third types: every provider
+// reads, if not at once, so none is cut as too slow (4008) and all three
+// converge. The third's queue holds one big update behind the one being
+// written, and the keystrokes and keep-alives after it.
+func TestBigDocTwoPastesAtOnceCutNoReader(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	p := yjs.StartPeers(t)
+	for _, id := range []string{"a", "b", "c"} {
+		connectSynced(t, p, id, yjsURL(s), "two-pastes", "user-"+id)
+	}
+	p.Do("paste", "a", map[string]any{"size": 20 << 20, "seed": 1})
+	p.Do("paste", "b", map[string]any{"size": 20 << 20, "seed": 2})
+	for i := range 20 {
+		p.Do("insert", "c", map[string]any{"pos": 0, "text": fmt.Sprint(i, " ")})
+		p.Do("awareness", "c", map[string]any{"state": map[string]any{"cursor": i}})
+	}
+	p.Eventually(bigDocWait, "every provider has both pastes and the typing", func() (bool, string) {
+		var n [3]int
+		for i, id := range []string{"a", "b", "c"} {
+			n[i] = int(p.Do("digest", id, nil)["length"].(float64))
+		}
+		return n[0] == n[1] && n[1] == n[2] && n[0] > 40<<20, fmt.Sprint(n)
+	})
+	for _, id := range []string{"a", "b", "c"} {
+		if info := p.Do("info", id, nil); len(info["closes"].([]any)) != 0 {
+			t.Errorf("%s's socket closed: %v", id, info)
+		}
+	}
+	da, db, dc := digestOf(p, "a"), digestOf(p, "b"), digestOf(p, "c")
+	if da != db || db != dc {
+		t.Fatalf("the providers differ: %v, %v, %v", da, db, dc)
+	}
+}
+
+// A frame whose header already says it is over MAX_DOC_BYTES is refused
+// from its header (1009 naming the limit): the server neither waits for
+// 64 MiB to arrive nor holds them, in memory or in the in-flight budget
+// that other clients' big frames need.
+func TestBigDocFrameOverTheLimitIsRefusedFromItsHeader(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	ws := rawYjs(t, s, "declared", "mallory")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); slowFrame(ws.UnderlyingConn(), 65<<20, stop) }()
+	defer func() { close(stop); wg.Wait() }()
+	// At 8 KB every 50 ms the frame would take 7 minutes to arrive.
+	ce := closeOf(t, ws, wait)
+	if ce.Code != 1009 || !strings.Contains(ce.Text, "64 MiB") || !strings.Contains(ce.Text, "ROOMCAST_MAX_DOC_BYTES") {
+		t.Fatalf("a frame declaring 65 MiB closed with %d %q, want 1009 naming the limit", ce.Code, ce.Text)
+	}
+	if n := metric(t, s, "roomcast_inflight_bytes"); n > 1<<20 {
+		t.Fatalf("%v bytes of the in-flight budget held by a refused frame", n)
+	}
+}

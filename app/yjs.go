@@ -113,6 +113,7 @@ func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 	maxRead := s.cfg.MaxDocBytes
 	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
 	rd.UseBudget(s.inflight)
+	rd.DropTooBig()
 	defer rd.Release()
 	for {
 		m, now, ok := s.nextData(rd, conn)

@@ -123,6 +123,13 @@ type RedisBrokerOptions struct {
 	// connections; a room always uses the same one. Zero value means
 	// GOMAXPROCS.
 	DeliveryShards int
+	// DocInlineBytes is the largest document update published with its
+	// bytes; a larger one is published without them and each instance
+	// reads it from the document, so a big paste never passes what Redis
+	// lets a pub/sub subscriber have pending (32 MiB by default, past
+	// which it cuts the connection and every room on it). Zero value
+	// means 1 MiB.
+	DocInlineBytes int
 	// OnPublishError, if set, is called with each failed publish batch
 	// (its payloads are lost), e.g. to count errors.
 	OnPublishError func(error)
@@ -152,6 +159,9 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = 5 * time.Second
+	}
+	if o.DocInlineBytes <= 0 {
+		o.DocInlineBytes = 1 << 20
 	}
 	if o.PingInterval <= 0 {
 		o.PingInterval = time.Second

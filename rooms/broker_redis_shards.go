@@ -65,8 +65,12 @@ func (b *RedisBroker) shardLoop(ch chan delivery) {
 		case d := <-ch:
 			if d.resync != nil {
 				b.recv.Resync(d.resync)
+			} else if payload, ok := b.withDocUpdate(d.room, d.payload); ok {
+				b.recv.Deliver(d.room, payload)
 			} else {
-				b.recv.Deliver(d.room, d.payload)
+				// Its update cannot be read back: the room catches up
+				// from the document as after a gap.
+				b.recv.Resync([]string{d.room})
 			}
 		}
 	}

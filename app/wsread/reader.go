@@ -42,7 +42,8 @@ type Message struct {
 	// message over the limit it holds the first limit+1 bytes.
 	Data []byte
 	// TooBig reports a data message over the limit; the rest of it is
-	// skipped by the next call to Next.
+	// skipped by the next call to Next. With DropTooBig, Data is empty
+	// and nothing of the message was read.
 	TooBig bool
 	// OverBudget reports a data message refused because its bytes would
 	// pass the Reader's Budget; Data is empty, nothing of it was read,
@@ -86,6 +87,7 @@ type Reader struct {
 	broken   error  // a protocol error seen: every later call returns it
 	budget   *Budget
 	reserved int64 // of budget, for the message in buf
+	dropBig  bool  // see DropTooBig
 }
 
 // NewReader returns a Reader of r whose data messages may be at most
@@ -96,6 +98,13 @@ func NewReader(r io.Reader, bufSize, limit int) *Reader {
 
 // UseBudget makes rd reserve its messages over SmallMessage in b.
 func (rd *Reader) UseBudget(b *Budget) { rd.budget = b }
+
+// DropTooBig makes rd refuse a message as soon as a frame header says it
+// passes the limit, before its payload arrives, instead of reading its
+// first limit+1 bytes: for a caller that never looks at such a message,
+// the limit is large, and holding (and waiting for) that much to throw it
+// away would cost memory and in-flight budget other clients need.
+func (rd *Reader) DropTooBig() { rd.dropBig = true }
 
 // Release gives back what rd holds of its Budget; the socket's read loop
 // calls it when it ends.
@@ -236,6 +245,18 @@ func (rd *Reader) next() (Message, error) {
 				rd.inMsg, rd.skipping = false, false
 			}
 			continue
+		}
+		if rd.dropBig && uint64(len(rd.buf))+h.n > uint64(rd.limit) {
+			// Skipped lazily, as a message over the budget.
+			rd.rest = h.n
+			if h.fin {
+				rd.inMsg = false
+			} else {
+				rd.skipping = true
+			}
+			rd.releaseBudget()
+			rd.buf = nil
+			return Message{Kind: rd.kind, TooBig: true}, nil
 		}
 		// Read at most limit+1 bytes of the message; the rest is skipped.
 		take := min(h.n, uint64(rd.limit+1-len(rd.buf)))

@@ -288,3 +288,55 @@ func TestOverBudgetSkipsTheMessage(t *testing.T) {
 		t.Fatalf("after the refused message: %q (%d bytes) %v, used %d", m.Data, len(m.Data), err, b.Used())
 	}
 }
+
+func TestDropTooBigRefusesFromTheHeader(t *testing.T) {
+	big := bytes.Repeat([]byte("q"), 3000)
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+	}{
+		{"one frame", [][]byte{frame(true, 2, big)}},
+		{"fragments", [][]byte{frame(false, 2, big[:600]), frame(false, 0, big[600:1200]), frame(true, 0, big[1200:])}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The payload that passes the limit is never there: a reader
+			// that waited for it would fail with io.ErrUnexpectedEOF.
+			in := bytes.Join(append(tc.frames, frame(true, 2, []byte("next"))), nil)
+			last := tc.frames[len(tc.frames)-1]
+			cut := len(bytes.Join(tc.frames[:len(tc.frames)-1], nil)) + len(last) - len(big)/2
+			rd := NewReader(&stopAt{b: in, at: cut}, 512, 1000)
+			rd.DropTooBig()
+			b := NewBudget(1 << 20)
+			rd.UseBudget(b)
+			m, err := rd.Next()
+			if err != nil || !m.TooBig || len(m.Data) != 0 || b.Used() != 0 {
+				t.Fatalf("got %+v %v, used %d; want TooBig with nothing read", m.TooBig, err, b.Used())
+			}
+		})
+	}
+	// What follows the dropped message is read as usual.
+	rd := NewReader(cat(frame(false, 2, big[:600]), frame(true, 0, big[600:]), frame(true, 2, []byte("next"))), 512, 1000)
+	rd.DropTooBig()
+	if m, err := rd.Next(); err != nil || !m.TooBig {
+		t.Fatalf("first: %+v %v", m.TooBig, err)
+	}
+	if m, err := rd.Next(); err != nil || string(m.Data) != "next" {
+		t.Fatalf("after the dropped message: %q %v", m.Data, err)
+	}
+}
+
+// stopAt reads b up to at, then blocks as a peer still sending: it fails
+// the test's read with an error instead.
+type stopAt struct {
+	b  []byte
+	at int
+}
+
+func (s *stopAt) Read(p []byte) (int, error) {
+	if s.at == 0 {
+		return 0, errors.New("read past the bytes that had arrived")
+	}
+	n := copy(p[:min(len(p), s.at)], s.b)
+	s.b, s.at = s.b[n:], s.at-n
+	return n, nil
+}

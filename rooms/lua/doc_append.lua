@@ -1,10 +1,14 @@
 -- doc_append: store one update message of a room's Yjs document and publish
 -- it, so the document's pub/sub order is its seq order, unless it would
 -- take the document's stored size (base + log + the update) past the
--- limit: then nothing changes and nothing is published.
+-- limit: then nothing changes and nothing is published. An update larger
+-- than ARGV[7] is published without its bytes (an empty frame): Redis
+-- cuts a subscriber whose pending output passes 32 MiB (its default
+-- client-output-buffer-limit for pub/sub), which would cut every room of
+-- that connection; the instances read the update from the log instead.
 -- KEYS 1 doc  2 doc_log
 -- ARGV 1 new epoch  2 doc ttl ms  3 exclude conn  4 update message
---      5 channel  6 max stored bytes
+--      5 channel  6 max stored bytes  7 max bytes published inline
 -- Returns {epoch, seq, base_seq, log_bytes, base_bytes}; refused: {'',
 -- size it would have, log_bytes}.
 local doc, log = KEYS[1], KEYS[2]
@@ -24,6 +28,10 @@ redis.call('RPUSH', log, ARGV[4])
 local log_bytes = redis.call('HINCRBY', doc, 'log_bytes', #ARGV[4])
 redis.call('PEXPIRE', doc, ARGV[2])
 redis.call('PEXPIRE', log, ARGV[2])
-redis.call(PUBLISH_CMD, ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), ARGV[4]))
+local inline = ARGV[4]
+if #inline > tonumber(ARGV[7]) then
+  inline = ''
+end
+redis.call(PUBLISH_CMD, ARGV[5], envelope(ARGV[3], doc_pos(epoch, seq), inline))
 local b = redis.call('HMGET', doc, 'base_seq', 'base_bytes')
 return {epoch, string.format('%d', seq), b[1], string.format('%d', log_bytes), b[2]}

@@ -9,12 +9,20 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import readline from 'node:readline'
+import { createHash } from 'node:crypto'
 
 const peers = new Map()
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
 
 function content (doc) {
   return { text: doc.getText('text').toString(), map: doc.getMap('map').toJSON() }
+}
+
+function digest (doc, hash) {
+  const text = doc.getText('text')
+  const d = { length: text.length }
+  if (hash) d.sha256 = createHash('sha256').update(text.toString()).digest('hex')
+  return d
 }
 
 function awarenessStates (aw) {
@@ -84,6 +92,20 @@ const commands = {
   },
   // one big insert of size bytes (a document of that size in one update)
   big: (c, p) => { p.doc.getText('text').insert(0, 'x'.repeat(c.size)); return {} },
+  // paste: one insert of size bytes of seeded pseudo-random ASCII text at
+  // pos (the end when absent), as a user pasting a file; answers the
+  // text's digest after it.
+  paste: (c, p) => {
+    const r = rand(c.seed)
+    const b = Buffer.alloc(c.size)
+    for (let i = 0; i < c.size; i++) b[i] = 32 + Math.floor(r() * 95)
+    const text = p.doc.getText('text')
+    text.insert(c.pos ?? text.length, b.toString('latin1'))
+    return digest(p.doc, true)
+  },
+  // digest: the text's length, and its SHA-256 when hash is set (a big
+  // document is compared without sending it over stdout).
+  digest: (c, p) => digest(p.doc, c.hash),
   content: (c, p) => ({ ...content(p.doc), size: Y.encodeStateAsUpdate(p.doc).length, synced: p.provider.synced }),
   awareness: (c, p) => { p.provider.awareness.setLocalState(c.state); return {} },
   states: (c, p) => ({ states: awarenessStates(p.provider.awareness) }),

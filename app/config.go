@@ -182,7 +182,7 @@ var settings = []setting{
 			return err
 		}},
 	stringSetting("instance-id", "name of this instance (random when empty)", false, func(c *Config) *string { return &c.InstanceID }),
-	{name: "dev", usage: "development mode: in-memory unless -redis-url, random secret, /dev/token",
+	{name: "dev", usage: "development mode: random secret and API key, /dev/token, readable logs",
 		get: func(c *Config) string { return strconv.FormatBool(c.Dev) },
 		set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)

@@ -198,11 +198,11 @@ func (p *page) docState() string {
 	return s
 }
 
-// The server goes away and comes back on the same address, empty (the dev
-// server keeps documents in memory, and has a new token secret): the page
-// says it is reconnecting, keeps what is typed meanwhile, reconnects with a
-// fresh dev token and gives the server the whole text back, which a
-// newcomer then gets.
+// The server goes away and comes back on the same address, empty (each
+// start here has a store file of its own; TestDocSurvivesKill keeps one):
+// the page says it is reconnecting, keeps what is typed meanwhile,
+// reconnects with a fresh dev token and gives the server the whole text
+// back, which a newcomer then gets.
 func TestDocReconnectAfterServerRestart(t *testing.T) {
 	srv := startDev(t, "")
 	addr := srv.Addr

@@ -2,57 +2,15 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/roomcast/roomcast/rooms/store/storetest"
 )
 
-// testPostgresDB creates a fresh database on the PostgreSQL the tests use
-// (ROOMCAST_TEST_POSTGRES, a postgres:// URL with rights to create
-// databases) and drops it when t ends; it returns the new database's URL.
-func testPostgresDB(t testing.TB) string {
-	t.Helper()
-	ctx := context.Background()
-	admin := os.Getenv("ROOMCAST_TEST_POSTGRES")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatalf("ROOMCAST_TEST_POSTGRES is not a URL: %v", err)
-	}
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s: %v (start it, or point ROOMCAST_TEST_POSTGRES at one)", u.Redacted(), err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 8)
-	rand.Read(b)
-	name := "roomcast_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
+func testPostgresDB(t testing.TB) string { return storetest.PostgresDB(t, "roomcast_test") }
 
 func openPostgresAt(t testing.TB, dbURL string, o Options) *Postgres {
 	t.Helper()

@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +164,64 @@ func TestShortTTLsEvictPromptly(t *testing.T) {
 	}
 	if d, _ := b.Doc(ctx, "idle"); d.Position.Seq != 1 {
 		t.Fatalf("document loaded back at %+v", d.Position)
+	}
+}
+
+// lostOutcome is a store whose next Write commits and then reports a
+// failure, as when the connection drops while COMMIT is answered.
+type lostOutcome struct {
+	store.Store
+	armed bool
+}
+
+func (s *lostOutcome) Write(ctx context.Context, ops ...store.Op) error {
+	err := s.Store.Write(ctx, ops...)
+	if s.armed && err == nil {
+		s.armed = false
+		return errors.New("connection lost during COMMIT")
+	}
+	return err
+}
+
+// TestWriteWithALostOutcomeIsNotKept: a message and a Yjs update whose
+// writes were committed but reported failed are refused to their senders,
+// so the next ones take their seqs, and the store keeps what was
+// delivered, not what was refused.
+func TestWriteWithALostOutcomeIsNotKept(t *testing.T) {
+	ctx := context.Background()
+	st := &lostOutcome{Store: openTestStore(t)}
+	o := StreamOptions{HistorySize: 10, Store: st}
+	b := startMemoryBroker(t, &envelopeReceiver{}, o)
+	if _, err := b.PublishMessage(ctx, "r", msg("m1", true)); err != nil {
+		t.Fatal(err)
+	}
+	st.armed = true
+	if _, err := b.PublishMessage(ctx, "r", msg("refused", true)); err == nil {
+		t.Fatal("the publish whose write failed was acked")
+	}
+	p, err := b.PublishMessage(ctx, "r", msg("m2", true))
+	if err != nil || p.Position.Seq != 2 {
+		t.Fatalf("next publish: %+v %v", p, err)
+	}
+	if _, err := b.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 1}); err != nil {
+		t.Fatal(err)
+	}
+	st.armed = true
+	if _, err := b.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 0xee}); err == nil {
+		t.Fatal("the update whose write failed was taken")
+	}
+	if _, err := b.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	kept, err := st.Load(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept.Seq != 2 || len(kept.Messages) != 2 || !strings.Contains(string(kept.Messages[1].Frame), "m2") {
+		t.Fatalf("stored messages: %+v", kept.Messages)
+	}
+	if kept.Doc.Seq != 2 || len(kept.Doc.Updates) != 2 || kept.Doc.Updates[1][3] != 2 {
+		t.Fatalf("stored document: %+v", kept.Doc)
 	}
 }

@@ -216,15 +216,23 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 		if r.epoch != "" && r.epoch != op.Epoch {
 			return epochError(op, r.epoch)
 		}
-		// A message already kept (a Write retried after its context
-		// ended while it committed) neither moves the position back nor
-		// changes.
+		// An older message already kept (a Write retried after its
+		// context ended while it committed) neither moves the position
+		// back nor changes. The room's last message written again is the
+		// writer's new word on that seq: a commit whose outcome it never
+		// learned (the connection dropped during COMMIT) counted as
+		// failed, its sender was told so, and the seq went to the next
+		// message.
 		seq := max(r.seq, int64(op.Seq))
 		if err := q.exec(ctx, `UPDATE rooms SET epoch = $2, seq = $3, updated_at = $4 WHERE room = $1`,
 			op.Room, op.Epoch, seq, now); err != nil {
 			return err
 		}
-		if err := q.exec(ctx, `INSERT INTO messages (room, seq, frame, exclude) VALUES ($1, $2, $3, $4) ON CONFLICT (room, seq) DO NOTHING`,
+		conflict := `DO NOTHING`
+		if int64(op.Seq) == seq {
+			conflict = `DO UPDATE SET frame = excluded.frame, exclude = excluded.exclude`
+		}
+		if err := q.exec(ctx, `INSERT INTO messages (room, seq, frame, exclude) VALUES ($1, $2, $3, $4) ON CONFLICT (room, seq) `+conflict,
 			op.Room, int64(op.Seq), op.Data, op.Exclude); err != nil {
 			return err
 		}
@@ -255,15 +263,19 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 		if r.docEpoch != "" && r.docEpoch != op.Epoch {
 			return epochError(op, r.docEpoch)
 		}
-		if int64(op.Seq) <= r.docSeq {
+		if int64(op.Seq) < r.docSeq || int64(op.Seq) <= r.docBaseSeq {
 			return nil // kept already, or compacted into the base
 		}
-		if err := q.exec(ctx, `INSERT INTO doc_updates (room, seq, msg) VALUES ($1, $2, $3) ON CONFLICT (room, seq) DO NOTHING`,
-			op.Room, int64(op.Seq), op.Data); err != nil {
+		// The last update written again replaces it, as a message does:
+		// the writer counted the first write as failed.
+		if err := q.exec(ctx, `UPDATE rooms SET doc_epoch = $2, doc_seq = $3, updated_at = $5,
+			doc_bytes = doc_bytes + $4 - (SELECT COALESCE(SUM(length(msg)), 0) FROM doc_updates WHERE room = $1 AND seq = $3)
+			WHERE room = $1`,
+			op.Room, op.Epoch, int64(op.Seq), int64(len(op.Data)), now); err != nil {
 			return err
 		}
-		return q.exec(ctx, `UPDATE rooms SET doc_epoch = $2, doc_seq = $3, doc_bytes = doc_bytes + $4, updated_at = $5 WHERE room = $1`,
-			op.Room, op.Epoch, int64(op.Seq), int64(len(op.Data)), now)
+		return q.exec(ctx, `INSERT INTO doc_updates (room, seq, msg) VALUES ($1, $2, $3) ON CONFLICT (room, seq) DO UPDATE SET msg = excluded.msg`,
+			op.Room, int64(op.Seq), op.Data)
 
 	case OpDocBase:
 		r, err := s.readRoom(ctx, q, op.Room, now)

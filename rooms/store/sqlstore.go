@@ -48,6 +48,10 @@ type database interface {
 	// retryable says whether a failed transaction may simply run again
 	// (a deadlock or serialization failure between instances).
 	retryable(err error) bool
+	// unreachable says whether err is the database being out of reach
+	// (a dropped connection, a server restarting or refusing
+	// connections) rather than anything the transaction did.
+	unreachable(err error) bool
 	ping(ctx context.Context) error
 	close() error
 }
@@ -137,11 +141,41 @@ func checkOp(op *Op) error {
 // maxSeq is the largest seq both databases' bigint holds.
 const maxSeq = 1<<63 - 1
 
-// commit is the writer's commitFunc.
+// reconnectFor is how long a group commit keeps trying while the database
+// is out of reach: a pooled connection the server dropped, or a server
+// back within a moment, costs the waiting writers that long, not a
+// failure. Longer outages fail the group: its rooms' writers are told
+// (unavailable, 1011) rather than held.
+const reconnectFor = 2 * time.Second
+
+// commit is the writer's commitFunc. Running a group again after a lost
+// connection is safe even when its COMMIT went through unseen: the ops
+// written again land as they did (a message or an update at a room's last
+// seq replaces itself, older ones are ignored).
 func (s *sqlStore) commit(ctx context.Context, batches [][]Op) (int, error) {
+	var giveUp time.Time
+	pause := 25 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		failed, err := s.commitOnce(ctx, batches)
-		if err == nil || attempt == 3 || !s.db.retryable(err) || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
+			return failed, err
+		}
+		if failed < 0 && s.db.unreachable(err) {
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(reconnectFor)
+			}
+			if time.Now().Add(pause).After(giveUp) {
+				return failed, err
+			}
+			select {
+			case <-ctx.Done():
+				return failed, err
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 400*time.Millisecond)
+			continue
+		}
+		if attempt >= 3 || !s.db.retryable(err) {
 			return failed, err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/roomcast/roomcast/rooms/store/storetest"
 )
@@ -93,5 +94,42 @@ func TestPostgresSnapshotsFromTwoInstances(t *testing.T) {
 	got, err := a.Load(ctx, "shared")
 	if err != nil || got.Seq != 39 || got.Doc.Seq != 39 || string(got.State.Data) != "39" {
 		t.Fatalf("after racing snapshots: %+v, %v", got, err)
+	}
+}
+
+// A Write while PostgreSQL is away for less than reconnectFor waits and
+// commits once it is back (its pooled connections were all dropped); a
+// longer outage fails the Write, and the next one after it commits.
+func TestPostgresWriteRidesOutABriefOutage(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testPostgresDB(t)
+	s := openPostgresAt(t, dbURL, Options{})
+	write := func(seq uint64) error {
+		return s.Write(ctx, Op{Kind: OpMessage, Room: "r", Epoch: "e", Seq: seq, Data: fmt.Appendf(nil, "m%d", seq)})
+	}
+	if err := write(1); err != nil {
+		t.Fatal(err)
+	}
+	restore := storetest.Outage(t, dbURL)
+	go func() { time.Sleep(reconnectFor / 4); restore() }()
+	start := time.Now()
+	if err := write(2); err != nil {
+		t.Fatalf("Write during a %v outage: %v", reconnectFor/4, err)
+	}
+	t.Logf("a Write during a %v outage committed after %v", reconnectFor/4, time.Since(start).Round(10*time.Millisecond))
+
+	restore = storetest.Outage(t, dbURL)
+	start = time.Now()
+	if err := write(3); err == nil {
+		t.Fatal("a Write with the database away for good committed")
+	} else if d := time.Since(start); d > reconnectFor+time.Second {
+		t.Fatalf("the failing Write took %v", d)
+	}
+	restore()
+	if err := write(3); err != nil {
+		t.Fatalf("the first Write after the outage: %v", err)
+	}
+	if got, err := s.Load(ctx, "r"); err != nil || got.Seq != 3 || len(got.Messages) != 3 {
+		t.Fatalf("after the outages: %+v %v", got, err)
 	}
 }

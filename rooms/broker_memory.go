@@ -87,10 +87,11 @@ func (b *MemoryBroker) Start(_ context.Context, r Receiver) error {
 	return nil
 }
 
-// janitor drops rooms whose history expired, once a minute.
+// janitor drops rooms whose history expired (or, with a store, lets idle
+// rooms go from memory) every sweepInterval.
 func (b *MemoryBroker) janitor() {
 	defer b.wg.Done()
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(b.o.sweepInterval())
 	defer t.Stop()
 	for {
 		select {

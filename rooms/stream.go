@@ -104,6 +104,15 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	return o
 }
 
+// sweepInterval is how often the memory engine looks for rooms past their
+// TTLs: half the shorter TTL, so a room leaves memory at most 1.5 TTLs
+// after it went idle, but not more than once a second (a sweep visits
+// every room in memory) nor less than once a minute (publish keys expire
+// on the same sweep).
+func (o StreamOptions) sweepInterval() time.Duration {
+	return min(max(min(o.HistoryTTL, o.DocTTL)/2, time.Second), time.Minute)
+}
+
 // stateThreshold is how many stored messages may follow the latest state
 // before a state request goes out.
 func (o StreamOptions) stateThreshold() uint64 { return uint64(max(1, o.HistorySize/2)) }

@@ -380,3 +380,6 @@ func rawKeys(t testing.TB, raw string) map[string]json.RawMessage {
 func roomToken(t testing.TB, sub string, rooms ...string) string {
 	return testserver.Token(t, sub, sub, 0, rooms)
 }
+
+// refusedCount is how many sends were refused or not answered so far.
+func (p *keyedPublisher) refusedCount() int { p.mu.Lock(); defer p.mu.Unlock(); return p.refused }

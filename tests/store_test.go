@@ -7,18 +7,41 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roomcast/roomcast/rooms/store/storetest"
 	"github.com/roomcast/roomcast/tests/testserver"
 	"github.com/roomcast/roomcast/tests/yjs"
 )
 
-// TestSQLiteKeepsEverythingAcrossKill9: one instance on its SQLite store.
-// Acked stored messages, a state and Yjs updates another provider
-// received, then kill -9 at once and a restart on the same file: the same
-// epoch and seq, a resume is recovered, and the board and the document
-// are whole.
-func TestSQLiteKeepsEverythingAcrossKill9(t *testing.T) {
+// storeKinds are the stores a single instance runs on: each test of this
+// file runs its scenario on both, each time on a new file or database.
+var storeKinds = []struct {
+	name string
+	url  func(t *testing.T) string // ROOMCAST_STORE
+}{
+	{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "data", "roomcast.db") }},
+	{"postgres", postgresStore},
+}
+
+// postgresStore is ROOMCAST_STORE for a fresh PostgreSQL database, dropped
+// when t ends.
+func postgresStore(t *testing.T) string { return storetest.PostgresDB(t, "roomcast_e2e") }
+
+// TestStoreKeepsEverythingAcrossKill9: one instance on its store (SQLite,
+// or PostgreSQL without Redis). Acked stored messages, a state and Yjs
+// updates another provider received, then kill -9 at once and a restart
+// on the same store: the same epoch and seq, a resume is recovered, and
+// the board and the document are whole.
+func TestStoreKeepsEverythingAcrossKill9(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"ROOMCAST_STORE": "sqlite:" + filepath.Join(t.TempDir(), "data", "roomcast.db")}
+	for _, k := range storeKinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			keepsEverythingAcrossKill9(t, map[string]string{"ROOMCAST_STORE": k.url(t)})
+		})
+	}
+}
+
+func keepsEverythingAcrossKill9(t *testing.T, env map[string]string) {
 	s := testserver.Start(t, testserver.Options{Env: env})
 	p := yjs.StartPeers(t)
 	connectSynced(t, p, "a", yjsURL(s), "notes", "alice")

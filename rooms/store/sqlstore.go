@@ -48,6 +48,10 @@ type database interface {
 	// retryable says whether a failed transaction may simply run again
 	// (a deadlock or serialization failure between instances).
 	retryable(err error) bool
+	// unreachable says whether err is the database being out of reach
+	// (a dropped connection, a server restarting or refusing
+	// connections) rather than anything the transaction did.
+	unreachable(err error) bool
 	ping(ctx context.Context) error
 	close() error
 }
@@ -137,11 +141,41 @@ func checkOp(op *Op) error {
 // maxSeq is the largest seq both databases' bigint holds.
 const maxSeq = 1<<63 - 1
 
-// commit is the writer's commitFunc.
+// reconnectFor is how long a group commit keeps trying while the database
+// is out of reach: a pooled connection the server dropped, or a server
+// back within a moment, costs the waiting writers that long, not a
+// failure. Longer outages fail the group: its rooms' writers are told
+// (unavailable, 1011) rather than held.
+const reconnectFor = 2 * time.Second
+
+// commit is the writer's commitFunc. Running a group again after a lost
+// connection is safe even when its COMMIT went through unseen: the ops
+// written again land as they did (a message or an update at a room's last
+// seq replaces itself, older ones are ignored).
 func (s *sqlStore) commit(ctx context.Context, batches [][]Op) (int, error) {
+	var giveUp time.Time
+	pause := 25 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		failed, err := s.commitOnce(ctx, batches)
-		if err == nil || attempt == 3 || !s.db.retryable(err) || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
+			return failed, err
+		}
+		if failed < 0 && s.db.unreachable(err) {
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(reconnectFor)
+			}
+			if time.Now().Add(pause).After(giveUp) {
+				return failed, err
+			}
+			select {
+			case <-ctx.Done():
+				return failed, err
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 400*time.Millisecond)
+			continue
+		}
+		if attempt >= 3 || !s.db.retryable(err) {
 			return failed, err
 		}
 	}
@@ -216,15 +250,23 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 		if r.epoch != "" && r.epoch != op.Epoch {
 			return epochError(op, r.epoch)
 		}
-		// A message already kept (a Write retried after its context
-		// ended while it committed) neither moves the position back nor
-		// changes.
+		// An older message already kept (a Write retried after its
+		// context ended while it committed) neither moves the position
+		// back nor changes. The room's last message written again is the
+		// writer's new word on that seq: a commit whose outcome it never
+		// learned (the connection dropped during COMMIT) counted as
+		// failed, its sender was told so, and the seq went to the next
+		// message.
 		seq := max(r.seq, int64(op.Seq))
 		if err := q.exec(ctx, `UPDATE rooms SET epoch = $2, seq = $3, updated_at = $4 WHERE room = $1`,
 			op.Room, op.Epoch, seq, now); err != nil {
 			return err
 		}
-		if err := q.exec(ctx, `INSERT INTO messages (room, seq, frame, exclude) VALUES ($1, $2, $3, $4) ON CONFLICT (room, seq) DO NOTHING`,
+		conflict := `DO NOTHING`
+		if int64(op.Seq) == seq {
+			conflict = `DO UPDATE SET frame = excluded.frame, exclude = excluded.exclude`
+		}
+		if err := q.exec(ctx, `INSERT INTO messages (room, seq, frame, exclude) VALUES ($1, $2, $3, $4) ON CONFLICT (room, seq) `+conflict,
 			op.Room, int64(op.Seq), op.Data, op.Exclude); err != nil {
 			return err
 		}
@@ -255,15 +297,19 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 		if r.docEpoch != "" && r.docEpoch != op.Epoch {
 			return epochError(op, r.docEpoch)
 		}
-		if int64(op.Seq) <= r.docSeq {
+		if int64(op.Seq) < r.docSeq || int64(op.Seq) <= r.docBaseSeq {
 			return nil // kept already, or compacted into the base
 		}
-		if err := q.exec(ctx, `INSERT INTO doc_updates (room, seq, msg) VALUES ($1, $2, $3) ON CONFLICT (room, seq) DO NOTHING`,
-			op.Room, int64(op.Seq), op.Data); err != nil {
+		// The last update written again replaces it, as a message does:
+		// the writer counted the first write as failed.
+		if err := q.exec(ctx, `UPDATE rooms SET doc_epoch = $2, doc_seq = $3, updated_at = $5,
+			doc_bytes = doc_bytes + $4 - (SELECT COALESCE(SUM(length(msg)), 0) FROM doc_updates WHERE room = $1 AND seq = $3)
+			WHERE room = $1`,
+			op.Room, op.Epoch, int64(op.Seq), int64(len(op.Data)), now); err != nil {
 			return err
 		}
-		return q.exec(ctx, `UPDATE rooms SET doc_epoch = $2, doc_seq = $3, doc_bytes = doc_bytes + $4, updated_at = $5 WHERE room = $1`,
-			op.Room, op.Epoch, int64(op.Seq), int64(len(op.Data)), now)
+		return q.exec(ctx, `INSERT INTO doc_updates (room, seq, msg) VALUES ($1, $2, $3) ON CONFLICT (room, seq) DO UPDATE SET msg = excluded.msg`,
+			op.Room, int64(op.Seq), op.Data)
 
 	case OpDocBase:
 		r, err := s.readRoom(ctx, q, op.Room, now)

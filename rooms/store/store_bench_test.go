@@ -63,3 +63,46 @@ func benchWriteMessages(b *testing.B, s Store, writers int) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 }
+
+// Loading a cold room (one the engine let go from memory): its position,
+// a 1,000-message history window of 200-byte frames, a 10 KiB state and a
+// 1 MiB document (a compacted base and 50 updates after it), read with
+// one Load.
+//
+//	go test -run '^$' -bench LoadColdRoom -benchtime 3s ./rooms/store/
+
+func BenchmarkSQLiteLoadColdRoom(b *testing.B) {
+	benchLoadColdRoom(b, openSQLiteAt(b, filepath.Join(b.TempDir(), "bench.db"), Options{}))
+}
+
+func BenchmarkPostgresLoadColdRoom(b *testing.B) {
+	benchLoadColdRoom(b, openPostgresAt(b, testPostgresDB(b), Options{}))
+}
+
+func benchLoadColdRoom(b *testing.B, s Store) {
+	ctx := context.Background()
+	const room = "cold"
+	frame := bytes.Repeat([]byte("x"), 200)
+	ops := make([]Op, 0, 1000)
+	for seq := uint64(1); seq <= 1000; seq++ {
+		ops = append(ops, Op{Kind: OpMessage, Room: room, Epoch: "e1", Seq: seq, Data: frame, Keep: 1000})
+	}
+	ops = append(ops, Op{Kind: OpState, Room: room, Epoch: "e1", Seq: 1000, Data: bytes.Repeat([]byte("s"), 10<<10)})
+	for seq := uint64(1); seq <= 100; seq++ {
+		ops = append(ops, Op{Kind: OpDocUpdate, Room: room, Epoch: "d1", Seq: seq, Data: bytes.Repeat([]byte("u"), 200)})
+	}
+	ops = append(ops, Op{Kind: OpDocBase, Room: room, Epoch: "d1", Seq: 50, Data: bytes.Repeat([]byte("b"), 1<<20-50*200)})
+	if err := s.Write(ctx, ops...); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		r, err := s.Load(ctx, room)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(r.Messages) != 1000 || r.Doc.Bytes() != 1<<20 || r.State == nil {
+			b.Fatalf("loaded %d messages, a %d-byte document", len(r.Messages), r.Doc.Bytes())
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,6 +78,26 @@ func (d *postgresDB) lockRoom() string { return " FOR UPDATE" }
 func (d *postgresDB) retryable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// unreachable: no answer from the server at all (a network error, a
+// connection that could not be made), or the server ending or refusing
+// the session: class 08 (connection exception), 57P01-57P03 (shut down,
+// crash, cannot connect now) and 55000 for a database that does not
+// allow connections at the moment.
+func (d *postgresDB) unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "08"), pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+		return true
+	case pgErr.Code == "55000":
+		var connErr *pgconn.ConnectError
+		return errors.As(err, &connErr)
+	}
+	return false
 }
 
 func (d *postgresDB) ping(ctx context.Context) error { return d.pool.Ping(ctx) }

@@ -2,57 +2,16 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/roomcast/roomcast/rooms/store/storetest"
 )
 
-// testPostgresDB creates a fresh database on the PostgreSQL the tests use
-// (ROOMCAST_TEST_POSTGRES, a postgres:// URL with rights to create
-// databases) and drops it when t ends; it returns the new database's URL.
-func testPostgresDB(t testing.TB) string {
-	t.Helper()
-	ctx := context.Background()
-	admin := os.Getenv("ROOMCAST_TEST_POSTGRES")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatalf("ROOMCAST_TEST_POSTGRES is not a URL: %v", err)
-	}
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s: %v (start it, or point ROOMCAST_TEST_POSTGRES at one)", u.Redacted(), err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 8)
-	rand.Read(b)
-	name := "roomcast_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
+func testPostgresDB(t testing.TB) string { return storetest.PostgresDB(t, "roomcast_test") }
 
 func openPostgresAt(t testing.TB, dbURL string, o Options) *Postgres {
 	t.Helper()
@@ -135,5 +94,42 @@ func TestPostgresSnapshotsFromTwoInstances(t *testing.T) {
 	got, err := a.Load(ctx, "shared")
 	if err != nil || got.Seq != 39 || got.Doc.Seq != 39 || string(got.State.Data) != "39" {
 		t.Fatalf("after racing snapshots: %+v, %v", got, err)
+	}
+}
+
+// A Write while PostgreSQL is away for less than reconnectFor waits and
+// commits once it is back (its pooled connections were all dropped); a
+// longer outage fails the Write, and the next one after it commits.
+func TestPostgresWriteRidesOutABriefOutage(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testPostgresDB(t)
+	s := openPostgresAt(t, dbURL, Options{})
+	write := func(seq uint64) error {
+		return s.Write(ctx, Op{Kind: OpMessage, Room: "r", Epoch: "e", Seq: seq, Data: fmt.Appendf(nil, "m%d", seq)})
+	}
+	if err := write(1); err != nil {
+		t.Fatal(err)
+	}
+	restore := storetest.Outage(t, dbURL)
+	go func() { time.Sleep(reconnectFor / 4); restore() }()
+	start := time.Now()
+	if err := write(2); err != nil {
+		t.Fatalf("Write during a %v outage: %v", reconnectFor/4, err)
+	}
+	t.Logf("a Write during a %v outage committed after %v", reconnectFor/4, time.Since(start).Round(10*time.Millisecond))
+
+	restore = storetest.Outage(t, dbURL)
+	start = time.Now()
+	if err := write(3); err == nil {
+		t.Fatal("a Write with the database away for good committed")
+	} else if d := time.Since(start); d > reconnectFor+time.Second {
+		t.Fatalf("the failing Write took %v", d)
+	}
+	restore()
+	if err := write(3); err != nil {
+		t.Fatalf("the first Write after the outage: %v", err)
+	}
+	if got, err := s.Load(ctx, "r"); err != nil || got.Seq != 3 || len(got.Messages) != 3 {
+		t.Fatalf("after the outages: %+v %v", got, err)
 	}
 }

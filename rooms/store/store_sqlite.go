@@ -123,6 +123,10 @@ func (d *sqliteDB) begin(ctx context.Context, write bool) (txn, error) {
 
 func (d *sqliteDB) lockRoom() string         { return "" }
 func (d *sqliteDB) retryable(err error) bool { return false }
+
+// unreachable: a file is there or it is not; a lock held elsewhere is
+// waited for by busy_timeout already.
+func (d *sqliteDB) unreachable(err error) bool { return false }
 func (d *sqliteDB) ping(ctx context.Context) error {
 	var one int
 	return d.read.QueryRowContext(ctx, `SELECT 1`).Scan(&one)

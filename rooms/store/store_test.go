@@ -92,6 +92,14 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		if got.Seq != 6 || len(got.Messages) != 2 || !bytes.Equal(got.Messages[0].Frame, frame(5)) {
 			t.Fatalf("retried message: %+v", got)
 		}
+		// The last message written again replaces it: the writer never
+		// learned that its first commit went through and told its sender
+		// it failed.
+		write(t, s, Op{Kind: OpMessage, Room: r, Epoch: "e1", Seq: 6, Data: []byte("redone"), Exclude: "c9", Keep: 3})
+		got = load(t, s, r)
+		if got.Seq != 6 || len(got.Messages) != 2 || string(got.Messages[1].Frame) != "redone" || got.Messages[1].Exclude != "c9" {
+			t.Fatalf("last message written again: %+v", got)
+		}
 	})
 
 	t.Run("an op of another epoch fails its batch with ErrEpoch and changes nothing", func(t *testing.T) {
@@ -166,14 +174,24 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 			t.Fatalf("after base 2: %+v", got.Doc)
 		}
 		// Compacted past already: the same seq and an older one change
-		// nothing; so does an update already kept or compacted.
+		// nothing; so does an update compacted or older than the last.
 		write(t, s, Op{Kind: OpDocBase, Room: r, Epoch: "d1", Seq: 2, Data: []byte("other")},
 			Op{Kind: OpDocBase, Room: r, Epoch: "d1", Seq: 1, Data: []byte("older")},
 			Op{Kind: OpDocUpdate, Room: r, Epoch: "d1", Seq: 1, Data: []byte("again-1")},
-			Op{Kind: OpDocUpdate, Room: r, Epoch: "d1", Seq: 4, Data: []byte("again-4")})
+			Op{Kind: OpDocUpdate, Room: r, Epoch: "d1", Seq: 3, Data: []byte("again-3")})
 		got2 := load(t, s, r)
 		if fmt.Sprint(got2.Doc) != fmt.Sprint(got.Doc) {
 			t.Fatalf("ignored ops changed the doc: %+v", got2.Doc)
+		}
+		// The last update written again replaces it (its first write
+		// counted as failed), and the document's size follows.
+		write(t, s, Op{Kind: OpDocUpdate, Room: r, Epoch: "d1", Seq: 4, Data: []byte("redone-4!")})
+		got = load(t, s, r)
+		if got.Doc.Seq != 4 || len(got.Doc.Updates) != 2 || string(got.Doc.Updates[1]) != "redone-4!" {
+			t.Fatalf("last update written again: %+v", got.Doc)
+		}
+		if infos := roomInfo(t, s, r); infos.DocBytes != got.Doc.Bytes() {
+			t.Fatalf("DocBytes %d after a rewritten update, doc %d", infos.DocBytes, got.Doc.Bytes())
 		}
 		// A base at the last seq leaves no updates.
 		write(t, s, Op{Kind: OpDocUpdate, Room: r, Epoch: "d1", Seq: 5, Data: []byte("update-5")},

@@ -314,7 +314,7 @@ func (b *MemoryBroker) PublishMessage(ctx context.Context, room string, m Messag
 			// keeps seq and epoch as they are meanwhile.
 			epoch := r.epoch
 			r.mu.Unlock()
-			err := b.o.Store.Write(ctx, store.Op{Kind: store.OpMessage, Room: room, Epoch: epoch, Seq: seq, Data: frame, Exclude: m.Exclude, Keep: b.o.HistorySize})
+			err := b.storeWrite(ctx, store.Op{Kind: store.OpMessage, Room: room, Epoch: epoch, Seq: seq, Data: frame, Exclude: m.Exclude, Keep: b.o.HistorySize})
 			if err != nil {
 				return Published{}, fmt.Errorf("store message %d of room %q: %w", seq, room, err)
 			}
@@ -442,7 +442,7 @@ func (b *MemoryBroker) SaveState(ctx context.Context, room string, at Position, 
 		// The delivery lock keeps the room's position and state as they
 		// are while the store commits.
 		r.mu.Unlock()
-		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpState, Room: room, Epoch: at.Epoch, Seq: seq, Data: data})
+		err := b.storeWrite(ctx, store.Op{Kind: store.OpState, Room: room, Epoch: at.Epoch, Seq: seq, Data: data})
 		r.mu.Lock()
 		if err != nil {
 			return fmt.Errorf("store the state of room %q: %w", room, err)
@@ -497,7 +497,7 @@ func (b *MemoryBroker) Reset(ctx context.Context, room string) (Position, error)
 	defer r.deliverMu.Unlock()
 	if b.o.Store != nil {
 		r.mu.Unlock()
-		if err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDelete, Room: room}); err != nil {
+		if err := b.storeWrite(ctx, store.Op{Kind: store.OpDelete, Room: room}); err != nil {
 			return Position{}, fmt.Errorf("delete room %q from the store: %w", room, err)
 		}
 		r.mu.Lock()

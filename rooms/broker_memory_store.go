@@ -1,6 +1,8 @@
 package rooms
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/roomcast/roomcast/rooms/store"
@@ -8,6 +10,27 @@ import (
 
 // The memory engine with a store: what it loads from it and when it lets
 // an idle room go from memory (the store keeps it).
+
+// storeWriteTimeout bounds a write through the store. It is longer than a
+// client operation's own deadline: a commit may wait behind a group
+// holding a big document on a busy disk, and a write given up on while it
+// commits would have the client send again what the store holds.
+const storeWriteTimeout = 30 * time.Second
+
+// storeWrite writes ops through the store, waiting for the commit up to
+// storeWriteTimeout whatever the caller's deadline (but not past its
+// cancellation: a server shutting down stops waiting).
+func (b *MemoryBroker) storeWrite(ctx context.Context, ops ...store.Op) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeWriteTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	defer stop()
+	return b.o.Store.Write(wctx, ops...)
+}
 
 // fromStore builds the records of a room the store keeps: the room (with
 // no epoch when the store holds no stream of it) and its document (nil

@@ -87,7 +87,7 @@ func (b *MemoryBroker) AppendUpdate(ctx context.Context, room, exclude string, m
 		// as they are while the store commits; b.docMu, which every
 		// room needs, is not held.
 		b.docMu.Unlock()
-		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDocUpdate, Room: room, Epoch: epoch, Seq: seq, Data: msg})
+		err := b.storeWrite(ctx, store.Op{Kind: store.OpDocUpdate, Room: room, Epoch: epoch, Seq: seq, Data: msg})
 		if err != nil {
 			return DocAppend{}, fmt.Errorf("store update %d of the document of room %q: %w", seq, room, err)
 		}
@@ -173,7 +173,7 @@ func (b *MemoryBroker) CompactDoc(ctx context.Context, room string, at DocPositi
 	}
 	if b.o.Store != nil {
 		b.docMu.Unlock()
-		err := b.o.Store.Write(ctx, store.Op{Kind: store.OpDocBase, Room: room, Epoch: at.Epoch, Seq: at.Seq, Data: base})
+		err := b.storeWrite(ctx, store.Op{Kind: store.OpDocBase, Room: room, Epoch: at.Epoch, Seq: at.Seq, Data: base})
 		b.docMu.Lock()
 		if err != nil {
 			return false, fmt.Errorf("store the compacted document of room %q: %w", room, err)

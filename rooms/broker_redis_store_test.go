@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,5 +183,78 @@ func redisStoredBroker(srv *redisproc.Server) newStreamBroker {
 		ro.Stream = o
 		ro.StoreDelay = 100 * time.Millisecond
 		return startRedisBroker(t, srv, r, ro)
+	}
+}
+
+// downStore is a store whose writes fail while down is set.
+type downStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (s *downStore) Write(ctx context.Context, ops ...store.Op) error {
+	if s.down.Load() {
+		return errors.New("store unreachable")
+	}
+	return s.Store.Write(ctx, ops...)
+}
+
+// While the store is down, rooms stay marked and the saver retries; once
+// it is back, the backlog is written.
+func TestRedisBrokerWriteBehindRetriesWhileTheStoreIsDown(t *testing.T) {
+	srv := redisproc.Start(t)
+	rc := srv.Client(t)
+	ctx := context.Background()
+	kept := &downStore{Store: openTestStore(t)}
+	kept.down.Store(true)
+	var failures atomic.Int64
+	o := fastOptions()
+	o.Stream = StreamOptions{HistorySize: 100, Store: kept}
+	o.StoreDelay = 100 * time.Millisecond
+	o.OnSave = func(_ string, err error) {
+		if err != nil {
+			failures.Add(1)
+		}
+	}
+	b := startRedisBroker(t, srv, newRecordingReceiver(), o)
+	p, err := b.PublishMessage(ctx, "r", Message{Frame: []byte(`{}`), Stored: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a failed save", func() bool { return failures.Load() > 0 })
+	if got := dirtyRooms(t, rc); !slices.Equal(got, []string{"r"}) {
+		t.Fatalf("dirty rooms %v while the store is down, want [r]", got)
+	}
+	kept.down.Store(false)
+	eventually(t, "the room saved", func() bool { return len(dirtyRooms(t, rc)) == 0 })
+	if r, err := kept.Load(ctx, "r"); err != nil || r.Epoch != p.Position.Epoch || r.Seq != 1 {
+		t.Fatalf("store holds %+v (%v)", r, err)
+	}
+}
+
+// Close saves every dirty room before it returns, however recent.
+func TestRedisBrokerWriteBehindSavesOnClose(t *testing.T) {
+	srv := redisproc.Start(t)
+	rc := srv.Client(t)
+	ctx := context.Background()
+	kept := openTestStore(t)
+	o := fastOptions()
+	o.Stream = StreamOptions{HistorySize: 100, Store: kept}
+	o.StoreDelay = time.Hour
+	b := startRedisBroker(t, srv, newRecordingReceiver(), o)
+	if _, err := b.PublishMessage(ctx, "r", Message{Frame: []byte(`{}`), Stored: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AppendUpdate(ctx, "r", "", []byte("u")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirtyRooms(t, rc); len(got) != 0 {
+		t.Fatalf("dirty rooms %v after Close", got)
+	}
+	if r, err := kept.Load(ctx, "r"); err != nil || r.Seq != 1 || r.Doc.Seq != 1 {
+		t.Fatalf("store holds %+v (%v)", r, err)
 	}
 }

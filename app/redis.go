@@ -31,6 +31,7 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 			return err
 		}
 		s.roomStore, o.Store = kept, kept
+		s.versions = newVersions(s, kept)
 	}
 	b := rooms.NewRedisBroker(s.redis, rooms.RedisBrokerOptions{
 		Logger: s.log,

@@ -233,6 +233,12 @@ func TestWriteBehindLostRedisComesBack(t *testing.T) {
 			}
 			checkBoard(t, s[1], b)
 			checkDoc(t, p, s[1], "doc", "doc-fresh", text)
+			// The versions were taken from Redis and kept by the store.
+			for _, room := range []string{"board", "doc"} {
+				if vs := listVersions(t, s[1], room); len(vs) == 0 {
+					t.Fatalf("no versions of %s", room)
+				}
+			}
 		})
 	}
 }

@@ -76,12 +76,27 @@ func writeBehindEnv(t *testing.T, extra map[string]string) map[string]string {
 
 // awaitSaved waits until no room is left unsaved (the dirty index is
 // empty) and the instances counted at least one save.
-func awaitSaved(t *testing.T, rc *redis.Client, s []*testserver.Server) {
+func awaitSaved(t *testing.T, rc redis.UniversalClient, s []*testserver.Server) {
 	t.Helper()
+	layout := wire.Layout{}
+	if _, ok := rc.(*redis.ClusterClient); ok {
+		layout.Partitions = wire.DefaultPartitions
+	}
 	eventually(t, 20*time.Second, "every room saved to the store", func() error {
-		n, err := rc.ZCard(context.Background(), wire.DefaultPrefix+"dirty").Result()
+		ctx := context.Background()
+		var cards []*redis.IntCmd
+		_, err := rc.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			for _, idx := range layout.DirtyIndexes() {
+				cards = append(cards, pl.ZCard(ctx, idx))
+			}
+			return nil
+		})
 		if err != nil {
 			return err
+		}
+		var n int64
+		for _, c := range cards {
+			n += c.Val()
 		}
 		if n > 0 {
 			return fmt.Errorf("%d rooms unsaved", n)
@@ -295,4 +310,24 @@ func TestWriteBehindTwoInstancesAgreeOnAnEpoch(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The same on a Redis Cluster: the dirty indexes are per partition, and a
+// room every master lost comes back from the store in its epoch.
+func TestWriteBehindOnARedisCluster(t *testing.T) {
+	yjs.Ensure(t)
+	c, s := redisCluster(t, 2, writeBehindEnv(t, nil))
+	cc := c.Client(t)
+	p := yjs.StartPeers(t)
+	b := writeBoard(t, s[0], "board")
+	text := writeDoc(t, p, s, "doc")
+	awaitSaved(t, cc, s)
+	err := cc.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
+		return m.FlushAll(ctx).Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBoard(t, s[1], b)
+	checkDoc(t, p, s[1], "doc", "doc-fresh", text)
 }

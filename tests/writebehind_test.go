@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -330,4 +331,27 @@ func TestWriteBehindOnARedisCluster(t *testing.T) {
 	}
 	checkBoard(t, s[1], b)
 	checkDoc(t, p, s[1], "doc", "doc-fresh", text)
+}
+
+// A deleted room is deleted from the store too: a Redis that loses the
+// new epoch does not load the old room back.
+func TestWriteBehindDeleteForgetsTheRoom(t *testing.T) {
+	r, s := cluster(t, 2, writeBehindEnv(t, nil))
+	rc := r.Client(t)
+	b := writeBoard(t, s[0], "gone")
+	awaitSaved(t, rc, s)
+	if st, body := httpCall(t, http.MethodDelete, s[0].URL+"/api/rooms/gone", testserver.APIKey, ""); st != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", st, body)
+	}
+	awaitSaved(t, rc, s)
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := getMessages(t, s[1], "gone", "")
+	if len(after.Messages) != 0 || after.Seq != 0 || after.Epoch == b.epoch {
+		t.Fatalf("after DELETE and a flush: %+v (before: epoch %s)", after, b.epoch)
+	}
+	if st, body := httpCall(t, http.MethodGet, s[1].URL+"/api/rooms/gone/state", testserver.APIKey, ""); st != http.StatusOK || !strings.Contains(string(body), `"state":null`) {
+		t.Fatalf("after DELETE and a flush the state: %d %s", st, body)
+	}
 }

@@ -57,6 +57,10 @@ type Config struct {
 	Store            string
 	MaxDocBytes      int // a Yjs document's stored size, and one Yjs message
 	MaxInflightBytes int // large frames being read at once, on this instance
+	// StoreDelay is how long after a room's first unsaved change it is
+	// written to the store behind Redis (postgres store with REDIS_URL).
+	// Zero value means 2s.
+	StoreDelay time.Duration
 	// VersionInterval is the least time between two versions of a room
 	// being changed (with a store). Zero value means 10 minutes.
 	VersionInterval time.Duration
@@ -92,6 +96,7 @@ func defaultConfig() Config {
 		MaxInflightBytes: 256 << 20,
 		VersionInterval:  10 * time.Minute,
 		Versions:         100,
+		StoreDelay:       2 * time.Second,
 	}
 }
 
@@ -164,6 +169,7 @@ var settings = []setting{
 	intSetting("rate", "messages per second per connection (burst twice that)", 1, func(c *Config) *int { return &c.Rate }),
 	intSetting("history-size", "stored messages a room keeps for resume; 0 turns storing off", 0, func(c *Config) *int { return &c.HistorySize }),
 	stringSetting("store", "where rooms and documents are kept: sqlite:PATH (default without Redis: sqlite:"+defaultSQLitePath+"), postgres://…, or memory (nothing outlives the process)", true, func(c *Config) *string { return &c.Store }),
+	durationSetting("store-delay", "with Redis and a postgres store: how long after a room's first unsaved change it is written to the store", func(c *Config) *time.Duration { return &c.StoreDelay }),
 	durationSetting("doc-ttl", "how long a room's Yjs document lives after its last change", func(c *Config) *time.Duration { return &c.DocTTL }),
 	durationSetting("history-ttl", "how long a room's history and state live after its last stored message", func(c *Config) *time.Duration { return &c.HistoryTTL }),
 	intSetting("max-conns", "sockets this instance holds at most (0: the descriptor limit less a tenth)", 0, func(c *Config) *int { return &c.MaxConns }),
@@ -289,6 +295,14 @@ const (
 	maxVersions        = 10000
 )
 
+// Bounds of STORE_DELAY: a room changed without pause is written every
+// STORE_DELAY, so not more than ten times a second, and never later than
+// 10s after its first unsaved change.
+const (
+	minStoreDelay = 100 * time.Millisecond
+	maxStoreDelay = 10 * time.Second
+)
+
 // Bounds of MAX_DOC_BYTES.
 const (
 	minDocBytes = 64 << 10
@@ -325,6 +339,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("ROOMCAST_VERSION_INTERVAL must be %s to %s", minVersionInterval, maxVersionInterval)
 	case c.Versions > maxVersions:
 		return fmt.Errorf("ROOMCAST_VERSIONS must be at most %d", maxVersions)
+	case c.StoreDelay < minStoreDelay || c.StoreDelay > maxStoreDelay:
+		return fmt.Errorf("ROOMCAST_STORE_DELAY must be %s to %s", minStoreDelay, maxStoreDelay)
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.PresenceTTL:
 		return fmt.Errorf("ROOMCAST_HEARTBEAT (%s) must be above zero and below ROOMCAST_PRESENCE_TTL (%s)", c.Heartbeat, c.PresenceTTL)
 	}
@@ -373,8 +389,6 @@ func (c Config) validateStore() error {
 		return errors.New("ROOMCAST_STORE: sqlite: needs a file path (sqlite:roomcast-data/roomcast.db)")
 	case kind == "sqlite" && c.RedisURL != "":
 		return errors.New("ROOMCAST_STORE: a sqlite file is one instance's; with ROOMCAST_REDIS_URL use postgres://… or memory")
-	case kind == "postgres" && c.RedisURL != "":
-		return errors.New("ROOMCAST_STORE: postgres with ROOMCAST_REDIS_URL (written behind Redis) is not available in this version; run one instance on postgres://… without Redis, or use memory")
 	case kind == "postgres":
 		if u, err := url.Parse(where); err != nil || u.Host == "" {
 			return errors.New("ROOMCAST_STORE: not a postgres://user@host:port/database URL")
@@ -403,7 +417,7 @@ func (c Config) logAttrs() []any {
 		"history_size", c.HistorySize, "history_ttl", c.HistoryTTL.String(), "max_state_bytes", c.MaxStateBytes,
 		"doc_ttl", c.DocTTL.String(), "read_timeout", c.ReadTimeout.String(), "max_conns_per_ip", c.MaxConnsPerIP,
 		"max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,
-		"version_interval", c.VersionInterval.String(), "versions", c.Versions,
+		"version_interval", c.VersionInterval.String(), "versions", c.Versions, "store_delay", c.StoreDelay.String(),
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
 	}
 }

@@ -37,3 +37,38 @@ func TestDevListensOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// A postgres store may be used with Redis (written behind it); a sqlite
+// file may not; STORE_DELAY stays within its bounds.
+func TestStoreWithRedis(t *testing.T) {
+	base := map[string]string{
+		"ROOMCAST_JWT_SECRET": "0123456789abcdef0123456789abcdef",
+		"ROOMCAST_REDIS_URL":  "redis://127.0.0.1:6379/0",
+	}
+	for _, tc := range []struct {
+		name  string
+		env   map[string]string
+		valid bool
+	}{
+		{"postgres", map[string]string{"ROOMCAST_STORE": "postgres://u@h:5432/db"}, true},
+		{"postgres with a delay", map[string]string{"ROOMCAST_STORE": "postgres://u@h:5432/db", "ROOMCAST_STORE_DELAY": "500ms"}, true},
+		{"delay too short", map[string]string{"ROOMCAST_STORE": "postgres://u@h:5432/db", "ROOMCAST_STORE_DELAY": "10ms"}, false},
+		{"delay too long", map[string]string{"ROOMCAST_STORE": "postgres://u@h:5432/db", "ROOMCAST_STORE_DELAY": "1m"}, false},
+		{"sqlite", map[string]string{"ROOMCAST_STORE": "sqlite:x.db"}, false},
+		{"none", nil, true},
+	} {
+		getenv := func(k string) string {
+			if v, ok := tc.env[k]; ok {
+				return v
+			}
+			return base[k]
+		}
+		cfg, err := loadConfig(nil, getenv)
+		if (err == nil) != tc.valid {
+			t.Errorf("%s: err %v, want valid %v", tc.name, err, tc.valid)
+		}
+		if tc.valid && tc.env["ROOMCAST_STORE_DELAY"] == "" && cfg.StoreDelay.String() != "2s" {
+			t.Errorf("%s: STORE_DELAY %s, want 2s", tc.name, cfg.StoreDelay)
+		}
+	}
+}

@@ -22,14 +22,32 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		return fmt.Errorf("ROOMCAST_REDIS_URL: %w", err)
 	}
 	s.redis = client
-	s.broker = rooms.NewRedisBroker(s.redis, rooms.RedisBrokerOptions{
+	o := s.streamOptions()
+	if kind, _ := s.cfg.storeKind(); kind == "postgres" {
+		// Written behind Redis: Redis is the hot tier.
+		kept, err := s.openStore()
+		if err != nil {
+			_ = client.Close()
+			return err
+		}
+		s.roomStore, o.Store = kept, kept
+		s.versions = newVersions(s, kept)
+	}
+	b := rooms.NewRedisBroker(s.redis, rooms.RedisBrokerOptions{
 		Logger: s.log,
 		OnGap:  func() { s.metrics.brokerGaps.Inc() },
 		OnPublishError: func(err error) {
 			s.log.Warn("publish batch lost", "err", err)
 		},
-		Stream: s.streamOptions(),
+		Stream:       o,
+		StoreDelay:   s.cfg.StoreDelay,
+		FlushTimeout: s.cfg.ShutdownTimeout,
+		OnSave:       s.roomSaved,
 	})
+	s.broker = b
+	if o.Store != nil {
+		s.saver = b
+	}
 	s.hub = rooms.NewHub(s.broker, hubOpts)
 	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})
 	return nil

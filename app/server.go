@@ -64,12 +64,15 @@ type Server struct {
 	// rooms keeps rooms and documents for good (nil: nothing outlives
 	// the process, or Redis is the only copy).
 	roomStore roomstore.Store
-	keeper    *presence.Keeper
-	replica   *presence.Replica // welcomes are built from it
-	docs      *ydocs            // the Yjs documents of the rooms with local Yjs connections
-	versions  *versions         // takes the rooms' versions; nil without a store
-	metrics   *metrics
-	app       *fiber.App
+	// saver writes rooms behind Redis to roomStore (postgres with Redis);
+	// nil otherwise.
+	saver    interface{ SaveSoon(room string) }
+	keeper   *presence.Keeper
+	replica  *presence.Replica // welcomes are built from it
+	docs     *ydocs            // the Yjs documents of the rooms with local Yjs connections
+	versions *versions         // takes the rooms' versions; nil without a store
+	metrics  *metrics
+	app      *fiber.App
 
 	ctx          context.Context // ends when the server has shut down
 	cancel       context.CancelFunc
@@ -150,10 +153,16 @@ func (s *Server) buildBackends() error {
 			s.replica.Observe(room, frame)
 			s.docs.observePresence(room, frame)
 		},
-		OnDoc:          s.docs.deliver,
-		OnRoomDeleted:  s.docs.deleted,
-		Count:          func(room string) (int, bool) { return s.replica.Count(room) },
-		OnUnsubscribed: func(room string) { s.replica.Forget(room); s.versions.left(room) },
+		OnDoc:         s.docs.deliver,
+		OnRoomDeleted: s.docs.deleted,
+		Count:         func(room string) (int, bool) { return s.replica.Count(room) },
+		OnUnsubscribed: func(room string) {
+			s.replica.Forget(room)
+			s.versions.left(room)
+			if s.saver != nil {
+				s.saver.SaveSoon(room)
+			}
+		},
 		Coalesce:       presence.IsPresenceFrame,
 		CoalesceWindow: presenceWindow,
 	}
@@ -204,6 +213,15 @@ func (s *Server) openStore() (roomstore.Store, error) {
 
 func (s *Server) streamOptions() rooms.StreamOptions {
 	return rooms.StreamOptions{HistorySize: s.cfg.HistorySize, HistoryTTL: s.cfg.HistoryTTL, DocTTL: s.cfg.DocTTL, MaxDocBytes: int64(s.cfg.MaxDocBytes)}
+}
+
+// roomSaved counts a room written behind Redis to the store.
+func (s *Server) roomSaved(room string, err error) {
+	if err != nil {
+		s.metrics.storeSaves.WithLabelValues("error").Inc()
+		return
+	}
+	s.metrics.storeSaves.WithLabelValues("ok").Inc()
 }
 
 // streamGap counts a gap in a room's stored messages.

@@ -60,6 +60,8 @@ type RedisBroker struct {
 	lastPublishErrLog time.Time // publisher goroutine only
 
 	shards []chan delivery // set by Start; see broker_redis_shards.go
+
+	saveNow chan string // rooms to save at once (broker_redis_store.go)
 }
 
 type subscription struct {
@@ -133,8 +135,24 @@ type RedisBrokerOptions struct {
 	// OnPublishError, if set, is called with each failed publish batch
 	// (its payloads are lost), e.g. to count errors.
 	OnPublishError func(error)
-	// Stream configures stored messages (zero value: none stored).
+	// Stream configures stored messages (zero value: none stored). With
+	// Stream.Store, Redis is the hot tier and the store is written behind
+	// it (broker_redis_store.go); HistoryTTL and DocTTL then say how long
+	// an idle room stays in Redis.
 	Stream StreamOptions
+	// StoreDelay is how long after a room's first unsaved change it is
+	// written to the store (with Stream.Store). Zero value means 2s.
+	StoreDelay time.Duration
+	// SaveLease is how long an instance's claim to save a room holds
+	// before another instance may take it (the first crashed). Zero value
+	// means 30s.
+	SaveLease time.Duration
+	// FlushTimeout bounds the saving of every dirty room at Close. Zero
+	// value means 10s.
+	FlushTimeout time.Duration
+	// OnSave, if set, is called after each attempt to save a room to the
+	// store, with its error, e.g. to count saves.
+	OnSave func(room string, err error)
 }
 
 // NewRedisBroker returns a broker on client: a *redis.ClusterClient for a
@@ -172,6 +190,15 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 	if o.ReplicaWait <= 0 {
 		o.ReplicaWait = 200 * time.Millisecond
 	}
+	if o.StoreDelay <= 0 {
+		o.StoreDelay = 2 * time.Second
+	}
+	if o.SaveLease <= 0 {
+		o.SaveLease = 30 * time.Second
+	}
+	if o.FlushTimeout <= 0 {
+		o.FlushTimeout = 10 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cluster, _ := client.(*redis.ClusterClient)
 	return &RedisBroker{
@@ -187,6 +214,7 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 		subs:    make(map[string]*subscription),
 		links:   make(map[string]*link),
 		up:      make(chan struct{}),
+		saveNow: make(chan string, 1024),
 	}
 }
 
@@ -214,6 +242,10 @@ func (b *RedisBroker) Start(ctx context.Context, r Receiver) error {
 	b.wg.Add(2)
 	go b.pinger()
 	go b.publisher()
+	if b.kept() {
+		b.wg.Add(1)
+		go b.saver()
+	}
 	if b.cluster == nil {
 		b.startLink("", b.client)
 	}
@@ -438,6 +470,7 @@ func (b *RedisBroker) Close() error {
 		return nil
 	}
 	b.closed = true
+	started := b.started
 	var open []*redis.PubSub
 	for _, l := range b.links {
 		if l.ps != nil {
@@ -452,5 +485,10 @@ func (b *RedisBroker) Close() error {
 		_ = ps.Close() // ends a Receive blocked on the connection
 	}
 	b.wg.Wait()
+	// Every stored payload is in Redis now: what the store lacks of it is
+	// written before the instance goes.
+	if b.kept() && started {
+		b.saveAll()
+	}
 	return nil
 }

@@ -202,7 +202,9 @@ func (b *RedisBroker) sendTo(ctx context.Context, p *publisherState, addr string
 			// behind it on the same connection.
 			val, cerr = b.evalWaited(ctx, client, o.call, wait)
 		}
-		if cerr != nil && err == nil {
+		// A room missing from Redis (with a store) is its caller's to
+		// load back; nothing was lost.
+		if cerr != nil && err == nil && !isMissing(cerr) {
 			err = cerr
 		}
 		o.call.done <- scriptResult{val: val, err: cerr}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/wire"
 )
 
@@ -72,14 +73,15 @@ func (b *RedisBroker) PublishMessage(ctx context.Context, room string, m Message
 	if stored {
 		storedArg = "1"
 	}
-	call := &scriptCall{
-		script: b.script(publishScript),
-		keys:   []string{k.Meta, k.Stream, k.State, k.StateReq, idem},
-		args: []any{NewEpoch(), b.o.Stream.HistorySize, b.ttlMillis(), m.Exclude, storedArg, m.Frame, m.ID,
-			window, k.Channel, b.o.Stream.stateThreshold(), stateRequestRetry.Milliseconds()},
-		done: make(chan scriptResult, 1),
-	}
-	res, err := b.runQueued(ctx, call)
+	res, err := restoring(ctx, b, room, NewEpoch(), func(epoch string) (any, error) {
+		return b.runQueued(ctx, &scriptCall{
+			script: b.script(publishScript),
+			keys:   []string{k.Meta, k.Stream, k.State, k.StateReq, idem, b.layout.DirtyIndex(room)},
+			args: []any{epoch, b.o.Stream.HistorySize, b.ttlMillis(), m.Exclude, storedArg, m.Frame, m.ID,
+				window, k.Channel, b.o.Stream.stateThreshold(), stateRequestRetry.Milliseconds(), room, b.dirtyArg()},
+			done: make(chan scriptResult, 1),
+		})
+	})
 	if err != nil {
 		return Published{}, err
 	}
@@ -126,7 +128,9 @@ func (b *RedisBroker) runQueued(ctx context.Context, call *scriptCall) (any, err
 // Position implements Stream.
 func (b *RedisBroker) Position(ctx context.Context, room string) (Position, error) {
 	k := b.keys(room)
-	res, err := b.script(positionScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, NewEpoch(), b.ttlMillis()).Result()
+	res, err := restoring(ctx, b, room, NewEpoch(), func(epoch string) (any, error) {
+		return b.script(positionScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, epoch, b.ttlMillis()).Result()
+	})
 	if err != nil {
 		return Position{}, fmt.Errorf("read position: %w", err)
 	}
@@ -151,7 +155,9 @@ func (b *RedisBroker) PeekHistory(ctx context.Context, room string, after uint64
 // has none ("": start none, write nothing).
 func (b *RedisBroker) history(ctx context.Context, room string, after uint64, limit int, newEpoch string) (History, error) {
 	k := b.keys(room)
-	res, err := b.script(historyScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, newEpoch, b.ttlMillis(), after, max(limit, 1)).Result()
+	res, err := restoring(ctx, b, room, newEpoch, func(epoch string) (any, error) {
+		return b.script(historyScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, epoch, b.ttlMillis(), after, max(limit, 1)).Result()
+	})
 	if err != nil {
 		return History{}, fmt.Errorf("read history: %w", err)
 	}
@@ -181,7 +187,8 @@ func (b *RedisBroker) history(ctx context.Context, room string, after uint64, li
 // SaveState implements Stream.
 func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, data []byte) error {
 	k := b.keys(room)
-	res, err := b.script(saveStateScript).Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim}, at.Seq, data, b.ttlMillis(), at.Epoch).Text()
+	res, err := b.script(saveStateScript).Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim, b.layout.DirtyIndex(room)},
+		at.Seq, data, b.ttlMillis(), at.Epoch, room, b.dirtyArg()).Text()
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
@@ -205,7 +212,9 @@ func (b *RedisBroker) PeekState(ctx context.Context, room string) (Position, *St
 // none ("": start none, write nothing).
 func (b *RedisBroker) state(ctx context.Context, room string, newEpoch string) (Position, *State, error) {
 	k := b.keys(room)
-	res, err := b.script(stateScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, newEpoch, b.ttlMillis()).Result()
+	res, err := restoring(ctx, b, room, newEpoch, func(epoch string) (any, error) {
+		return b.script(stateScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State}, epoch, b.ttlMillis()).Result()
+	})
 	if err != nil {
 		return Position{}, nil, fmt.Errorf("read state: %w", err)
 	}
@@ -224,10 +233,17 @@ func (b *RedisBroker) state(ctx context.Context, room string, newEpoch string) (
 // Reset implements Stream.
 func (b *RedisBroker) Reset(ctx context.Context, room string) (Position, error) {
 	k := b.keys(room)
-	epoch, err := b.script(resetScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Doc, k.DocLog},
-		NewEpoch(), b.ttlMillis(), k.Channel).Text()
+	epoch, err := b.script(resetScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Doc, k.DocLog, b.layout.DirtyIndex(room)},
+		NewEpoch(), b.ttlMillis(), k.Channel, room, b.dirtyArg()).Text()
 	if err != nil {
 		return Position{}, fmt.Errorf("reset room: %w", err)
+	}
+	if b.kept() {
+		// Deleted for good: were the store to keep it, a Redis that lost
+		// the new epoch would load the old room back.
+		if err := b.o.Stream.Store.Write(ctx, store.Op{Kind: store.OpDelete, Room: room}); err != nil {
+			return Position{}, fmt.Errorf("delete room from the store: %w: %w", ErrBrokerDown, err)
+		}
 	}
 	return Position{Epoch: epoch}, nil
 }

@@ -40,13 +40,15 @@ var (
 // in order with the room's other payloads.
 func (b *RedisBroker) AppendUpdate(ctx context.Context, room, exclude string, msg []byte) (DocAppend, error) {
 	k := b.keys(room)
-	call := &scriptCall{
-		script: b.script(docAppendScript),
-		keys:   []string{k.Doc, k.DocLog},
-		args:   []any{NewEpoch(), b.o.Stream.DocTTL.Milliseconds(), exclude, msg, k.Channel, b.o.Stream.MaxDocBytes, b.o.DocInlineBytes},
-		done:   make(chan scriptResult, 1),
-	}
-	res, err := b.runQueued(ctx, call)
+	res, err := restoring(ctx, b, room, NewEpoch(), func(epoch string) (any, error) {
+		return b.runQueued(ctx, &scriptCall{
+			script: b.script(docAppendScript),
+			keys:   []string{k.Doc, k.DocLog, b.layout.DirtyIndex(room)},
+			args: []any{epoch, b.o.Stream.DocTTL.Milliseconds(), exclude, msg, k.Channel, b.o.Stream.MaxDocBytes, b.o.DocInlineBytes,
+				room, b.dirtyArg()},
+			done: make(chan scriptResult, 1),
+		})
+	})
 	if err != nil {
 		return DocAppend{}, fmt.Errorf("append document update: %w", err)
 	}
@@ -71,13 +73,27 @@ func (b *RedisBroker) AppendUpdate(ctx context.Context, room, exclude string, ms
 // Doc implements Docs.
 func (b *RedisBroker) Doc(ctx context.Context, room string) (Doc, error) {
 	k := b.keys(room)
-	res, err := docReadScript.Run(ctx, b.client, []string{k.Doc, k.DocLog}).Result()
-	if err != nil {
-		return Doc{}, fmt.Errorf("read document: %w", err)
+	read := func() ([][]byte, error) {
+		res, err := docReadScript.Run(ctx, b.client, []string{k.Doc, k.DocLog}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read document: %w", err)
+		}
+		v, err := replyBytes(res)
+		if err != nil {
+			return nil, fmt.Errorf("doc read script: %w", err)
+		}
+		return v, nil
 	}
-	v, err := replyBytes(res)
+	v, err := read()
+	if err == nil && len(v) == 0 && b.kept() {
+		// Not in Redis: perhaps in the store.
+		if err := b.restore(ctx, room); err != nil {
+			return Doc{}, err
+		}
+		v, err = read()
+	}
 	if err != nil {
-		return Doc{}, fmt.Errorf("doc read script: %w", err)
+		return Doc{}, err
 	}
 	if len(v) == 0 {
 		return Doc{}, nil

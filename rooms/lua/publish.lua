@@ -1,10 +1,10 @@
 -- publish: store (unless ARGV[5] is "0") and publish one message frame.
 -- KEYS 1 meta  2 stream  3 state  4 state_req  5 the publish key's key
---      (KEYS[1] again when the publish has no key)
--- ARGV 1 new epoch  2 history size  3 history ttl ms  4 exclude conn
+--      (KEYS[1] again when the publish has no key)  6 the room's dirty index
+-- ARGV 1 new epoch (MISSING with a store)  2 history size  3 history ttl ms  4 exclude conn
 --      5 stored "1"/"0"  6 frame (JSON object)  7 message id
 --      8 key window ms ("0": no key)  9 channel  10 state threshold
---      11 state request retry ms
+--      11 state request retry ms  12 room  13 mark dirty "1"/"0"
 -- Returns {"ok", epoch, seq} or, for a key seen within the window in the
 -- same epoch, {"dup", id, seq, epoch} of the first publish.
 local meta, stream, state, state_req, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -42,6 +42,7 @@ redis.call('XADD', stream, 'MAXLEN', size, seq_s .. '-0', 'd', full, 'x', exclud
 redis.call('PEXPIRE', meta, ttl)
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', state, ttl)
+mark_dirty(KEYS[6], ARGV[12], ARGV[13])
 
 -- A state request is due once threshold stored messages follow the latest
 -- state, and again each retry period while none arrives.

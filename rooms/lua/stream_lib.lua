@@ -3,6 +3,16 @@
 -- frames with entry ids "<seq>-0", and a HASH state {seq, data}; all carry
 -- the room's hash tag (rooms/wire).
 
+-- MISSING is new_epoch's value with a store (write-behind): a room Redis
+-- does not hold may be in the store, so no epoch is started; the script
+-- ends with a MISSING error (before it wrote anything), and Go loads the
+-- room back from the store (restore.lua) and runs it again.
+local MISSING = '?'
+
+local function missing()
+  error({err = 'MISSING the room is not in redis'})
+end
+
 -- ensure_epoch returns the room's epoch and seq, starting epoch new_epoch
 -- at seq 0 when the room has none (never used, expired, flushed): what is
 -- left of an older history then goes with it. With new_epoch "" (a read
@@ -12,6 +22,9 @@ local function ensure_epoch(meta, stream, state, new_epoch, ttl)
   if m[1] then
     return m[1], tonumber(m[2]) or 0
   end
+  if new_epoch == MISSING then
+    missing()
+  end
   if new_epoch == '' then
     return '', 0
   end
@@ -19,4 +32,15 @@ local function ensure_epoch(meta, stream, state, new_epoch, ttl)
   redis.call('HSET', meta, 'epoch', new_epoch, 'seq', 0)
   redis.call('PEXPIRE', meta, ttl)
   return new_epoch, 0
+end
+
+-- mark_dirty notes, when on is "1" (a store is configured), that room has
+-- a change the store does not have yet: its score in the dirty index is
+-- the time of its first unsaved change (kept while one is there).
+local function mark_dirty(index, room, on)
+  if on ~= '1' then
+    return
+  end
+  local t = redis.call('TIME')
+  redis.call('ZADD', index, 'NX', t[1] * 1000 + math.floor(t[2] / 1000), room)
 end

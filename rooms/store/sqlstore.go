@@ -403,7 +403,13 @@ func (s *sqlStore) snapshot(ctx context.Context, q querier, op Op, now int64) er
 	}
 	docAsFar := snap.Doc.Epoch == "" || (r.docEpoch == snap.Doc.Epoch && r.docSeq >= int64(snap.Doc.Seq))
 	if r.epoch == snap.Epoch && r.seq >= int64(snap.Seq) && docAsFar {
-		return nil
+		// A state sent after the last message moves no seq: kept when
+		// later than the held one.
+		if snap.State == nil || (r.hasState && r.stateSeq >= int64(snap.State.Seq)) || int64(snap.State.Seq) > r.seq {
+			return nil
+		}
+		return q.exec(ctx, `UPDATE rooms SET state_seq = $2, state_data = $3, state_bytes = $4, updated_at = $5 WHERE room = $1`,
+			op.Room, int64(snap.State.Seq), nonNil(snap.State.Data), int64(len(snap.State.Data)), now)
 	}
 	var stateSeq, stateBytes int64
 	var stateData []byte // NULL: no state

@@ -132,7 +132,8 @@ const (
 	// OpSnapshot replaces everything kept of the room (but its versions)
 	// with Snapshot, unless the store holds the same epoch at a seq and
 	// document seq at least as far (write-behind from several instances:
-	// the furthest copy wins, an older one never overwrites it).
+	// the furthest copy wins, an older one never overwrites it); of two
+	// copies as far, a later state is kept.
 	OpSnapshot
 )
 

@@ -399,6 +399,18 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 				t.Fatalf("after snapshot %q: holds %q", c.op.Snapshot.State.Data, got)
 			}
 		}
+		// A state sent after the last message is kept, a stale one not.
+		r2 := r + ".state"
+		for _, c := range []struct {
+			stateSeq uint64
+			data     string
+			want     string
+		}{{3, "s3", "s3"}, {5, "s5", "s5"}, {4, "s4", "s5"}} {
+			write(t, s, Op{Kind: OpSnapshot, Room: r2, Snapshot: &Room{Epoch: "e1", Seq: 5, State: &State{Seq: c.stateSeq, Data: []byte(c.data)}}})
+			if got := load(t, s, r2); got.State == nil || string(got.State.Data) != c.want || got.Seq != 5 {
+				t.Fatalf("after a snapshot with state %d: %+v", c.stateSeq, got)
+			}
+		}
 		got = load(t, s, r)
 		if got.Epoch != "e0" || got.Seq != 3 || got.Doc.Epoch != "d0" || got.Doc.Seq != 1 {
 			t.Fatalf("after another epoch's snapshot: %+v", got)

@@ -87,6 +87,35 @@ func (l Layout) DueIndexes() []string {
 	return out
 }
 
+// DirtyIndex returns the index of rooms with changes the store does not
+// have yet (write-behind, with a store) that holds room: a ZSET room ->
+// time of its first unsaved change in unix ms, or, while an instance
+// saves it, the time its claim lapses less the store delay. One key on a
+// single Redis, one per partition on a cluster, in the partition's slot
+// like the sweep index.
+func (l Layout) DirtyIndex(room string) string {
+	if !l.Sharded() {
+		return orDefault(l.Prefix) + "dirty"
+	}
+	return l.partitionDirty(l.Partition(room))
+}
+
+// DirtyIndexes returns every dirty index: one per partition on a cluster.
+func (l Layout) DirtyIndexes() []string {
+	if !l.Sharded() {
+		return []string{orDefault(l.Prefix) + "dirty"}
+	}
+	out := make([]string, l.Partitions)
+	for i := range out {
+		out[i] = l.partitionDirty(i)
+	}
+	return out
+}
+
+func (l Layout) partitionDirty(p int) string {
+	return l.prefix() + "{" + l.tag(p) + "}/dirty"
+}
+
 func (l Layout) partitionDue(p int) string {
 	return l.prefix() + "{" + l.tag(p) + "}/due"
 }

@@ -31,7 +31,7 @@ func TestSlot(t *testing.T) {
 	}
 }
 
-// Every name of a room, and its sweep index, hash to one slot in both
+// Every name of a room, and its sweep and dirty indexes, hash to one slot in both
 // layouts, so no script touches two slots.
 func TestLayoutKeepsARoomInOneSlot(t *testing.T) {
 	for _, l := range []Layout{{}, {Prefix: "t:", Partitions: DefaultPartitions}, {Partitions: 7}} {
@@ -41,7 +41,8 @@ func TestLayoutKeepsARoomInOneSlot(t *testing.T) {
 			want := Slot(k.Channel)
 			names := []string{k.Meta, k.Stream, k.State, k.StateReq, k.StateClaim, k.Conns, k.Members, k.Doc, k.DocLog, k.Idem("a/b:c")}
 			if l.Sharded() {
-				names = append(names, l.DueIndex(room)) // one index per partition
+				// One sweep index and one dirty index per partition.
+				names = append(names, l.DueIndex(room), l.DirtyIndex(room))
 			}
 			for _, n := range names {
 				if Slot(n) != want {

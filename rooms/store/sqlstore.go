@@ -545,7 +545,7 @@ func (s *sqlStore) Load(ctx context.Context, room string) (Room, error) {
 func (s *sqlStore) Versions(ctx context.Context, room string) ([]Version, error) {
 	var out []Version
 	err := s.read(ctx, func(q querier) error {
-		rs, err := q.query(ctx, `SELECT id, at, kind, seq, bytes FROM versions WHERE room = $1 ORDER BY id DESC`, room)
+		rs, err := q.query(ctx, `SELECT id, at, kind, seq, bytes FROM versions WHERE room = $1 ORDER BY at DESC, id DESC`, room)
 		if err != nil {
 			return err
 		}

@@ -29,7 +29,8 @@ type Store interface {
 	// the store holds, other than Reset and Snapshot, fails the batch with
 	// ErrEpoch and changes nothing.
 	Write(ctx context.Context, ops ...Op) error
-	// Versions lists the room's versions, newest first.
+	// Versions lists the room's versions, newest first (by the time they
+	// were taken: two instances may commit theirs in the other order).
 	Versions(ctx context.Context, room string) ([]Version, error)
 	// Version returns one version with its data (the Yjs update of the
 	// whole document, or the state's JSON); ErrNotFound when absent.

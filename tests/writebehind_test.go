@@ -2,20 +2,16 @@ package tests
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomcast/roomcast/rooms/store/storetest"
 	"github.com/roomcast/roomcast/rooms/wire"
 	"github.com/roomcast/roomcast/tests/redisproc"
 	"github.com/roomcast/roomcast/tests/testserver"
@@ -25,50 +21,10 @@ import (
 // Redis + PostgreSQL: Redis is the hot tier, the store is written behind
 // it, and a room Redis lost comes back from the store in its epoch.
 
-// postgresDB creates a fresh database on the PostgreSQL the tests use
-// (ROOMCAST_TEST_POSTGRES, a postgres:// URL with rights to create
-// databases) and drops it when t ends; it returns the database's URL.
-func postgresDB(t testing.TB) string {
-	t.Helper()
-	ctx := context.Background()
-	admin := os.Getenv("ROOMCAST_TEST_POSTGRES")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatalf("ROOMCAST_TEST_POSTGRES is not a URL: %v", err)
-	}
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s: %v (start it, or point ROOMCAST_TEST_POSTGRES at one)", u.Redacted(), err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	name := "roomcast_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
-
 // writeBehindEnv is the environment of instances on one PostgreSQL store
 // behind Redis, with extra on top.
 func writeBehindEnv(t *testing.T, extra map[string]string) map[string]string {
-	env := map[string]string{"ROOMCAST_STORE": postgresDB(t), "ROOMCAST_STORE_DELAY": "1s"}
+	env := map[string]string{"ROOMCAST_STORE": storetest.PostgresDB(t, "roomcast_wb"), "ROOMCAST_STORE_DELAY": "1s"}
 	for k, v := range extra {
 		env[k] = v
 	}

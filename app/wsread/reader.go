@@ -248,14 +248,7 @@ func (rd *Reader) next() (Message, error) {
 		}
 		if rd.dropBig && uint64(len(rd.buf))+h.n > uint64(rd.limit) {
 			// Skipped lazily, as a message over the budget.
-			rd.rest = h.n
-			if h.fin {
-				rd.inMsg = false
-			} else {
-				rd.skipping = true
-			}
-			rd.releaseBudget()
-			rd.buf = nil
+			rd.dropMessage(h)
 			return Message{Kind: rd.kind, TooBig: true}, nil
 		}
 		// Read at most limit+1 bytes of the message; the rest is skipped.
@@ -264,14 +257,7 @@ func (rd *Reader) next() (Message, error) {
 			if !rd.budget.reserve(need - rd.reserved) {
 				// Refused before its payload is read: the payload is
 				// thrown away, lazily, so the refusal is reported now.
-				rd.rest = h.n
-				if h.fin {
-					rd.inMsg = false
-				} else {
-					rd.skipping = true
-				}
-				rd.releaseBudget()
-				rd.buf = nil
+				rd.dropMessage(h)
 				return Message{Kind: rd.kind, OverBudget: true}, nil
 			}
 			rd.reserved = need
@@ -347,4 +333,18 @@ func validCloseCode(c int) bool {
 		return true
 	}
 	return false
+}
+
+// dropMessage gives up the message whose frame h starts: the frame's
+// payload and the message's later frames are skipped as they arrive, and
+// what was read and reserved of it is let go.
+func (rd *Reader) dropMessage(h header) {
+	rd.rest = h.n
+	if h.fin {
+		rd.inMsg = false
+	} else {
+		rd.skipping = true
+	}
+	rd.releaseBudget()
+	rd.buf = nil
 }

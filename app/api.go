@@ -119,18 +119,14 @@ func (s *Server) routes() *fiber.App {
 		}
 	}
 	app.Get("/", page("index.html"))
-	app.Get("/r/:room", func(c *fiber.Ctx) error {
+	validRoom := func(c *fiber.Ctx) error {
 		if !rooms.ValidName(c.Params("room")) {
 			return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
 		}
 		return c.Next()
-	}, page("room.html"))
-	app.Get("/d/:room", func(c *fiber.Ctx) error {
-		if !rooms.ValidName(c.Params("room")) {
-			return refuse(fiber.StatusBadRequest, "bad_room", "room names are 1-128 of A-Z a-z 0-9 . _ : -")
-		}
-		return c.Next()
-	}, page("doc.html"))
+	}
+	app.Get("/r/:room", validRoom, page("room.html"))
+	app.Get("/d/:room", validRoom, page("doc.html"))
 	app.Use("/static", filesystem.New(filesystem.Config{Root: httpFS(ui), MaxAge: 60}))
 	return app
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -25,11 +24,7 @@ const docUploadTimeout = 30 * time.Second
 // cache of the room's local providers when it has some, else read and
 // merged afresh (nothing is kept or written).
 func (s *Server) docSnapshot(ctx context.Context, room string) (snapshot, error) {
-	dr := s.docs.room(room)
-	if dr == nil {
-		dr = newDocRoom(room, s.docs)
-	}
-	return dr.snapshot(ctx)
+	return s.docs.roomOrDetached(room).snapshot(ctx)
 }
 
 // getDoc answers the room's whole document as one Yjs update.
@@ -77,11 +72,7 @@ func (s *Server) postDoc(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, docUploadTimeout)
 	defer cancel()
-	dr := s.docs.room(room)
-	if dr == nil {
-		dr = newDocRoom(room, s.docs)
-	}
-	switch err := s.docs.append(ctx, dr, "", msg); {
+	switch err := s.docs.append(ctx, s.docs.roomOrDetached(room), "", msg); {
 	case errors.Is(err, rooms.ErrDocTooLarge):
 		s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
 		return tooLarge
@@ -150,13 +141,9 @@ type storedRoom struct {
 // members now (0 included). Without a store there is nothing to page
 // through: 400 no_store.
 func (s *Server) listStoredRooms(c *fiber.Ctx) error {
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return refuse(fiber.StatusBadRequest, codeBadRequest, "limit is 1 to 1000")
-		}
-		limit = n
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
 	}
 	if s.roomStore == nil {
 		return refuse(fiber.StatusBadRequest, codeNoStore, "this server keeps no rooms for good (ROOMCAST_STORE is memory, or Redis is the only copy); GET /api/rooms lists the rooms in use")

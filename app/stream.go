@@ -271,9 +271,23 @@ func frameType(prefix []byte) string {
 
 // --- HTTP API of the stream ---
 
+// pageLimit reads a listing's limit query parameter: 1 to 1000, 100 when
+// absent.
+func pageLimit(c *fiber.Ctx) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, refuse(fiber.StatusBadRequest, codeBadRequest, "limit is 1 to 1000")
+	}
+	return n, nil
+}
+
 func (s *Server) listMessages(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
-	after, limit := uint64(0), 100
+	after := uint64(0)
 	if v := c.Query("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
@@ -281,12 +295,9 @@ func (s *Server) listMessages(c *fiber.Ctx) error {
 		}
 		after = n
 	}
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return refuse(fiber.StatusBadRequest, codeBadRequest, "limit is 1 to 1000")
-		}
-		limit = n
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
 	}
 	h, err := s.broker.PeekHistory(c.UserContext(), room, after, limit)
 	if err != nil {

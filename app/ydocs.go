@@ -157,6 +157,16 @@ func (d *ydocs) attach(ctx context.Context, yc *yconn) *docRoom {
 	return r
 }
 
+// roomOrDetached returns the room's document as its local connections
+// share it, or, when it has none here, a detached one for a single read or
+// write from outside (HTTP): nothing of it is kept.
+func (d *ydocs) roomOrDetached(name string) *docRoom {
+	if r := d.room(name); r != nil {
+		return r
+	}
+	return newDocRoom(name, d)
+}
+
 func newDocRoom(name string, d *ydocs) *docRoom {
 	return &docRoom{name: name, d: d, conns: make(map[string]*yconn), clients: make(map[uint64]*awClient),
 		owned: make(map[string]map[uint64]struct{}), verify: make(map[string]*time.Timer), snapLock: make(chan struct{}, 1)}

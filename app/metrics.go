@@ -3,6 +3,8 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	roomstore "github.com/roomcast/roomcast/rooms/store"
 )
 
 // metrics are the Prometheus series of one instance, on their own registry
@@ -72,4 +74,18 @@ func newMetrics(localRooms func() int, inflight func() int64) *metrics {
 		m.rateLimited, m.authFailures, m.closes, m.brokerGaps, m.streamGaps, m.protocolErrors, m.heartbeatErr,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchStore adds the store's counters: what this instance committed to
+// it (on Redis, its write-behind saves; on SQLite, every stored message,
+// state and document update).
+func (m *metrics) watchStore(st roomstore.Store) {
+	counter := func(name, help string, f func(roomstore.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(roomstore.StatsOf(st))) })
+	}
+	m.reg.MustRegister(
+		counter("roomcast_store_commits_total", "Transactions this instance committed to the store.", func(s roomstore.Stats) int64 { return s.Commits }),
+		counter("roomcast_store_ops_total", "Writes (a message, a state, a document update, a room's save…) this instance committed to the store.", func(s roomstore.Stats) int64 { return s.Ops }),
+		counter("roomcast_store_written_bytes_total", "Bytes of messages, states and document data this instance's committed writes carried to the store.", func(s roomstore.Stats) int64 { return s.Written }),
+	)
 }

@@ -131,6 +131,9 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.replica = presence.NewReplica(s.store, presence.ReplicaOptions{})
 	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) }, s.inflight.Used)
+	if s.roomStore != nil {
+		s.metrics.watchStore(s.roomStore)
+	}
 	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
 		Interval: cfg.Heartbeat,
 		Logger:   s.log,

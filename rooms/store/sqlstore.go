@@ -64,6 +64,46 @@ type sqlStore struct {
 	db     database
 	w      *writer
 	closed atomic.Bool
+
+	// What the writer committed, for Stats.
+	commits, ops, written atomic.Int64
+}
+
+// Stats are counters of what a store committed since it was opened.
+type Stats struct {
+	Commits int64 // transactions
+	Ops     int64 // ops applied
+	// Written is the bytes of frames, states and document data the
+	// committed statements carried (not the database's own overhead).
+	Written int64
+}
+
+// StatsOf returns st's counters, or zeros for a store that keeps none.
+func StatsOf(st Store) Stats {
+	if s, ok := st.(interface{ Stats() Stats }); ok {
+		return s.Stats()
+	}
+	return Stats{}
+}
+
+// Stats returns what the writer committed so far.
+func (s *sqlStore) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load(), Written: s.written.Load()}
+}
+
+// countingTx counts the bytes of the binary arguments its statements carry.
+type countingTx struct {
+	txn
+	bytes int64
+}
+
+func (t *countingTx) exec(ctx context.Context, sql string, args ...any) error {
+	for _, a := range args {
+		if b, ok := a.([]byte); ok {
+			t.bytes += int64(len(b))
+		}
+	}
+	return t.txn.exec(ctx, sql, args...)
 }
 
 func (s *sqlStore) start(db database, o Options) {
@@ -182,12 +222,15 @@ func (s *sqlStore) commit(ctx context.Context, batches [][]Op) (int, error) {
 }
 
 func (s *sqlStore) commitOnce(ctx context.Context, batches [][]Op) (int, error) {
-	tx, err := s.db.begin(ctx, true)
+	began, err := s.db.begin(ctx, true)
 	if err != nil {
 		return -1, fmt.Errorf("store: begin: %w", err)
 	}
+	tx := &countingTx{txn: began}
 	now := time.Now().UnixMicro()
+	n := 0
 	for i, ops := range batches {
+		n += len(ops)
 		for _, op := range ops {
 			if err := s.apply(ctx, tx, op, now); err != nil {
 				tx.rollback()
@@ -201,6 +244,9 @@ func (s *sqlStore) commitOnce(ctx context.Context, batches [][]Op) (int, error) 
 	if err := tx.commit(ctx); err != nil {
 		return -1, fmt.Errorf("store: commit: %w", err)
 	}
+	s.commits.Add(1)
+	s.ops.Add(int64(n))
+	s.written.Add(tx.bytes)
 	return -1, nil
 }
 
@@ -394,7 +440,10 @@ func (s *sqlStore) forgetHistory(ctx context.Context, q querier, room string) er
 
 // snapshot replaces the room (but its versions) with op.Snapshot unless
 // the store holds the same epoch at least as far, in the stream and in the
-// document: the furthest copy wins.
+// document: the furthest copy wins. What the store already holds of the
+// same epoch is not written again: a room saved every few seconds while
+// it is edited costs its new messages and document updates, not its whole
+// history window and document each time.
 func (s *sqlStore) snapshot(ctx context.Context, q querier, op Op, now int64) error {
 	snap := op.Snapshot
 	r, err := s.readRoom(ctx, q, op.Room, now)
@@ -417,33 +466,89 @@ func (s *sqlStore) snapshot(ctx context.Context, q querier, op Op, now int64) er
 		stateSeq, stateData, stateBytes = int64(snap.State.Seq), nonNil(snap.State.Data), int64(len(snap.State.Data))
 	}
 	var doc Doc
-	var docBase []byte
+	var docBase []byte // NULL: no document
 	if snap.Doc.Epoch != "" {
 		doc, docBase = snap.Doc, nonNil(snap.Doc.Base)
 	}
-	if err := q.exec(ctx, `UPDATE rooms SET epoch = $2, seq = $3,
-			state_seq = $4, state_data = $5, state_bytes = $6,
-			doc_epoch = $7, doc_seq = $8, doc_base_seq = $9, doc_base = $10, doc_bytes = $11,
-			updated_at = $12
-		WHERE room = $1`,
-		op.Room, snap.Epoch, int64(snap.Seq),
-		stateSeq, stateData, stateBytes,
-		doc.Epoch, int64(doc.Seq), int64(doc.BaseSeq), docBase, doc.Bytes(),
-		now); err != nil {
+	// The document's base is written again only when it changed: another
+	// epoch or a compaction since the last save.
+	sameBase := doc.Epoch != "" && r.docEpoch == doc.Epoch && r.docBaseSeq == int64(doc.BaseSeq) && r.docSeq <= int64(doc.Seq)
+	if sameBase {
+		err = q.exec(ctx, `UPDATE rooms SET epoch = $2, seq = $3,
+				state_seq = $4, state_data = $5, state_bytes = $6,
+				doc_seq = $7, doc_bytes = $8, updated_at = $9
+			WHERE room = $1`,
+			op.Room, snap.Epoch, int64(snap.Seq),
+			stateSeq, stateData, stateBytes,
+			int64(doc.Seq), doc.Bytes(), now)
+	} else {
+		err = q.exec(ctx, `UPDATE rooms SET epoch = $2, seq = $3,
+				state_seq = $4, state_data = $5, state_bytes = $6,
+				doc_epoch = $7, doc_seq = $8, doc_base_seq = $9, doc_base = $10, doc_bytes = $11,
+				updated_at = $12
+			WHERE room = $1`,
+			op.Room, snap.Epoch, int64(snap.Seq),
+			stateSeq, stateData, stateBytes,
+			doc.Epoch, int64(doc.Seq), int64(doc.BaseSeq), docBase, doc.Bytes(),
+			now)
+	}
+	if err != nil {
 		return err
 	}
-	if err := s.forgetHistory(ctx, q, op.Room); err != nil {
+	if err := s.snapshotMessages(ctx, q, op.Room, snap, r); err != nil {
+		return err
+	}
+	return s.snapshotDocUpdates(ctx, q, op.Room, doc, r, sameBase)
+}
+
+// snapshotMessages makes the room's history snap's: within the epoch the
+// store holds, the messages after its seq are added and those before the
+// snapshot's window dropped; in another epoch the history is replaced.
+func (s *sqlStore) snapshotMessages(ctx context.Context, q querier, room string, snap *Room, held roomRow) error {
+	after := int64(-1) // replace: every message of snap
+	if held.epoch == snap.Epoch && held.seq <= int64(snap.Seq) {
+		after = held.seq
+		// The window's start: everything older leaves (all of it when
+		// the snapshot keeps no message).
+		from := int64(snap.Seq) + 1
+		if len(snap.Messages) > 0 {
+			from = int64(snap.Messages[0].Seq)
+		}
+		if err := q.exec(ctx, `DELETE FROM messages WHERE room = $1 AND seq < $2`, room, from); err != nil {
+			return err
+		}
+	} else if err := q.exec(ctx, `DELETE FROM messages WHERE room = $1`, room); err != nil {
 		return err
 	}
 	for _, m := range snap.Messages {
+		if int64(m.Seq) <= after {
+			continue
+		}
 		if err := q.exec(ctx, `INSERT INTO messages (room, seq, frame, exclude) VALUES ($1, $2, $3, $4) ON CONFLICT (room, seq) DO NOTHING`,
-			op.Room, int64(m.Seq), m.Frame, m.Exclude); err != nil {
+			room, int64(m.Seq), m.Frame, m.Exclude); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// snapshotDocUpdates makes the room's document updates doc's: on the base
+// the store holds, the updates after its seq are added; on a new base they
+// are replaced.
+func (s *sqlStore) snapshotDocUpdates(ctx context.Context, q querier, room string, doc Doc, held roomRow, sameBase bool) error {
+	after := int64(-1)
+	if sameBase {
+		after = held.docSeq
+	} else if err := q.exec(ctx, `DELETE FROM doc_updates WHERE room = $1`, room); err != nil {
+		return err
+	}
 	for i, u := range doc.Updates {
+		seq := int64(doc.BaseSeq) + 1 + int64(i)
+		if seq <= after {
+			continue
+		}
 		if err := q.exec(ctx, `INSERT INTO doc_updates (room, seq, msg) VALUES ($1, $2, $3) ON CONFLICT (room, seq) DO NOTHING`,
-			op.Room, int64(doc.BaseSeq)+1+int64(i), u); err != nil {
+			room, seq, u); err != nil {
 			return err
 		}
 	}

@@ -437,6 +437,76 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("snapshot: only what the store lacks is written", func(t *testing.T) {
+		s := open(t)
+		r := room(t)
+		mk := func(seq uint64, window int, baseSeq, docSeq uint64, base string) *Room {
+			kept := &Room{Epoch: "e1", Seq: seq, State: &State{Seq: seq, Data: []byte("st")},
+				Doc: Doc{Epoch: "d1", Seq: docSeq, BaseSeq: baseSeq, Base: []byte(base)}}
+			for m := seq - uint64(window) + 1; m <= seq; m++ {
+				kept.Messages = append(kept.Messages, Message{Seq: m, Frame: frame(m)})
+			}
+			for u := baseSeq + 1; u <= docSeq; u++ {
+				kept.Doc.Updates = append(kept.Doc.Updates, []byte(fmt.Sprintf("update-%04d", u)))
+			}
+			return kept
+		}
+		written := func(snap *Room) int64 {
+			t.Helper()
+			before := StatsOf(s).Written
+			write(t, s, Op{Kind: OpSnapshot, Room: r, Snapshot: snap})
+			return StatsOf(s).Written - before
+		}
+		check := func(want *Room) {
+			t.Helper()
+			got := load(t, s, r)
+			if got.Epoch != want.Epoch || got.Seq != want.Seq || len(got.Messages) != len(want.Messages) ||
+				got.Doc.Seq != want.Doc.Seq || got.Doc.BaseSeq != want.Doc.BaseSeq || string(got.Doc.Base) != string(want.Doc.Base) ||
+				len(got.Doc.Updates) != len(want.Doc.Updates) {
+				t.Fatalf("holds %+v, want %+v", got, want)
+			}
+			for i, m := range want.Messages {
+				if got.Messages[i].Seq != m.Seq || string(got.Messages[i].Frame) != string(m.Frame) {
+					t.Fatalf("message %d: %+v, want %+v", i, got.Messages[i], m)
+				}
+			}
+			for i, u := range want.Doc.Updates {
+				if string(got.Doc.Updates[i]) != string(u) {
+					t.Fatalf("update %d: %q, want %q", i, got.Doc.Updates[i], u)
+				}
+			}
+		}
+		upd := int64(len("update-0000"))
+		frames := func(from, to uint64) (n int64) {
+			for m := from; m <= to; m++ {
+				n += int64(len(frame(m)))
+			}
+			return n
+		}
+		first := mk(10, 4, 3, 6, "base-3")
+		if n, min := written(first), int64(len("base-3"))+frames(7, 10)+3*upd; n < min {
+			t.Fatalf("a first snapshot wrote %d bytes, want at least %d", n, min)
+		}
+		check(first)
+		// Two messages and two updates later, window 4: the two new
+		// messages and updates (and the state) are written, nothing else.
+		next := mk(12, 4, 3, 8, "base-3")
+		if n, want := written(next), frames(11, 12)+int64(len("st"))+2*upd; n != want {
+			t.Fatalf("a later snapshot wrote %d bytes, want %d", n, want)
+		}
+		check(next)
+		// A compaction moved the base: the document is written anew.
+		compacted := mk(12, 4, 8, 9, "base-8")
+		if n, min := written(compacted), int64(len("base-8"))+upd; n < min {
+			t.Fatalf("a snapshot on a new base wrote %d bytes, want at least %d", n, min)
+		}
+		check(compacted)
+		// A window that keeps no message drops them all.
+		empty := mk(13, 0, 8, 9, "base-8")
+		written(empty)
+		check(empty)
+	})
+
 	t.Run("rooms page by name with an opaque cursor", func(t *testing.T) {
 		s := open(t)
 		names := []string{"b", "a", "A", "a.b", "a-b", "c:1", "_", "z"}

@@ -3,6 +3,7 @@
 //
 //   node bench.mjs latejoin  --url ws://127.0.0.1:8080/yjs --secret S [--size 1000000]
 //   node bench.mjs reconnect --url ws://127.0.0.1:8080/yjs --secret S [--size 1000000] [--offline 10]
+//   node bench.mjs session   --url ws://A/yjs[,ws://B/yjs] --secret S [--writers 10] [--edits 10000] [--rate 500]
 //   node bench.mjs relay     --url ws://A/yjs,ws://B/yjs --secret S [--rooms 10] [--per 10] [--rate 500] [--seconds 20] [--pids 1,2]
 //
 // Tokens are minted here (HS256 with --secret). Output is one JSON line.
@@ -175,9 +176,53 @@ async function relay () {
   }
 }
 
-const modes = { latejoin, reconnect, relay }
+// session: writers type into one shared text (spread over the urls), edits
+// in all at rate per second: inserts of 1-3 characters at a random place,
+// one in ten a deletion. Reports the document's size at the end, once every
+// writer holds the same text; the caller reads what the store wrote.
+async function session () {
+  const writersN = Number(args.writers || 10)
+  const edits = Number(args.edits || 10000)
+  const rate = Number(args.rate || 500)
+  const name = room('session')
+  const writers = []
+  for (let i = 0; i < writersN; i++) {
+    const w = provider(urls[i % urls.length], name, 'writer' + i)
+    writers.push(w)
+    await once(w.p, 'sync', (s) => s)
+  }
+  const t0 = performance.now()
+  let done = 0
+  let seed = 1
+  const rnd = (n) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+  while (done < edits) {
+    const due = Math.min(edits, Math.floor((performance.now() - t0) / 1000 * rate))
+    while (done < due) {
+      const text = writers[done % writersN].doc.getText('text')
+      if (text.length > 10 && rnd(10) === 0) {
+        text.delete(rnd(text.length - 3), 1 + rnd(3))
+      } else {
+        text.insert(rnd(text.length + 1), 'abcdefghij'.slice(0, 1 + rnd(3)))
+      }
+      done++
+    }
+    await sleep(5)
+  }
+  const want = () => writers[0].doc.getText('text').toString()
+  const deadline = performance.now() + 30000
+  while (!writers.every((w) => w.doc.getText('text').toString() === want())) {
+    if (performance.now() > deadline) throw new Error('writers did not converge')
+    await sleep(50)
+  }
+  const seconds = (performance.now() - t0) / 1000
+  const docBytes = Y.encodeStateAsUpdate(writers[0].doc).length
+  for (const w of writers) w.p.destroy()
+  return { mode: 'session', room: name, writers: writersN, edits, seconds: Math.round(seconds * 10) / 10, textChars: want().length, docBytes }
+}
+
+const modes = { latejoin, reconnect, relay, session }
 if (!modes[mode]) {
-  console.error('usage: node bench.mjs latejoin|reconnect|relay [--url ws://host/yjs[,ws://host2/yjs]] [--secret S] …')
+  console.error('usage: node bench.mjs latejoin|reconnect|relay|session [--url ws://host/yjs[,ws://host2/yjs]] [--secret S] …')
   process.exit(2)
 }
 modes[mode]().then((r) => { console.log(JSON.stringify(r)); process.exit(0) }, (e) => { console.error(e); process.exit(1) })

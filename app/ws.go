@@ -219,7 +219,13 @@ func (s *Server) runConn(conn *rooms.Conn, t *wsTransport, claims *auth.Claims, 
 	if kind != "" {
 		prefix = kind + " "
 	}
-	if err := join(); errors.Is(err, errDraining) {
+	// The join (presence, the welcome's encoding, the broker) runs deep
+	// stacks; it runs on a goroutine of its own so that this one, which
+	// then waits in a read for the socket's whole life, keeps the small
+	// stack a blocked read needs (an idle socket's largest cost).
+	joined := make(chan error, 1)
+	go func() { joined <- join() }()
+	if err := <-joined; errors.Is(err, errDraining) {
 		conn.Close(rooms.CloseGoingAway, "server shutting down")
 		s.finish(conn, t)
 		return

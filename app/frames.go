@@ -80,6 +80,7 @@ const (
 	codeBadSince    = "bad_since"
 	codeSizeBackoff = "size_backoff" // 429 on an upgrade after a close for size
 	codeNotFound    = "not_found"
+	codeForbidden   = "forbidden" // a read-only token or connection tried to change what is kept
 	codeNoStore     = "no_store" // 400: the request needs rooms kept for good (ROOMCAST_STORE)
 )
 

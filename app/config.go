@@ -24,13 +24,6 @@ type Config struct {
 	JWTPublicKeyFile string
 	JWTIssuer        string
 	JWTAudience      string
-	// JWTJWKSURLs are identity providers' key set URLs; nil means none.
-	JWTJWKSURLs []string
-	// JWTClaims maps the claims roomcast reads to the token's claim
-	// names; the zero value reads sub, name, meta, rooms and read.
-	JWTClaims auth.ClaimMap
-	// jwtClaims is JWT_CLAIMS as given, for the usage line.
-	jwtClaims string
 	APIKey           string
 	PresenceTTL      time.Duration
 	Heartbeat        time.Duration
@@ -75,6 +68,14 @@ type Config struct {
 	// Versions is how many versions a room keeps, the newest. Zero value
 	// means 100.
 	Versions int
+
+	// JWTJWKSURLs are identity providers' key set URLs; nil means none.
+	JWTJWKSURLs []string
+	// JWTClaims maps the claims roomcast reads to the token's claim
+	// names; the zero value reads sub, name, meta, rooms and read.
+	JWTClaims auth.ClaimMap
+	// jwtClaims is JWT_CLAIMS as given, for the usage line.
+	jwtClaims string
 }
 
 // Bounds of SEND_QUEUE_BYTES: below 64 KiB a burst of ordinary frames

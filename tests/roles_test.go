@@ -263,3 +263,31 @@ func TestReadOnlyRoleAcrossInstances(t *testing.T) {
 	r.Send(t, map[string]any{"type": "publish", "data": 1, "ref": "p1"})
 	awaitError(t, r, "p1", "forbidden")
 }
+
+// TestDevTokenRole: with -dev, /dev/token?role=read mints a view token
+// (the room read-only); role=write or none an edit token.
+func TestDevTokenRole(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Args: []string{"-dev"}})
+	mint := func(q string) (int, string) {
+		st, b := httpCall(t, http.MethodGet, s.URL+"/dev/token?"+q, "", "")
+		var r struct{ Token string }
+		_ = json.Unmarshal(b, &r)
+		return st, r.Token
+	}
+	_, view := mint("user=vic&room=dv-1&role=read")
+	v := testserver.JoinURL(t, testserver.WSURL(s.WS, "dv-1", view), nil)
+	if v.Welcome.Me.Role != "read" {
+		t.Fatalf("view token welcome: %s", v.Welcome.Raw)
+	}
+	if st, b := upgradeRequest(t, testserver.WSURL(s.URL, "dv-2", view), nil); st != http.StatusForbidden {
+		t.Fatalf("view token into another room: %d %s", st, b)
+	}
+	_, edit := mint("user=eda&room=dv-1&role=write")
+	if e := testserver.JoinURL(t, testserver.WSURL(s.WS, "dv-1", edit), nil); e.Welcome.Me.Role != "write" {
+		t.Fatalf("edit token welcome: %s", e.Welcome.Raw)
+	}
+	if st, _ := mint("user=x&role=admin"); st != http.StatusBadRequest {
+		t.Fatalf("role=admin: %d", st)
+	}
+}

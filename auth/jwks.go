@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -71,43 +72,83 @@ func ValidateJWKSURL(u string) error {
 // the rate allowed.
 var errUnknownKey = errors.New("unknown key id")
 
-// keySets are the identity providers' key sets, cached in memory and kept
-// fresh by keyfunc: fetched at start (a failure is logged, not fatal),
-// every Refresh, and on a token with an unknown kid at most once per
-// UnknownKeyRefresh across all sets.
+// keySets are the identity providers' key sets, cached in memory: fetched
+// at start (a failure is logged, not fatal), every Refresh by jwkset's own
+// goroutine (which ends with the verifier's context), and on a token with
+// an unknown kid at most once per UnknownKeyRefresh across all sets.
+//
+// Two views share the sets: cached reads only, and reads that fetch the
+// sets again when the kid is unknown. The gate between them never waits:
+// a token with an unknown kid that comes before the next fetch is allowed
+// is refused at once (keyfunc's own limiter would hold the handshake until
+// it is), so a burst of them costs one fetch and no hanging sockets.
 type keySets struct {
-	kf keyfunc.Keyfunc
+	cached   keyfunc.Keyfunc
+	fetching keyfunc.Keyfunc
+	gate     *rate.Limiter
+	timeout  time.Duration
 }
 
 func newKeySets(ctx context.Context, urls []string, o JWKSOptions) (*keySets, error) {
 	o = o.withDefaults()
+	sets := make(map[string]jwkset.Storage, len(urls))
 	for _, u := range urls {
 		if err := ValidateJWKSURL(u); err != nil {
 			return nil, fmt.Errorf("auth: JWKS URL %w", err)
 		}
+		logFailure := func(_ context.Context, err error) {
+			o.Logger.Error("fetch JWKS; tokens signed by keys it does not list yet are refused", "url", u, "err", err)
+		}
+		st, err := jwkset.NewStorageFromHTTP(u, jwkset.HTTPClientStorageOptions{
+			Client:                    o.Client,
+			Ctx:                       ctx,
+			HTTPTimeout:               o.Timeout,
+			NoErrorReturnFirstHTTPReq: true,
+			RefreshErrorHandler:       logFailure,
+			RefreshInterval:           o.Refresh,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("auth: JWKS %s: %w", u, err)
+		}
+		sets[u] = st
 	}
-	// keyfunc waits on this limiter for at most RateLimitWaitMax (and the
-	// fetch shares that deadline): a token that would have to wait longer
-	// for the next allowed fetch is refused at once, so a burst of
-	// unknown kids costs one fetch, and no handshake hangs on it.
-	// rate.Limiter refuses outright a wait past the deadline and keeps
-	// its token for later.
-	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, urls, keyfunc.Override{
-		Client:            o.Client,
-		HTTPTimeout:       o.Timeout,
-		RefreshInterval:   o.Refresh,
-		RefreshUnknownKID: rate.NewLimiter(rate.Every(o.UnknownKeyRefresh), 1),
-		RateLimitWaitMax:  o.Timeout,
-		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
-			return func(_ context.Context, err error) {
-				o.Logger.Error("fetch JWKS; tokens signed by keys it does not list yet are refused", "url", u, "err", err)
-			}
-		},
-	})
+	view := func(refresh *rate.Limiter) (keyfunc.Keyfunc, error) {
+		c, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{HTTPURLs: maps.Clone(sets), RefreshUnknownKID: refresh})
+		if err != nil {
+			return nil, fmt.Errorf("auth: JWKS: %w", err)
+		}
+		return keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: c})
+	}
+	cached, err := view(nil)
 	if err != nil {
-		return nil, fmt.Errorf("auth: JWKS: %w", err)
+		return nil, err
 	}
-	return &keySets{kf: kf}, nil
+	// The gate limits these fetches; this limiter lets each through.
+	fetching, err := view(rate.NewLimiter(rate.Inf, 1))
+	if err != nil {
+		return nil, err
+	}
+	return &keySets{cached: cached, fetching: fetching, gate: rate.NewLimiter(rate.Every(o.UnknownKeyRefresh), 1), timeout: o.Timeout}, nil
+}
+
+// lookup returns the key (or key set, for a token without kid) keyfunc
+// finds for t: from the cache, else, when the gate allows, after fetching
+// the sets again.
+func (k *keySets) lookup(ctx context.Context, t *jwt.Token) (any, error) {
+	key, err := k.cached.KeyfuncCtx(ctx)(t)
+	if !errors.Is(err, jwkset.ErrKeyNotFound) {
+		return key, err
+	}
+	if !k.gate.Allow() {
+		return nil, errUnknownKey
+	}
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	key, err = k.fetching.KeyfuncCtx(ctx)(t)
+	if errors.Is(err, jwkset.ErrKeyNotFound) {
+		return nil, errUnknownKey
+	}
+	return key, err
 }
 
 // key returns the public key that must have signed t, checked to be of
@@ -116,11 +157,8 @@ func newKeySets(ctx context.Context, urls []string, o JWKSOptions) (*keySets, er
 // nothing. A token without kid may be signed by any fitting key.
 func (k *keySets) key(ctx context.Context, t *jwt.Token) (any, error) {
 	alg := t.Method.Alg()
-	key, err := k.kf.KeyfuncCtx(ctx)(t)
+	key, err := k.lookup(ctx, t)
 	if err != nil {
-		if errors.Is(err, jwkset.ErrKeyNotFound) {
-			return nil, errUnknownKey
-		}
 		return nil, err
 	}
 	switch key := key.(type) {

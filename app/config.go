@@ -275,7 +275,7 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			fs.SetOutput(os.Stdout)
-			fmt.Println("usage: roomcast [flags]   |   roomcast token -sub USER [-name NAME] [-room ROOMS] [-ttl 1h]")
+			fmt.Println("usage: roomcast [flags]   |   roomcast token -sub USER [-name NAME] [-room ROOMS] [-read ROOMS] [-ttl 1h]")
 			fs.PrintDefaults()
 		}
 		return cfg, err

@@ -43,7 +43,16 @@ end
 -- round-tripped through cjson. parse returns the count and the record.
 local function parse(v)
   local a = string.find(v, '\n', 1, true)
-  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1)
+  local rec = string.sub(v, a + 1)
+  -- A record written before roles, "since\nid\nname\nmeta", is a write
+  -- member's (meta, compact JSON, holds no newline).
+  local x = string.find(rec, '\n', 1, true)
+  local y = string.find(rec, '\n', x + 1, true)
+  local z = string.find(rec, '\n', y + 1, true)
+  if not string.find(rec, '\n', z + 1, true) then
+    rec = string.sub(rec, 1, z) .. 'write\n' .. string.sub(rec, z + 1)
+  end
+  return tonumber(string.sub(v, 1, a - 1)), rec
 end
 
 local function value(n, rec)

@@ -296,9 +296,13 @@ func (s *RedisStore) Members(ctx context.Context, room string) ([]Member, error)
 }
 
 // parseMember reads a member value "conns\nsince\nid\nname\nrole\nmeta"
-// (see presence_lib.lua).
+// (see presence_lib.lua), or one written before roles, without role: a
+// write member's.
 func parseMember(user, v string) (Member, error) {
 	parts := strings.SplitN(v, "\n", 6)
+	if len(parts) == 5 {
+		parts = append(parts[:4], RoleWrite, parts[4])
+	}
 	if len(parts) != 6 {
 		return Member{}, errors.New("malformed member value")
 	}

@@ -200,15 +200,26 @@ func (s *Server) requireRoomRead(c *fiber.Ctx) error {
 	if s.apiKeyOK(c) {
 		return c.Next()
 	}
-	claims, err := s.verifier.Verify(bearer(c))
+	_, err := s.userRole(c)
 	if err != nil {
-		return s.refuseToken(c, err)
-	}
-	if !claims.Allows(c.Locals(localRoom).(string)) {
-		s.metrics.authFailures.WithLabelValues("room").Inc()
-		return refuse(fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+		return err
 	}
 	return c.Next()
+}
+
+// userRole verifies the request's user token and returns its role in the
+// room (after roomParam), or the refusal.
+func (s *Server) userRole(c *fiber.Ctx) (auth.Role, error) {
+	claims, err := s.verifier.Verify(c.UserContext(), bearer(c))
+	if err != nil {
+		return "", s.refuseToken(c, err)
+	}
+	role, ok := roleIn(claims, c.Locals(localRoom).(string))
+	if !ok {
+		s.metrics.authFailures.WithLabelValues("room").Inc()
+		return "", refuse(fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+	}
+	return role, nil
 }
 
 func (s *Server) listMembers(c *fiber.Ctx) error {
@@ -282,7 +293,20 @@ func (s *Server) devToken(c *fiber.Ctx) error {
 		}
 		roomsClaim = []string{utils.CopyString(r)}
 	}
-	tok, err := auth.MintHS256(s.devKey, auth.MintOptions{Subject: user, Name: name, Rooms: roomsClaim, TTL: devTokenTTL,
+	var readClaim []string
+	switch c.Query("role") {
+	case "", "write":
+	case "read":
+		// A view link: the room (or every room) read-only, none written.
+		readClaim = roomsClaim
+		if readClaim == nil {
+			readClaim = []string{"*"}
+		}
+		roomsClaim = []string{}
+	default:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "role is write (the default) or read")
+	}
+	tok, err := auth.MintHS256(s.devKey, auth.MintOptions{Subject: user, Name: name, Rooms: roomsClaim, Read: readClaim, TTL: devTokenTTL,
 		Issuer: s.cfg.JWTIssuer, Audience: s.cfg.JWTAudience})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -67,6 +68,14 @@ type Config struct {
 	// Versions is how many versions a room keeps, the newest. Zero value
 	// means 100.
 	Versions int
+
+	// JWTJWKSURLs are identity providers' key set URLs; nil means none.
+	JWTJWKSURLs []string
+	// JWTClaims maps the claims roomcast reads to the token's claim
+	// names; the zero value reads sub, name, meta, rooms and read.
+	JWTClaims auth.ClaimMap
+	// jwtClaims is JWT_CLAIMS as given, for the usage line.
+	jwtClaims string
 }
 
 // Bounds of SEND_QUEUE_BYTES: below 64 KiB a burst of ordinary frames
@@ -156,6 +165,31 @@ var settings = []setting{
 	stringSetting("redis-url", "Redis URL (redis://host:6379/0, or redis-cluster://host:port,host:port for a Redis Cluster); empty runs one instance in memory", true, func(c *Config) *string { return &c.RedisURL }),
 	stringSetting("jwt-secret", "HS256 secret for user tokens (at least 32 bytes)", true, func(c *Config) *string { return &c.JWTSecret }),
 	stringSetting("jwt-public-key-file", "PEM public key file for RS256/ES256/EdDSA user tokens", false, func(c *Config) *string { return &c.JWTPublicKeyFile }),
+	{name: "jwt-jwks-url", usage: "identity providers' JSON Web Key Set URLs, comma-separated (RS*/PS*/ES*/EdDSA tokens, the kid picks the key)",
+		get: func(c *Config) string { return strings.Join(c.JWTJWKSURLs, ",") },
+		set: func(c *Config, v string) error {
+			c.JWTJWKSURLs = nil
+			for _, u := range strings.Split(v, ",") {
+				if u = strings.TrimSpace(u); u == "" {
+					continue
+				}
+				if err := auth.ValidateJWKSURL(u); err != nil {
+					return err
+				}
+				c.JWTJWKSURLs = append(c.JWTJWKSURLs, u)
+			}
+			return nil
+		}},
+	{name: "jwt-claims", usage: "claims read from other claim names: key:claim,… with key sub, name, meta, rooms or read (name:nickname,rooms:https://app/rooms)",
+		get: func(c *Config) string { return c.jwtClaims },
+		set: func(c *Config, v string) error {
+			m, err := auth.ParseClaimMap(v)
+			if err != nil {
+				return err
+			}
+			c.JWTClaims, c.jwtClaims = m, v
+			return nil
+		}},
 	stringSetting("jwt-issuer", "required iss claim", false, func(c *Config) *string { return &c.JWTIssuer }),
 	stringSetting("jwt-audience", "required aud claim", false, func(c *Config) *string { return &c.JWTAudience }),
 	stringSetting("api-key", "bearer key of the server-side HTTP API", true, func(c *Config) *string { return &c.APIKey }),
@@ -241,7 +275,7 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			fs.SetOutput(os.Stdout)
-			fmt.Println("usage: roomcast [flags]   |   roomcast token -sub USER [-name NAME] [-room ROOMS] [-ttl 1h]")
+			fmt.Println("usage: roomcast [flags]   |   roomcast token -sub USER [-name NAME] [-room ROOMS] [-read ROOMS] [-ttl 1h]")
 			fs.PrintDefaults()
 		}
 		return cfg, err
@@ -313,8 +347,10 @@ func (c Config) validate() error {
 	switch {
 	case c.JWTSecret != "" && c.JWTPublicKeyFile != "":
 		return errors.New("set either ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY_FILE, not both")
-	case c.JWTSecret == "" && c.JWTPublicKeyFile == "" && !c.Dev:
-		return errors.New("no token key: set ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY_FILE (or run with -dev)")
+	case c.JWTPublicKeyFile != "" && len(c.JWTJWKSURLs) > 0:
+		return errors.New("set either ROOMCAST_JWT_PUBLIC_KEY_FILE or ROOMCAST_JWT_JWKS_URL, not both")
+	case c.JWTSecret == "" && c.JWTPublicKeyFile == "" && len(c.JWTJWKSURLs) == 0 && !c.Dev:
+		return errors.New("no token key: set ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY_FILE or ROOMCAST_JWT_JWKS_URL (or run with -dev)")
 	case c.JWTSecret != "" && len(c.JWTSecret) < 32:
 		return errors.New("ROOMCAST_JWT_SECRET must be at least 32 bytes")
 	case c.PingInterval < 100*time.Millisecond:

@@ -11,6 +11,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 
+	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/rooms"
 	roomstore "github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/yjs"
@@ -82,9 +83,22 @@ func (s *Server) postDoc(c *fiber.Ctx) error {
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
-// requireRoomWrite lets on the API key or a user token that allows the
-// room (after roomParam): every member may write for now.
-func (s *Server) requireRoomWrite(c *fiber.Ctx) error { return s.requireRoomRead(c) }
+// requireRoomWrite lets on the API key or a user token that lets its
+// holder write the room (after roomParam); a read-only token gets 403.
+func (s *Server) requireRoomWrite(c *fiber.Ctx) error {
+	if s.apiKeyOK(c) {
+		return c.Next()
+	}
+	role, err := s.userRole(c)
+	if err != nil {
+		return err
+	}
+	if role != auth.RoleWrite {
+		s.metrics.authFailures.WithLabelValues("role").Inc()
+		return refuse(fiber.StatusForbidden, codeForbidden, "the token lets its holder read this room only")
+	}
+	return c.Next()
+}
 
 var errBodyTooLarge = errors.New("request body over its limit")
 

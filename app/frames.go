@@ -80,7 +80,8 @@ const (
 	codeBadSince    = "bad_since"
 	codeSizeBackoff = "size_backoff" // 429 on an upgrade after a close for size
 	codeNotFound    = "not_found"
-	codeNoStore     = "no_store" // 400: the request needs rooms kept for good (ROOMCAST_STORE)
+	codeNoStore     = "no_store"  // 400: the request needs rooms kept for good (ROOMCAST_STORE)
+	codeForbidden   = "forbidden" // a read-only token or connection tried to change what is kept
 )
 
 func encode(v any) []byte {

@@ -99,7 +99,8 @@ func mintCommand(args []string, getenv func(string) string, out *os.File) error 
 	fs := flag.NewFlagSet("roomcast token", flag.ContinueOnError)
 	sub := fs.String("sub", "", "user id (required)")
 	name := fs.String("name", "", "display name")
-	room := fs.String("room", "", "allowed rooms, comma-separated; a trailing * makes a prefix (default: every room)")
+	room := fs.String("room", "", "rooms the holder may write, comma-separated; a trailing * makes a prefix (default: every room, unless -read is set)")
+	read := fs.String("read", "", "rooms the holder may join read-only, in the same form (the read claim)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime")
 	meta := fs.String("meta", "", "initial meta, a JSON object")
 	secret := fs.String("jwt-secret", getenv("ROOMCAST_JWT_SECRET"), "HS256 secret (env ROOMCAST_JWT_SECRET)")
@@ -114,6 +115,9 @@ func mintCommand(args []string, getenv func(string) string, out *os.File) error 
 	o := auth.MintOptions{Subject: *sub, Name: *name, TTL: *ttl, Issuer: *iss, Audience: *aud}
 	if *room != "" {
 		o.Rooms = strings.Split(*room, ",")
+	}
+	if *read != "" {
+		o.Read = strings.Split(*read, ",")
 	}
 	if *meta != "" {
 		o.Meta = []byte(*meta)

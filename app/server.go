@@ -101,7 +101,8 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s.backoff = newSizeBackoff()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
-	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience}
+	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, JWKSURLs: cfg.JWTJWKSURLs, Claims: cfg.JWTClaims,
+		JWKS: auth.JWKSOptions{Logger: s.log}}
 	switch {
 	case cfg.JWTPublicKeyFile != "":
 		pem, err := os.ReadFile(cfg.JWTPublicKeyFile)
@@ -111,13 +112,17 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		authCfg.PublicKeyPEM = pem
 	case cfg.JWTSecret != "":
 		authCfg.Secret = []byte(cfg.JWTSecret)
+	case len(cfg.JWTJWKSURLs) > 0 && !cfg.Dev:
+		// Identity providers' tokens only.
 	default: // -dev without a configured key
 		authCfg.Secret = randomBytes(32)
 	}
 	if cfg.Dev && authCfg.Secret != nil {
 		s.devKey = authCfg.Secret
 	}
-	v, err := auth.NewVerifier(authCfg)
+	// The key sets are fetched now and kept fresh until the server's
+	// context ends.
+	v, err := auth.NewVerifier(s.ctx, authCfg)
 	if err != nil {
 		if cfg.JWTPublicKeyFile != "" {
 			return nil, fmt.Errorf("ROOMCAST_JWT_PUBLIC_KEY_FILE %s: %w", cfg.JWTPublicKeyFile, err)

@@ -29,6 +29,9 @@ const (
 	localSince  = "roomcast.since"
 	localState  = "roomcast.state"
 	localCount  = "roomcast.count"
+	// localRole is the auth.Role the connection has in its room, decided
+	// once by admitWS for both kinds of socket.
+	localRole = "roomcast.role"
 )
 
 // refusal is an HTTP error answer. It is returned as an error, never
@@ -101,7 +104,7 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	default:
 		return refuse(fiber.StatusBadRequest, codeBadRequest, "presence is full (members and their events) or count (the member count only)")
 	}
-	claims, err := s.verifier.Verify(bearer(c))
+	claims, err := s.verifier.Verify(c.UserContext(), bearer(c))
 	if err != nil {
 		return s.refuseToken(c, err)
 	}
@@ -111,9 +114,14 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	if !time.Now().Before(claims.ExpiresAt) {
 		return s.refuseToken(c, auth.ErrExpired)
 	}
-	if !claims.Allows(room) {
+	role, ok := roleIn(claims, room)
+	if !ok {
 		s.metrics.authFailures.WithLabelValues("room").Inc()
 		return refuse(fiber.StatusForbidden, "room_not_allowed", "the token does not allow this room")
+	}
+	if role == auth.RoleRead {
+		// The server never asks a connection for state it may not keep.
+		stateCapable = false
 	}
 	if !s.originAllowed(c.Get(fiber.HeaderOrigin)) {
 		s.metrics.authFailures.WithLabelValues("origin").Inc()
@@ -137,7 +145,15 @@ func (s *Server) admitWS(c *fiber.Ctx) error {
 	c.Locals(localSince, from)
 	c.Locals(localState, stateCapable)
 	c.Locals(localCount, countOnly)
+	c.Locals(localRole, role)
 	return c.Next()
+}
+
+// roleIn is the role claims give their holder in room, and false when
+// they do not let them in. Both kinds of socket and the HTTP routes decide
+// by it.
+func roleIn(claims *auth.Claims, room string) (auth.Role, bool) {
+	return claims.Role(room)
 }
 
 func (s *Server) refuseToken(c *fiber.Ctx, err error) error {
@@ -200,6 +216,7 @@ func (s *Server) serveWS(fc *fws.Conn) {
 	})
 	conn.StateCapable = stateCapable
 	conn.PresenceCount = fc.Locals(localCount).(bool)
+	conn.ReadOnly = fc.Locals(localRole).(auth.Role) == auth.RoleRead
 	conn.MarkRead(start.UnixNano())
 	s.metrics.connections.Inc()
 	s.metrics.connects.Inc()
@@ -283,7 +300,8 @@ func (s *Server) enterRoom(ctx context.Context, conn *rooms.Conn, claims *auth.C
 		s.undoJoin(conn, false)
 		return presence.Member{}, errDraining
 	}
-	me, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Meta: claims.Meta})
+	role, _ := roleIn(claims, conn.Room)
+	me, err := s.keeper.Join(ctx, presence.Session{Room: conn.Room, Conn: conn.ID, User: claims.Subject, Name: claims.Name, Role: string(role), Meta: claims.Meta})
 	if err != nil {
 		// The store may have added the connection before the call failed
 		// (a timeout after the script ran): remove it too.
@@ -544,8 +562,16 @@ func (s *Server) handleFrame(conn *rooms.Conn, claims *auth.Claims, f *clientFra
 	}
 	switch f.Type {
 	case "publish":
+		if conn.ReadOnly && !f.Ephemeral {
+			s.sendError(conn, ref, codeForbidden, "this connection is read-only: only ephemeral publishes are allowed; nothing sent")
+			return
+		}
 		s.handlePublish(conn, sender{User: claims.Subject, Conn: conn.ID}, f, ref)
 	case "state":
+		if conn.ReadOnly {
+			s.sendError(conn, ref, codeForbidden, "this connection is read-only: it may not keep a state; nothing kept")
+			return
+		}
 		s.handleState(conn, f, ref)
 	case "presence":
 		if len(f.Meta) == 0 || string(f.Meta) == "null" {

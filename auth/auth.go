@@ -5,12 +5,14 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,24 +25,62 @@ const MaxMetaBytes = 1024
 // Leeway is the clock skew tolerated on exp, nbf and iat.
 const Leeway = time.Second
 
+// Role is what a connection may do in its room, decided once at the
+// handshake.
+type Role string
+
+// Roles.
+const (
+	// RoleWrite may change what a room keeps: stored messages, state,
+	// documents.
+	RoleWrite Role = "write"
+	// RoleRead receives everything and may set its presence and send
+	// ephemeral messages, but changes nothing that is kept.
+	RoleRead Role = "read"
+)
+
 // Claims are the verified facts of a token.
 type Claims struct {
 	Subject string
 	Name    string
 	// Meta is the member's initial meta: a JSON object, {} when absent.
 	Meta json.RawMessage
-	// Rooms lists room names and prefixes ending in '*'; nil allows every
-	// room, an empty list none.
-	Rooms     []string
+	// Rooms lists the rooms the holder may write: names and prefixes
+	// ending in '*'. nil (no rooms claim) means every room, unless Read is
+	// set; an empty list none.
+	Rooms []string
+	// Read lists the rooms the holder may join read-only, in the same
+	// form; nil when the token has no read claim.
+	Read      []string
 	ExpiresAt time.Time
 }
 
-// Allows reports whether the claims let their holder into room.
-func (c *Claims) Allows(room string) bool {
-	if c.Rooms == nil {
-		return true
+// Role returns the holder's role in room, and false when the token does
+// not let them in. A room both claims list is written; a token with a read
+// claim and no rooms claim writes no room.
+func (c *Claims) Role(room string) (Role, bool) {
+	switch {
+	case c.Rooms == nil && c.Read == nil:
+		return RoleWrite, true
+	case matches(c.Rooms, room):
+		return RoleWrite, true
+	case matches(c.Read, room):
+		return RoleRead, true
 	}
-	for _, p := range c.Rooms {
+	return "", false
+}
+
+// Allows reports whether the claims let their holder into room, in either
+// role.
+func (c *Claims) Allows(room string) bool {
+	_, ok := c.Role(room)
+	return ok
+}
+
+// matches reports whether room is one of patterns: a name, or a prefix
+// ending in '*'.
+func matches(patterns []string, room string) bool {
+	for _, p := range patterns {
 		if prefix, ok := strings.CutSuffix(p, "*"); ok {
 			if strings.HasPrefix(room, prefix) {
 				return true
@@ -52,12 +92,19 @@ func (c *Claims) Allows(room string) bool {
 	return false
 }
 
-// tokenClaims is the JSON shape of a roomcast token.
+// tokenClaims is a token's payload: the registered claims the parser
+// checks, and every claim raw, from which the mapped ones are read.
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Name  string          `json:"name,omitempty"`
-	Meta  json.RawMessage `json:"meta,omitempty"`
-	Rooms *[]string       `json:"rooms,omitempty"`
+	raw map[string]json.RawMessage
+}
+
+// UnmarshalJSON decodes the payload both ways.
+func (t *tokenClaims) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &t.RegisteredClaims); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, &t.raw)
 }
 
 // Errors of Verify; each is wrapped with the detail.
@@ -67,50 +114,80 @@ var (
 	ErrExpired = errors.New("token expired")
 )
 
-// Config says which tokens to accept. Exactly one of Secret and PublicKeyPEM
-// is set.
+// Config says which tokens to accept: a Secret, a PublicKeyPEM or JWKS
+// URLs; a Secret may go with JWKS URLs (HS* tokens are then checked with
+// the secret, the others against the key sets).
 type Config struct {
 	// Secret is the HMAC key (HS256, HS384, HS512).
 	Secret []byte
 	// PublicKeyPEM is an RSA (RS*, PS*), ECDSA (ES*) or Ed25519 (EdDSA)
 	// public key.
 	PublicKeyPEM []byte
+	// JWKSURLs are identity providers' JSON Web Key Sets (http or https
+	// URLs); see JWKSOptions for how they are fetched.
+	JWKSURLs []string
+	JWKS     JWKSOptions
+	// Claims maps the claims roomcast reads to the token's claim names;
+	// the zero value reads sub, name, meta, rooms and read.
+	Claims ClaimMap
 	// Issuer and Audience, when set, must match iss and aud.
 	Issuer   string
 	Audience string
 }
 
+// Algorithm families.
+var (
+	hmacMethods    = []string{"HS256", "HS384", "HS512"}
+	rsaMethods     = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+	ecdsaMethods   = []string{"ES256", "ES384", "ES512"}
+	ed25519Methods = []string{"EdDSA"}
+)
+
 // Verifier checks tokens against a Config.
 type Verifier struct {
-	key    any
+	secret []byte // HS* tokens, when set
+	static any    // the PEM public key, when set
+	jwks   *keySets
+	claims ClaimMap
 	parser *jwt.Parser
 }
 
-// NewVerifier validates cfg and returns its verifier.
-func NewVerifier(cfg Config) (*Verifier, error) {
-	var key any
+// NewVerifier validates cfg and returns its verifier. With JWKS URLs it
+// fetches the key sets before it returns (an unreachable one is logged and
+// fetched again later) and keeps them fresh until ctx ends.
+func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
+	v := &Verifier{claims: cfg.Claims.withDefaults()}
 	var methods []string
-	switch {
-	case len(cfg.Secret) > 0 && len(cfg.PublicKeyPEM) > 0:
+	if len(cfg.Secret) > 0 && len(cfg.PublicKeyPEM) > 0 {
 		return nil, errors.New("auth: set either a secret or a public key, not both")
-	case len(cfg.Secret) > 0:
-		key, methods = cfg.Secret, []string{"HS256", "HS384", "HS512"}
-	case len(cfg.PublicKeyPEM) > 0:
+	}
+	if len(cfg.PublicKeyPEM) > 0 && len(cfg.JWKSURLs) > 0 {
+		return nil, errors.New("auth: set either a public key or JWKS URLs, not both")
+	}
+	if len(cfg.Secret) > 0 {
+		v.secret = cfg.Secret
+		methods = append(methods, hmacMethods...)
+	}
+	if len(cfg.PublicKeyPEM) > 0 {
 		pub, err := parsePublicKey(cfg.PublicKeyPEM)
 		if err != nil {
 			return nil, err
 		}
-		key = pub
-		switch pub.(type) {
-		case *rsa.PublicKey:
-			methods = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-		case *ecdsa.PublicKey:
-			methods = []string{"ES256", "ES384", "ES512"}
-		case ed25519.PublicKey:
-			methods = []string{"EdDSA"}
+		v.static = pub
+		methods = append(methods, familyOf(pub)...)
+	}
+	if len(cfg.JWKSURLs) > 0 {
+		ks, err := newKeySets(ctx, cfg.JWKSURLs, cfg.JWKS)
+		if err != nil {
+			return nil, err
 		}
-	default:
-		return nil, errors.New("auth: no secret or public key configured")
+		v.jwks = ks
+		methods = append(methods, rsaMethods...)
+		methods = append(methods, ecdsaMethods...)
+		methods = append(methods, ed25519Methods...)
+	}
+	if len(methods) == 0 {
+		return nil, errors.New("auth: no secret, public key or JWKS URL configured")
 	}
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
@@ -127,7 +204,21 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	return &Verifier{key: key, parser: jwt.NewParser(opts...)}, nil
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// familyOf lists the algorithms a public key verifies.
+func familyOf(pub any) []string {
+	switch pub.(type) {
+	case *rsa.PublicKey:
+		return rsaMethods
+	case *ecdsa.PublicKey:
+		return ecdsaMethods
+	case ed25519.PublicKey:
+		return ed25519Methods
+	}
+	return nil
 }
 
 func parsePublicKey(pemBytes []byte) (any, error) {
@@ -143,40 +234,49 @@ func parsePublicKey(pemBytes []byte) (any, error) {
 	return nil, errors.New("auth: public key is not an RSA, ECDSA or Ed25519 PEM key")
 }
 
+// key picks the key that must have signed t: the secret for HS*, else
+// the configured public key or the key set's key of t's kid. The parser
+// already refused an algorithm no configured key verifies.
+func (v *Verifier) key(ctx context.Context) jwt.Keyfunc {
+	return func(t *jwt.Token) (any, error) {
+		alg := t.Method.Alg()
+		switch {
+		case slices.Contains(hmacMethods, alg):
+			if v.secret == nil {
+				return nil, errAlgorithm
+			}
+			return v.secret, nil
+		case v.static != nil:
+			return v.static, nil
+		case v.jwks != nil:
+			return v.jwks.key(ctx, t)
+		}
+		return nil, errAlgorithm
+	}
+}
+
+var errAlgorithm = errors.New("algorithm not accepted")
+
 // Verify checks token and returns its claims. Errors wrap ErrMissing,
-// ErrExpired or ErrInvalid.
-func (v *Verifier) Verify(token string) (*Claims, error) {
+// ErrExpired or ErrInvalid. ctx bounds a fetch of a key set, when the
+// token names a key not yet known.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if token == "" {
 		return nil, ErrMissing
 	}
 	var tc tokenClaims
-	_, err := v.parser.ParseWithClaims(token, &tc, func(*jwt.Token) (any, error) { return v.key, nil })
+	_, err := v.parser.ParseWithClaims(token, &tc, v.key(ctx))
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, ErrExpired
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, reason(err))
 	}
-	if tc.Subject == "" {
-		return nil, fmt.Errorf("%w: sub claim required", ErrInvalid)
+	c, err := v.claims.read(tc.raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, err.Error())
 	}
-	c := &Claims{Subject: tc.Subject, Name: tc.Name, ExpiresAt: tc.ExpiresAt.Time, Meta: json.RawMessage("{}")}
-	if c.Name == "" {
-		c.Name = c.Subject
-	}
-	if tc.Rooms != nil {
-		c.Rooms = append([]string{}, *tc.Rooms...)
-	}
-	if len(tc.Meta) > 0 && string(tc.Meta) != "null" {
-		if len(tc.Meta) > MaxMetaBytes {
-			return nil, fmt.Errorf("%w: meta claim over 1 KiB", ErrInvalid)
-		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(tc.Meta, &obj); err != nil || obj == nil {
-			return nil, fmt.Errorf("%w: meta claim must be an object", ErrInvalid)
-		}
-		c.Meta = append(json.RawMessage(nil), tc.Meta...)
-	}
+	c.ExpiresAt = tc.ExpiresAt.Time
 	return c, nil
 }
 
@@ -185,6 +285,8 @@ func reason(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed"
+	case errors.Is(err, errUnknownKey):
+		return "signed by a key the identity provider does not list"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "bad signature or algorithm not accepted"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
@@ -205,10 +307,20 @@ type MintOptions struct {
 	Subject  string
 	Name     string
 	Meta     json.RawMessage
-	Rooms    []string // nil: every room
+	Rooms    []string // nil: every room (unless Read is set)
+	Read     []string // nil: no read claim
 	TTL      time.Duration
 	Issuer   string
 	Audience string
+}
+
+// mintClaims is the JSON shape of a token roomcast mints.
+type mintClaims struct {
+	jwt.RegisteredClaims
+	Name  string          `json:"name,omitempty"`
+	Meta  json.RawMessage `json:"meta,omitempty"`
+	Rooms *[]string       `json:"rooms,omitempty"`
+	Read  *[]string       `json:"read,omitempty"`
 }
 
 // MintHS256 signs an HS256 token with secret, for development and tools.
@@ -220,7 +332,7 @@ func MintHS256(secret []byte, o MintOptions) (string, error) {
 		o.TTL = time.Hour
 	}
 	now := time.Now()
-	tc := tokenClaims{
+	tc := mintClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   o.Subject,
 			Issuer:    o.Issuer,
@@ -236,6 +348,10 @@ func MintHS256(secret []byte, o MintOptions) (string, error) {
 	if o.Rooms != nil {
 		rooms := append([]string{}, o.Rooms...)
 		tc.Rooms = &rooms
+	}
+	if o.Read != nil {
+		read := append([]string{}, o.Read...)
+		tc.Read = &read
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, &tc).SignedString(secret)
 	if err != nil {

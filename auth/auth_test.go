@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -54,7 +55,7 @@ func with(kv ...any) jwt.MapClaims {
 }
 
 func TestVerifyHMACRejections(t *testing.T) {
-	v, err := NewVerifier(Config{Secret: secret, Issuer: "roomcast-test", Audience: "whiteboard"})
+	v, err := NewVerifier(context.Background(), Config{Secret: secret, Issuer: "roomcast-test", Audience: "whiteboard"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestVerifyHMACRejections(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := v.Verify(tc.token)
+			_, err := v.Verify(context.Background(), tc.token)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: got %v, want %v", err, tc.want)
 			}
@@ -99,7 +100,7 @@ func TestVerifyHMACRejections(t *testing.T) {
 	}
 
 	t.Run("valid", func(t *testing.T) {
-		c, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "name", "Alice", "meta", map[string]any{"color": "red"}, "rooms", []string{"doc-*"})))
+		c, err := v.Verify(context.Background(), sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "name", "Alice", "meta", map[string]any{"color": "red"}, "rooms", []string{"doc-*"})))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +114,7 @@ func TestVerifyHMACRejections(t *testing.T) {
 		if time.Until(exp) < -800*time.Millisecond {
 			exp = exp.Add(time.Second)
 		}
-		if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "exp", exp.Unix()))); err != nil {
+		if _, err := v.Verify(context.Background(), sign(t, jwt.SigningMethodHS256, secret, with("iss", "roomcast-test", "aud", "whiteboard", "exp", exp.Unix()))); err != nil {
 			t.Fatalf("token inside the 1s leeway rejected: %v", err)
 		}
 	})
@@ -146,36 +147,36 @@ func TestVerifyPublicKeyFamilies(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := NewVerifier(Config{PublicKeyPEM: tc.pem})
+			v, err := NewVerifier(context.Background(), Config{PublicKeyPEM: tc.pem})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := v.Verify(tc.good); err != nil {
+			if _, err := v.Verify(context.Background(), tc.good); err != nil {
 				t.Fatalf("good token rejected: %v", err)
 			}
 			for i, tok := range tc.others {
-				if _, err := v.Verify(tok); !errors.Is(err, ErrInvalid) {
+				if _, err := v.Verify(context.Background(), tok); !errors.Is(err, ErrInvalid) {
 					t.Fatalf("foreign token %d: got %v, want ErrInvalid", i, err)
 				}
 			}
 		})
 	}
 	t.Run("HMAC verifier refuses RS256", func(t *testing.T) {
-		v, _ := NewVerifier(Config{Secret: secret})
-		if _, err := v.Verify(sign(t, jwt.SigningMethodRS256, rsaKey, valid())); !errors.Is(err, ErrInvalid) {
+		v, _ := NewVerifier(context.Background(), Config{Secret: secret})
+		if _, err := v.Verify(context.Background(), sign(t, jwt.SigningMethodRS256, rsaKey, valid())); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("got %v", err)
 		}
 	})
 }
 
 func TestNewVerifierConfig(t *testing.T) {
-	if _, err := NewVerifier(Config{}); err == nil {
+	if _, err := NewVerifier(context.Background(), Config{}); err == nil {
 		t.Fatal("empty config accepted")
 	}
-	if _, err := NewVerifier(Config{Secret: secret, PublicKeyPEM: []byte("x")}); err == nil {
+	if _, err := NewVerifier(context.Background(), Config{Secret: secret, PublicKeyPEM: []byte("x")}); err == nil {
 		t.Fatal("secret and key both accepted")
 	}
-	if _, err := NewVerifier(Config{PublicKeyPEM: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")}); err == nil {
+	if _, err := NewVerifier(context.Background(), Config{PublicKeyPEM: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")}); err == nil {
 		t.Fatal("bad PEM accepted")
 	}
 }
@@ -209,8 +210,8 @@ func TestMintRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := NewVerifier(Config{Secret: secret})
-	c, err := v.Verify(tok)
+	v, _ := NewVerifier(context.Background(), Config{Secret: secret})
+	c, err := v.Verify(context.Background(), tok)
 	if err != nil {
 		t.Fatal(err)
 	}

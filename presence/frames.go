@@ -10,6 +10,9 @@ func Frame(typ, room string, m Member, reason string) []byte {
 	if len(m.Meta) == 0 {
 		m.Meta = json.RawMessage("{}")
 	}
+	if m.Role == "" {
+		m.Role = RoleWrite
+	}
 	f := struct {
 		Type   string `json:"type"`
 		Room   string `json:"room"`

@@ -1,5 +1,5 @@
--- heartbeat: ARGV[8..] = groups of 5 (conn, user, id JSON, name JSON, meta),
--- one per live conn of the calling instance in this room. Pushes each
+-- heartbeat: ARGV[8..] = groups of 6 (conn, user, id JSON, name JSON,
+-- role, meta), one per live conn of the calling instance in this room. Pushes each
 -- conn's expiry; a conn the store lost (flush, restart, swept after a
 -- stall) is added back with join semantics. Then sets the room's due
 -- entry exactly and pushes the safety-net TTL of the room's keys and of
@@ -9,10 +9,10 @@
 local added = 0
 local exp = int(NOW + TTL)
 local chunk = 500 -- conns per ZMSCORE/ZADD: bounded by Lua's unpack
-for first = 8, #ARGV, 5 * chunk do
-  local last = math.min(#ARGV, first + 5 * chunk - 1)
+for first = 8, #ARGV, 6 * chunk do
+  local last = math.min(#ARGV, first + 6 * chunk - 1)
   local entries = {}
-  for i = first, last, 5 do
+  for i = first, last, 6 do
     entries[#entries + 1] = ARGV[i] .. '\n' .. ARGV[i + 1]
   end
   local scores = redis.call('ZMSCORE', K_CONNS, unpack(entries))
@@ -22,9 +22,9 @@ for first = 8, #ARGV, 5 * chunk do
       held[#held + 1] = exp
       held[#held + 1] = e
     else
-      local i = first + 5 * (j - 1)
+      local i = first + 6 * (j - 1)
       redis.call('ZADD', K_CONNS, exp, e)
-      count_conn(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+      count_conn(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
       added = added + 1
     end
   end

@@ -34,28 +34,47 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- A member value is "conns\nsince\nid\nname\nmeta": the user's conn count,
--- then the record, where id and name are JSON strings and meta a compact
--- JSON object, all encoded by Go exactly as presence.Frame encodes them.
+-- A member value is "conns\nsince\nid\nname\nrole\nmeta": the user's conn
+-- count, then the record, where id and name are JSON strings, role is
+-- write or read (bare) and meta a compact JSON object, all encoded by Go
+-- exactly as presence.Frame encodes them.
 -- Scripts splice these bytes into frames and never decode them, so a frame
 -- is byte-identical to presence.Frame and the client's meta is never
 -- round-tripped through cjson. parse returns the count and the record.
 local function parse(v)
   local a = string.find(v, '\n', 1, true)
-  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1)
+  local rec = string.sub(v, a + 1)
+  -- A record written before roles, "since\nid\nname\nmeta", is a write
+  -- member's (meta, compact JSON, holds no newline).
+  local x = string.find(rec, '\n', 1, true)
+  local y = string.find(rec, '\n', x + 1, true)
+  local z = string.find(rec, '\n', y + 1, true)
+  if not string.find(rec, '\n', z + 1, true) then
+    rec = string.sub(rec, 1, z) .. 'write\n' .. string.sub(rec, z + 1)
+  end
+  return tonumber(string.sub(v, 1, a - 1)), rec
 end
 
 local function value(n, rec)
   return int(n) .. '\n' .. rec
 end
 
-local function member_json(rec, conns)
+-- fields returns the ends of a record's first four fields (since, id,
+-- name, role); meta follows the fourth.
+local function fields(rec)
   local a = string.find(rec, '\n', 1, true)
   local b = string.find(rec, '\n', a + 1, true)
   local c = string.find(rec, '\n', b + 1, true)
+  local d = string.find(rec, '\n', c + 1, true)
+  return a, b, c, d
+end
+
+local function member_json(rec, conns)
+  local a, b, c, d = fields(rec)
   return '{"id":' .. string.sub(rec, a + 1, b - 1) ..
     ',"name":' .. string.sub(rec, b + 1, c - 1) ..
-    ',"meta":' .. string.sub(rec, c + 1) ..
+    ',"role":"' .. string.sub(rec, c + 1, d - 1) ..
+    '","meta":' .. string.sub(rec, d + 1) ..
     ',"conns":' .. int(conns) ..
     ',"since":' .. string.sub(rec, 1, a - 1) .. '}'
 end
@@ -72,16 +91,20 @@ end
 
 -- count_conn records a conn of user that conns did not hold (it was just
 -- added): join when the user is new, update otherwise (another tab, or
--- back within the leave grace, whose entry sweep drops). Returns the
--- member as JSON.
-local function count_conn(user, id, name, meta)
+-- back within the leave grace, whose entry sweep drops). A write conn
+-- makes a read member write. Returns the member as JSON.
+local function count_conn(user, id, name, role, meta)
   local v = redis.call('HGET', K_MEMBERS, user)
   local typ, n, rec = 'join', 1, nil
   if v then
     typ, n, rec = 'update', parse(v)
     n = n + 1
+    local _, _, c, d = fields(rec)
+    if role == 'write' and string.sub(rec, c + 1, d - 1) ~= 'write' then
+      rec = string.sub(rec, 1, c) .. 'write' .. string.sub(rec, d)
+    end
   else
-    rec = int(NOW) .. '\n' .. id .. '\n' .. name .. '\n' .. meta
+    rec = int(NOW) .. '\n' .. id .. '\n' .. name .. '\n' .. role .. '\n' .. meta
   end
   redis.call('HSET', K_MEMBERS, user, value(n, rec))
   local m = member_json(rec, n)
@@ -91,7 +114,7 @@ end
 
 -- add_conn adds conn of user or, for a conn already held, pushes its
 -- expiry. Returns the member as JSON and whether the conn was added.
-local function add_conn(conn, user, id, name, meta, index)
+local function add_conn(conn, user, id, name, role, meta, index)
   local exp = NOW + TTL
   if redis.call('ZADD', K_CONNS, int(exp), conn .. '\n' .. user) == 0 then
     local v = redis.call('HGET', K_MEMBERS, user)
@@ -101,7 +124,7 @@ local function add_conn(conn, user, id, name, meta, index)
     end
     -- A held conn without a member breaks the invariant; count it again.
   end
-  local m = count_conn(user, id, name, meta)
+  local m = count_conn(user, id, name, role, meta)
   -- A room that has a timer has its due entry at or before it, and so
   -- before this later one: a caller that holds another live session in
   -- the room (index false) skips the command. Heartbeats set it exactly.

@@ -9,10 +9,8 @@ if not v then
   return false
 end
 local n, rec = parse(v)
-local a = string.find(rec, '\n', 1, true)
-local b = string.find(rec, '\n', a + 1, true)
-local c = string.find(rec, '\n', b + 1, true)
-rec = string.sub(rec, 1, c) .. ARGV[10]
+local _, _, _, d = fields(rec)
+rec = string.sub(rec, 1, d) .. ARGV[10]
 redis.call('HSET', K_MEMBERS, ARGV[9], value(n, rec))
 local m = member_json(rec, n)
 publish('update', m)

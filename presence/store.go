@@ -16,8 +16,12 @@ import (
 
 // Member is one user in a room, as clients see it.
 type Member struct {
-	ID    string          `json:"id"`
-	Name  string          `json:"name"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Role is RoleWrite or RoleRead: write when any connection the user
+	// opened since joining writes (a read member that opens a write
+	// connection becomes write, and stays so until it leaves).
+	Role  string          `json:"role"`
 	Meta  json.RawMessage `json:"meta"`
 	Conns int             `json:"conns"`
 	Since int64           `json:"since"` // unix ms of the user's join
@@ -30,6 +34,9 @@ type Session struct {
 	Conn string
 	User string
 	Name string
+	// Role is the connection's role, RoleWrite or RoleRead; empty means
+	// RoleWrite.
+	Role string
 	// Meta is the member's initial meta, used when this session makes the
 	// user join; an existing member keeps its meta.
 	Meta json.RawMessage
@@ -37,6 +44,20 @@ type Session struct {
 	// room is in the sweep index already (its timers keep it there) and
 	// the store may skip making sure of it. The Keeper sets it.
 	Indexed bool
+}
+
+// Roles of a member and of a session.
+const (
+	RoleWrite = "write"
+	RoleRead  = "read"
+)
+
+// sessionRole is s's role, RoleWrite unless it is RoleRead.
+func sessionRole(s Session) string {
+	if s.Role == RoleRead {
+		return RoleRead
+	}
+	return RoleWrite
 }
 
 // RoomCount is a room with the number of its members.

@@ -71,11 +71,14 @@ func (s *MemoryStore) joinLocked(ctx context.Context, sess Session) (Member, err
 	r.conns[sess.Conn] = &memConn{user: sess.User, expires: now.Add(s.o.TTL)}
 	u := r.users[sess.User]
 	if u == nil {
-		u = &memUser{m: Member{ID: sess.User, Name: sess.Name, Meta: sess.Meta, Conns: 1, Since: now.UnixMilli()}}
+		u = &memUser{m: Member{ID: sess.User, Name: sess.Name, Role: sessionRole(sess), Meta: sess.Meta, Conns: 1, Since: now.UnixMilli()}}
 		r.users[sess.User] = u
 		return u.m, s.publish(ctx, sess.Room, Frame("join", sess.Room, u.m, ""))
 	}
 	u.m.Conns++
+	if sessionRole(sess) == RoleWrite {
+		u.m.Role = RoleWrite
+	}
 	u.graceUntil = time.Time{}
 	return u.m, s.publish(ctx, sess.Room, Frame("update", sess.Room, u.m, ""))
 }

@@ -203,10 +203,10 @@ func (s *RedisStore) args(room string, extra ...any) []any {
 	return append(a, extra...)
 }
 
-// sessionArgs are a session's script arguments: conn, user, then id, name
-// and meta encoded exactly as Frame encodes them.
+// sessionArgs are a session's script arguments: conn, user, then id, name,
+// role and meta encoded exactly as Frame encodes them.
 func sessionArgs(sess Session) []any {
-	return []any{sess.Conn, sess.User, jsonString(sess.User), jsonString(sess.Name), compactMeta(sess.Meta)}
+	return []any{sess.Conn, sess.User, jsonString(sess.User), jsonString(sess.Name), sessionRole(sess), compactMeta(sess.Meta)}
 }
 
 func jsonString(v string) string {
@@ -295,11 +295,15 @@ func (s *RedisStore) Members(ctx context.Context, room string) ([]Member, error)
 	return out, nil
 }
 
-// parseMember reads a member value "conns\nsince\nid\nname\nmeta" (see
-// presence_lib.lua).
+// parseMember reads a member value "conns\nsince\nid\nname\nrole\nmeta"
+// (see presence_lib.lua), or one written before roles, without role: a
+// write member's.
 func parseMember(user, v string) (Member, error) {
-	parts := strings.SplitN(v, "\n", 5)
-	if len(parts) != 5 {
+	parts := strings.SplitN(v, "\n", 6)
+	if len(parts) == 5 {
+		parts = append(parts[:4], RoleWrite, parts[4])
+	}
+	if len(parts) != 6 {
 		return Member{}, errors.New("malformed member value")
 	}
 	conns, err := strconv.Atoi(parts[0])
@@ -310,7 +314,7 @@ func parseMember(user, v string) (Member, error) {
 	if err != nil {
 		return Member{}, fmt.Errorf("malformed since: %w", err)
 	}
-	m := Member{ID: user, Conns: conns, Since: since, Meta: json.RawMessage(parts[4])}
+	m := Member{ID: user, Conns: conns, Since: since, Role: parts[4], Meta: json.RawMessage(parts[5])}
 	if err := json.Unmarshal([]byte(parts[3]), &m.Name); err != nil {
 		return Member{}, fmt.Errorf("malformed name: %w", err)
 	}

@@ -223,7 +223,7 @@ func TestRedisStoreCrashTimeout(t *testing.T) {
 	}
 	t.Logf("crashed instance's member left %v after its last heartbeat (TTL 300ms, sweeping every 20ms)", took.Round(time.Millisecond))
 	joined.Conns = 0
-	want := []string{string(Frame("join", room, Member{ID: "ann", Name: "Ann", Meta: json.RawMessage("{}"), Conns: 1, Since: joined.Since}, "")),
+	want := []string{string(Frame("join", room, Member{ID: "ann", Name: "Ann", Role: RoleWrite, Meta: json.RawMessage("{}"), Conns: 1, Since: joined.Since}, "")),
 		string(Frame("leave", room, joined, ReasonTimeout))}
 	got := log.take(t)
 	if fmt.Sprint(got) != fmt.Sprint(want) {

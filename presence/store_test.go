@@ -157,7 +157,13 @@ func mustLeave(t *testing.T, s Store, conn, user string) {
 }
 
 func member(user string, conns int, since time.Time) Member {
-	return Member{ID: user, Name: "Name " + user, Meta: json.RawMessage("{}"), Conns: conns, Since: since.UnixMilli()}
+	return Member{ID: user, Name: "Name " + user, Role: RoleWrite, Meta: json.RawMessage("{}"), Conns: conns, Since: since.UnixMilli()}
+}
+
+func readMember(user string, conns int, since time.Time) Member {
+	m := member(user, conns, since)
+	m.Role = RoleRead
+	return m
 }
 
 func testStore(t *testing.T, newEnv newStoreEnv) {
@@ -202,6 +208,45 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		checkFrames(t, env, frame("leave", member("bob", 0, t1), ReasonClosed))
 		checkMembers(t, s)
 		checkRooms(t, s)
+	})
+
+	t.Run("roles", func(t *testing.T) {
+		env := newEnv(t, Options{})
+		s := env.newStore()
+		t0 := env.clock.Now()
+		join := func(conn, user, role string) Member {
+			t.Helper()
+			m, err := s.Join(ctx, Session{Room: room, Conn: conn, User: user, Name: "Name " + user, Role: role})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		if got := join("c1", "viv", RoleRead); !reflect.DeepEqual(got, readMember("viv", 1, t0)) {
+			t.Fatalf("Join returned %+v", got)
+		}
+		checkFrames(t, env, frame("join", readMember("viv", 1, t0), ""))
+		// Another read tab keeps the member read; a meta change too.
+		join("c2", "viv", RoleRead)
+		checkFrames(t, env, frame("update", readMember("viv", 2, t0), ""))
+		if _, err := s.SetMeta(ctx, room, "c2", "viv", json.RawMessage(`{"x":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		m := readMember("viv", 2, t0)
+		m.Meta = json.RawMessage(`{"x":1}`)
+		checkFrames(t, env, frame("update", m, ""))
+		checkMembers(t, s, m)
+		// A write tab makes the member write.
+		join("c3", "viv", RoleWrite)
+		m.Role, m.Conns = RoleWrite, 3
+		checkFrames(t, env, frame("update", m, ""))
+		// ... and a read tab after it does not take that back.
+		join("c4", "viv", RoleRead)
+		m.Conns = 4
+		checkFrames(t, env, frame("update", m, ""))
+		join("c5", "wes", "")
+		checkFrames(t, env, frame("join", member("wes", 1, t0), ""))
+		checkMembers(t, s, m, member("wes", 1, t0))
 	})
 
 	t.Run("members oldest first then by id", func(t *testing.T) {
@@ -371,7 +416,7 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Member{ID: "u/<1>", Name: name, Meta: json.RawMessage(`{"color":"red","tag":"\u003cb\u003e"}`), Conns: 1, Since: t0.UnixMilli()}
+		want := Member{ID: "u/<1>", Name: name, Role: RoleWrite, Meta: json.RawMessage(`{"color":"red","tag":"\u003cb\u003e"}`), Conns: 1, Since: t0.UnixMilli()}
 		checkFrames(t, env, frame("join", want, ""))
 		if string(Frame("join", room, m, "")) != frame("join", want, "") {
 			t.Fatalf("Join returned %+v", m)

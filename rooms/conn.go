@@ -77,6 +77,9 @@ type Conn struct {
 	// most one per HubOptions.CountInterval, and no join, leave, update or
 	// sync frames.
 	PresenceCount bool
+	// ReadOnly: the token lets the user read the room only; the
+	// connection may not change what the room keeps.
+	ReadOnly bool
 
 	lastRead atomic.Int64 // unix nanos of the last frame read, for idle detection
 

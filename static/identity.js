@@ -34,10 +34,11 @@ export const devUserId = (name) => name.trim().toLowerCase().replace(/\s+/g, " "
  * Asks the server for a dev token. Returns null when the server does not mint
  * tokens (it runs without -dev); throws when the server cannot be reached.
  * @param {string} user @param {string} name @param {string} room
+ * @param {"write" | "read"} [role] read mints a view token (the room read-only)
  * @returns {Promise<string | null>}
  */
-export async function devToken(user, name, room) {
-  const q = new URLSearchParams({ user, name, room });
+export async function devToken(user, name, room, role = "write") {
+  const q = new URLSearchParams({ user, name, room, role });
   const res = await fetch(`/dev/token?${q}`, { cache: "no-store" });
   if (res.status === 404) return null;
   if (!res.ok) throw new Error(`dev token: HTTP ${res.status}`);

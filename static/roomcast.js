@@ -4,7 +4,7 @@
 // API is described in docs/SDK.md.
 
 /**
- * @typedef {{id: string, name: string, meta: Object, conns: number, since: number}} Member
+ * @typedef {{id: string, name: string, role: "write" | "read", meta: Object, conns: number, since: number}} Member
  * @typedef {"connecting" | "open" | "reconnecting" | "closed"} Status
  * @typedef {{user: string, conn?: string}} Sender
  * @typedef {{type: "message", room: string, id: string, from: Sender, ts: number, data: any, seq?: number}} Message

@@ -17,6 +17,7 @@ import (
 type Member struct {
 	ID    string          `json:"id"`
 	Name  string          `json:"name"`
+	Role  string          `json:"role"`
 	Meta  json.RawMessage `json:"meta"`
 	Conns int             `json:"conns"`
 	Since int64           `json:"since"`

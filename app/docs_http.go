@@ -21,27 +21,20 @@ import (
 // that may make room for it: a document may be tens of MiB.
 const docUploadTimeout = 30 * time.Second
 
-// docSnapshot returns the room's document merged into one update: from the
-// cache of the room's local providers when it has some, else read and
-// merged afresh (nothing is kept or written).
-func (s *Server) docSnapshot(ctx context.Context, room string) (snapshot, error) {
-	return s.docs.roomOrDetached(room).snapshot(ctx)
-}
-
 // getDoc answers the room's whole document as one Yjs update.
 func (s *Server) getDoc(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
-	snap, err := s.docSnapshot(c.UserContext(), room)
+	snap, err := s.docs.Snapshot(c.UserContext(), room)
 	if err != nil {
 		return s.unavailable(c, "read document", err)
 	}
-	if snap.pos.Epoch == "" {
+	if snap.Position.Epoch == "" {
 		return refuse(fiber.StatusNotFound, codeNotFound, "this room has no document")
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
 	// The snapshot is never changed once made: it is sent as it is.
-	return c.Send(snap.doc)
+	return c.Send(snap.Doc)
 }
 
 // postDoc applies a Yjs update to the room's document: stored and relayed
@@ -73,7 +66,7 @@ func (s *Server) postDoc(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, docUploadTimeout)
 	defer cancel()
-	switch err := s.docs.append(ctx, s.docs.roomOrDetached(room), "", msg); {
+	switch err := s.docs.Append(ctx, room, msg); {
 	case errors.Is(err, rooms.ErrDocTooLarge):
 		s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
 		return tooLarge

@@ -48,7 +48,7 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 	if o.Store != nil {
 		s.saver = b
 	}
-	s.hub = rooms.NewHub(s.broker, hubOpts)
+	s.hub = s.newHub(hubOpts)
 	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})
 	return nil
 }
@@ -143,7 +143,7 @@ func parseClusterURL(url string) (opt *redis.ClusterOptions, ok bool, err error)
 // events; an instance that re-asserts later sends its own joins after it.
 func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
 	// The documents may be gone too: their providers put them back.
-	s.docs.resync(roomNames)
+	s.docs.Resync(roomNames)
 	for _, name := range roomNames {
 		frame, err := s.syncFrameOf(ctx, name)
 		if err != nil {

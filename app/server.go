@@ -23,6 +23,7 @@ import (
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
 	roomstore "github.com/roomcast/roomcast/rooms/store"
+	"github.com/roomcast/roomcast/rooms/ydoc"
 )
 
 // Timing of a connection's life that is not configuration, in one place.
@@ -69,7 +70,7 @@ type Server struct {
 	saver    interface{ SaveSoon(room string) }
 	keeper   *presence.Keeper
 	replica  *presence.Replica // welcomes are built from it
-	docs     *ydocs            // the Yjs documents of the rooms with local Yjs connections
+	docs     *ydoc.Engine      // the Yjs documents of the rooms with local Yjs connections
 	versions *versions         // takes the rooms' versions; nil without a store
 	metrics  *metrics
 	app      *fiber.App
@@ -96,7 +97,6 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.InstanceID = uuid.NewString()[:8]
 	}
 	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID), evict: make(chan *rooms.Conn, 4096)}
-	s.docs = newYdocs(s)
 	s.inflight = wsread.NewBudget(int64(cfg.MaxInflightBytes))
 	s.backoff = newSizeBackoff()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -159,11 +159,9 @@ func (s *Server) buildBackends() error {
 	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap,
 		Observe: func(room string, frame []byte) {
 			s.replica.Observe(room, frame)
-			s.docs.observePresence(room, frame)
+			s.docs.ObservePresence(room, frame)
 		},
-		OnDoc:         s.docs.deliver,
-		OnRoomDeleted: s.docs.deleted,
-		Count:         func(room string) (int, bool) { return s.replica.Count(room) },
+		Count: func(room string) (int, bool) { return s.replica.Count(room) },
 		OnUnsubscribed: func(room string) {
 			s.replica.Forget(room)
 			s.versions.left(room)
@@ -187,12 +185,31 @@ func (s *Server) buildBackends() error {
 		}
 		b := rooms.NewMemoryBroker(o)
 		s.broker = b
-		s.hub = rooms.NewHub(b, hubOpts)
+		s.hub = s.newHub(hubOpts)
 		s.store = presence.NewMemoryStore(popts, s.hub)
 		return nil
 	}
 	return s.buildRedisBackends(popts, hubOpts)
 }
+
+// newHub builds the documents' engine on s.broker and the hub that routes
+// their payloads to it.
+func (s *Server) newHub(o rooms.HubOptions) *rooms.Hub {
+	s.docs = ydoc.New(ydoc.Options{Broker: s.broker, Instance: s.cfg.InstanceID, Logger: s.log, Events: docEvents{s}, OpTimeout: opTimeout})
+	o.Docs = s.docs
+	return rooms.NewHub(s.broker, o)
+}
+
+// docEvents counts what the documents' engine did and tells the rooms'
+// versions that a document changed.
+type docEvents struct{ s *Server }
+
+func (d docEvents) DocStored(room string) {
+	d.s.metrics.yjsUpdates.Inc()
+	d.s.versions.changed(room, roomstore.VersionDoc)
+}
+func (d docEvents) DocCompacted(string) { d.s.metrics.yjsCompactions.Inc() }
+func (d docEvents) DocGap(string)       { d.s.metrics.yjsGaps.Inc() }
 
 // openStore opens the configured store; nil for memory (or none).
 func (s *Server) openStore() (roomstore.Store, error) {
@@ -242,15 +259,15 @@ func (s *Server) streamGap(room string, missing uint64, filled bool) {
 	s.log.Info("gap in stored messages", "room", room, "missing", missing, "outcome", outcome)
 }
 
-// resync answers a broker gap. It runs on the broker's delivery goroutine
-// of the rooms, before any later payload: first re-assert this instance's
+// resync answers a broker gap, after the hub filled in the rooms' stored
+// messages and documents. It runs on the broker's delivery goroutine of
+// the rooms, before any later payload: first re-assert this instance's
 // sessions (Redis may have restarted empty), then send each room's local
 // clients the member list, so no older snapshot can overtake a newer event.
 func (s *Server) resync(roomNames []string) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	s.keeper.Tick(ctx)
 	cancel()
-	s.docs.resync(roomNames)
 	// Each room gets its own deadline: with many rooms one shared deadline
 	// would run out part way and leave the rest without their sync.
 	for _, name := range roomNames {
@@ -290,7 +307,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	s.bg.Add(4)
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
-	go func() { defer s.bg.Done(); s.docs.keepAlive(s.ctx) }()
+	go func() { defer s.bg.Done(); s.docs.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()
 	go func() { defer s.bg.Done(); s.evictor(s.ctx) }()
 
@@ -354,7 +371,7 @@ func (s *Server) Shutdown() error {
 func (s *Server) stop() {
 	s.cancel()
 	s.bg.Wait()
-	s.docs.wait()
+	s.docs.Close()
 	// Versions are taken from the broker and written to the store: both
 	// stay open until the last one is written.
 	s.versions.wait()

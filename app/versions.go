@@ -176,14 +176,14 @@ func (v *versions) take(room string, doc, state bool, at time.Time) {
 }
 
 func (v *versions) takeDoc(ctx context.Context, room string, at time.Time) error {
-	snap, err := v.s.docSnapshot(ctx, room)
+	snap, err := v.s.docs.Snapshot(ctx, room)
 	if err != nil {
 		return err
 	}
-	if snap.pos.Epoch == "" {
+	if snap.Position.Epoch == "" {
 		return nil // deleted meanwhile
 	}
-	return v.st.Write(ctx, roomstore.Op{Kind: roomstore.OpVersion, Room: room, At: at, Version: roomstore.VersionDoc, Data: snap.doc, Keep: v.keep})
+	return v.st.Write(ctx, roomstore.Op{Kind: roomstore.OpVersion, Room: room, At: at, Version: roomstore.VersionDoc, Data: snap.Doc, Keep: v.keep})
 }
 
 func (v *versions) takeState(ctx context.Context, room string, at time.Time) error {

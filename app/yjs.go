@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +14,7 @@ import (
 	"github.com/roomcast/roomcast/app/wsread"
 	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/ydoc"
 	"github.com/roomcast/roomcast/rooms/yjs"
 )
 
@@ -25,16 +24,11 @@ const (
 	closeInvalidMessage = 1007 // not one valid y-websocket message
 )
 
-// keepAliveFrame is an awareness message with no entries: y-websocket
-// closes a socket that received nothing for 30 s, and this changes nothing
-// on the client.
-var keepAliveFrame = []byte{yjs.MessageAwareness, 1, 0}
-
 // serveYjs runs one y-websocket connection: join presence and the room's
-// document, sync, relay, leave. The protocol: the server sends its sync
-// step 1 (its state vector) first, so the client answers with what the
-// server lacks, and the current awareness states; it answers the client's
-// step 1 with a step 2 holding exactly what the client lacks.
+// document, sync, relay, leave. The document side (rooms/ydoc) sends its
+// sync step 1 and the awareness states on joining and answers each
+// message; this is the socket's edge: the upgrade, presence, the reads
+// and their limits.
 func (s *Server) serveYjs(fc *fws.Conn) {
 	if !s.enterLive(fc) {
 		return
@@ -62,43 +56,33 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	defer s.metrics.connections.Dec()
 	defer s.metrics.yjsConnections.Dec()
 
-	yc := &yconn{Conn: conn}
-	s.runConn(conn, t, claims, start, "yjs", func() error { return s.joinYjs(yc, claims) }, func() { s.readYjs(ws, yc) },
-		func(ctx context.Context) { s.docs.detach(ctx, yc) })
+	var yc *ydoc.Conn
+	s.runConn(conn, t, claims, start, "yjs",
+		func() (err error) {
+			// Every user may edit for now: a reader's edits would be
+			// dropped (ydoc.Conn.ReadOnly).
+			yc, err = s.joinYjs(conn, claims, false)
+			return err
+		},
+		func() { s.readYjs(ws, yc) },
+		func(ctx context.Context) { s.docs.Leave(ctx, yc) })
 }
 
-// joinYjs subscribes the room, adds presence, then reads the document:
-// every update stored after the read arrives through the subscription.
-func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
-	conn := yc.Conn
+// joinYjs subscribes the room, adds presence, then joins the document:
+// every update stored after it is read arrives through the subscription.
+// A read-only connection's edits are dropped (ydoc.Conn.ReadOnly).
+func (s *Server) joinYjs(conn *rooms.Conn, claims *auth.Claims, readOnly bool) (*ydoc.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
 	defer cancel()
 	if _, err := s.enterRoom(ctx, conn, claims); err != nil {
-		return err
+		return nil, err
 	}
-	dr := s.docs.attach(ctx, yc)
-	// Frames held while the document is read may overflow the queue of a
-	// busy document; then it is read again, a few times at most.
-	for attempt := 0; ; attempt++ {
-		snap, err := dr.snapshot(ctx)
-		if err != nil {
-			s.docs.detach(ctx, yc)
-			s.undoJoin(conn, true)
-			return fmt.Errorf("read the document: %w", err)
-		}
-		if conn.Start(yjs.AppendSyncMessage(nil, yjs.SyncStep1, snap.sv.Encode())) {
-			break
-		}
-		if closing, _ := conn.Closing(); closing || attempt == 3 {
-			s.docs.detach(ctx, yc)
-			s.undoJoin(conn, true)
-			return errors.New("document too busy to join, or the connection closed while joining")
-		}
+	yc, err := s.docs.Join(ctx, conn, readOnly)
+	if err != nil {
+		s.undoJoin(conn, true)
+		return nil, err
 	}
-	if aw := dr.awarenessFor(yc); aw != nil {
-		conn.Send(aw)
-	}
-	return nil
+	return yc, nil
 }
 
 // readYjs reads client messages until the socket ends. A frame that is not
@@ -107,7 +91,7 @@ func (s *Server) joinYjs(yc *yconn, claims *auth.Claims) error {
 // document cannot take within it, closes the socket with 1009; a frame
 // the in-flight budget cannot take with 1013; both make the user and room
 // back off (see sizeBackoff).
-func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
+func (s *Server) readYjs(ws *websocket.Conn, yc *ydoc.Conn) {
 	conn := yc.Conn
 	lim := newRateLimit(s.cfg.Rate, time.Now())
 	maxRead := s.cfg.MaxDocBytes
@@ -152,7 +136,7 @@ func (s *Server) readYjs(ws *websocket.Conn, yc *yconn) {
 			conn.Close(closeInvalidMessage, closeReason(err))
 			continue
 		}
-		err = s.handleYjs(yc, msg, m.Data)
+		err = s.docs.Handle(s.ctx, yc, msg, m.Data)
 		if errors.Is(err, rooms.ErrDocTooLarge) {
 			s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
 			s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("document would pass %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
@@ -173,79 +157,4 @@ func closeReason(err error) string {
 		r = r[:120]
 	}
 	return r
-}
-
-func (s *Server) handleYjs(yc *yconn, m yjs.Message, frame []byte) error {
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	defer cancel()
-	dr := s.docs.room(yc.Room)
-	if dr == nil {
-		return errors.New("document not attached")
-	}
-	switch m.Type {
-	case yjs.MessageSync:
-		switch m.Sync {
-		case yjs.SyncStep1:
-			sv, err := yjs.DecodeStateVector(m.Payload)
-			if err != nil {
-				return fmt.Errorf("decode state vector: %w", err)
-			}
-			return s.answerStep1(dr, yc, sv)
-		case yjs.SyncStep2, yjs.SyncUpdate:
-			if bytes.Equal(m.Payload, yjs.EmptyUpdate) {
-				return nil
-			}
-			msg := bytes.Clone(frame) // the read buffer is reused; a timed-out append may still run
-			if m.Sync == yjs.SyncStep2 {
-				// Stored and relayed as an update: a step 2 would mark
-				// other providers synced.
-				msg = yjs.AppendSyncMessage(nil, yjs.SyncUpdate, m.Payload)
-			}
-			return s.docs.append(ctx, dr, yc.ID, msg)
-		}
-	case yjs.MessageAwareness:
-		return s.docs.awareness(ctx, dr, yc, m.Payload)
-	case yjs.MessageQueryAwareness:
-		if aw := dr.awarenessFor(nil); aw != nil {
-			yc.Send(aw)
-		}
-		return nil
-	}
-	return nil
-}
-
-// answerStep1 sends yc the sync step 2 for its state vector sv. One step 1
-// at a time: while the answer to the previous one is unwritten, the
-// reader waits for it (a client that never reads, asking again and again
-// for a whole document, would otherwise make the server hold a copy per
-// request). Nothing the client sent is lost: its frames wait in the
-// socket, as with the rate limit.
-func (s *Server) answerStep1(dr *docRoom, yc *yconn, sv yjs.StateVector) error {
-	if err := yc.WaitWritten(s.ctx, yc.step2); err != nil {
-		return nil // shutting down
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	defer cancel()
-	snap, err := dr.snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	msg, err := snap.step2(sv)
-	if err != nil {
-		return err
-	}
-	yc.step2, _ = yc.SendTracked(msg)
-	return nil
-}
-
-// updateOf returns the update inside a stored sync Update message.
-func updateOf(msg []byte) ([]byte, error) {
-	if len(msg) < 3 || msg[0] != yjs.MessageSync || msg[1] != yjs.SyncUpdate {
-		return nil, errors.New("stored document entry is not a sync update message")
-	}
-	n, k := binary.Uvarint(msg[2:])
-	if k <= 0 || uint64(len(msg)-2-k) != n {
-		return nil, errors.New("stored document entry has a bad length")
-	}
-	return msg[2+k:], nil
 }

@@ -58,7 +58,7 @@ func TestMemoryEngineReloadsFromItsStore(t *testing.T) {
 		}
 	}
 	d1, _ := b1.Doc(ctx, "r")
-	if ok, err := b1.CompactDoc(ctx, "r", DocPosition{d1.Position.Epoch, 2}, []byte("base-2")); !ok || err != nil {
+	if ok, err := b1.CompactDoc(ctx, "r", Position{d1.Position.Epoch, 2}, []byte("base-2")); !ok || err != nil {
 		t.Fatalf("compact: %v %v", ok, err)
 	}
 	_ = b1.Close()
@@ -82,7 +82,7 @@ func TestMemoryEngineReloadsFromItsStore(t *testing.T) {
 	if p, err := b2.PublishMessage(ctx, "r", msg("m6", true)); err != nil || p.Position != (Position{p1.Epoch, 6}) {
 		t.Fatalf("publish after the restart: %+v %v", p, err)
 	}
-	if a, err := b2.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 9}); err != nil || a.Position != (DocPosition{d1.Position.Epoch, 4}) {
+	if a, err := b2.AppendUpdate(ctx, "r", "", []byte{0, 2, 1, 9}); err != nil || a.Position != (Position{d1.Position.Epoch, 4}) {
 		t.Fatalf("update after the restart: %+v %v", a, err)
 	}
 
@@ -99,7 +99,7 @@ func TestMemoryEngineReloadsFromItsStore(t *testing.T) {
 	if p, err := b2.Position(ctx, "r"); err != nil || p != (Position{p1.Epoch, 6}) {
 		t.Fatalf("position after the room left memory: %+v %v", p, err)
 	}
-	if d, err := b2.Doc(ctx, "r"); err != nil || d.Position != (DocPosition{d1.Position.Epoch, 4}) {
+	if d, err := b2.Doc(ctx, "r"); err != nil || d.Position != (Position{d1.Position.Epoch, 4}) {
 		t.Fatalf("doc after the room left memory: %+v %v", d, err)
 	}
 }

@@ -69,8 +69,9 @@ type Conn struct {
 	// StateCapable: the client joined with state=1 and answers
 	// state_request frames.
 	StateCapable bool
-	// Doc: a Yjs connection. It takes the room's document payloads (see
-	// HubOptions.OnDoc) and none of its JSON frames.
+	// Doc: a Yjs connection. The Hub sends it none of the room's JSON
+	// frames; the document engine (HubOptions.Docs) sends it what it
+	// decides of the document's payloads.
 	Doc bool
 	// PresenceCount: the client asked for the room's member count instead
 	// of its presence events (presence=count): it gets count frames, at

@@ -8,7 +8,7 @@ import (
 
 // Docs is the Yjs side of a Broker: each room's document, kept as a base
 // (the merge of its first updates) and the updates that followed, with a
-// position like a room stream's: an epoch that changes when the document
+// Position as a room stream has: an epoch that changes when the document
 // is lost or deleted, and a seq per stored update.
 type Docs interface {
 	// AppendUpdate stores msg (a y-websocket sync Update message) as the
@@ -27,24 +27,18 @@ type Docs interface {
 	// with the document's base. It does nothing and returns false when the
 	// document moved to another epoch or was compacted past at.Seq
 	// meanwhile (by another instance).
-	CompactDoc(ctx context.Context, room string, at DocPosition, base []byte) (bool, error)
+	CompactDoc(ctx context.Context, room string, at Position, base []byte) (bool, error)
 	// DocUpdates returns the stored update messages after seq, when the
 	// document is still in epoch and holds them all after its base; ok is
 	// false when they were compacted into the base (or the epoch is over).
-	DocUpdates(ctx context.Context, room string, epoch string, after uint64) (msgs [][]byte, pos DocPosition, ok bool, err error)
-}
-
-// DocPosition is where a document stands: its epoch and last update's seq.
-type DocPosition struct {
-	Epoch string
-	Seq   uint64
+	DocUpdates(ctx context.Context, room string, epoch string, after uint64) (msgs [][]byte, pos Position, ok bool, err error)
 }
 
 // Doc is a stored document: Base has the effect of every update up to
 // BaseSeq (nil when nothing was compacted yet), Updates are the update
 // messages BaseSeq+1 … Position.Seq in order.
 type Doc struct {
-	Position  DocPosition
+	Position  Position
 	BaseSeq   uint64
 	Base      []byte
 	Updates   [][]byte
@@ -55,7 +49,7 @@ type Doc struct {
 // DocAppend is the outcome of AppendUpdate: the update's position and the
 // sizes a compaction is decided on.
 type DocAppend struct {
-	Position  DocPosition
+	Position  Position
 	BaseSeq   uint64
 	LogBytes  int64
 	BaseBytes int64

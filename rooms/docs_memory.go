@@ -27,7 +27,7 @@ func (d *memDoc) append(msg []byte) {
 }
 
 func (d *memDoc) result() DocAppend {
-	return DocAppend{Position: DocPosition{Epoch: d.epoch, Seq: d.seq}, BaseSeq: d.baseSeq, LogBytes: d.logBytes, BaseBytes: int64(len(d.base))}
+	return DocAppend{Position: Position{Epoch: d.epoch, Seq: d.seq}, BaseSeq: d.baseSeq, LogBytes: d.logBytes, BaseBytes: int64(len(d.base))}
 }
 
 // doc returns the room's live document, nil when it has none; b.docMu held.
@@ -123,7 +123,7 @@ func (b *MemoryBroker) Doc(ctx context.Context, room string) (Doc, error) {
 		return Doc{}, nil
 	}
 	return Doc{
-		Position:  DocPosition{Epoch: d.epoch, Seq: d.seq},
+		Position:  Position{Epoch: d.epoch, Seq: d.seq},
 		BaseSeq:   d.baseSeq,
 		Base:      d.base,
 		Updates:   append([][]byte(nil), d.log...),
@@ -133,20 +133,20 @@ func (b *MemoryBroker) Doc(ctx context.Context, room string) (Doc, error) {
 }
 
 // DocUpdates implements Docs.
-func (b *MemoryBroker) DocUpdates(ctx context.Context, room, epoch string, after uint64) ([][]byte, DocPosition, bool, error) {
+func (b *MemoryBroker) DocUpdates(ctx context.Context, room, epoch string, after uint64) ([][]byte, Position, bool, error) {
 	if b.down() {
-		return nil, DocPosition{}, false, ErrBrokerDown
+		return nil, Position{}, false, ErrBrokerDown
 	}
 	if _, err := b.resident(ctx, room, false); err != nil {
-		return nil, DocPosition{}, false, err
+		return nil, Position{}, false, err
 	}
 	b.docMu.Lock()
 	defer b.docMu.Unlock()
 	d := b.docLocked(room, b.now())
 	if d == nil {
-		return nil, DocPosition{}, false, nil
+		return nil, Position{}, false, nil
 	}
-	pos := DocPosition{Epoch: d.epoch, Seq: d.seq}
+	pos := Position{Epoch: d.epoch, Seq: d.seq}
 	if d.epoch != epoch || after < d.baseSeq {
 		return nil, pos, false, nil
 	}
@@ -158,7 +158,7 @@ func (b *MemoryBroker) DocUpdates(ctx context.Context, room, epoch string, after
 
 // CompactDoc implements Docs. With a store, the new base is written to it
 // first (outside b.docMu).
-func (b *MemoryBroker) CompactDoc(ctx context.Context, room string, at DocPosition, base []byte) (bool, error) {
+func (b *MemoryBroker) CompactDoc(ctx context.Context, room string, at Position, base []byte) (bool, error) {
 	if b.down() {
 		return false, ErrBrokerDown
 	}

@@ -63,7 +63,7 @@ func (b *RedisBroker) AppendUpdate(ctx context.Context, room, exclude string, ms
 		return DocAppend{}, fmt.Errorf("doc append script: %w", err)
 	}
 	return DocAppend{
-		Position:  DocPosition{Epoch: v[0], Seq: parseUint(v[1])},
+		Position:  Position{Epoch: v[0], Seq: parseUint(v[1])},
 		BaseSeq:   parseUint(v[2]),
 		LogBytes:  int64(parseUint(v[3])),
 		BaseBytes: int64(parseUint(v[4])),
@@ -102,7 +102,7 @@ func (b *RedisBroker) Doc(ctx context.Context, room string) (Doc, error) {
 		return Doc{}, fmt.Errorf("doc read script: %d items", len(v))
 	}
 	d := Doc{
-		Position: DocPosition{Epoch: string(v[0]), Seq: parseUint(string(v[1]))},
+		Position: Position{Epoch: string(v[0]), Seq: parseUint(string(v[1]))},
 		BaseSeq:  parseUint(string(v[2])),
 		LogBytes: int64(parseUint(string(v[4]))),
 		Updates:  v[5:],
@@ -115,23 +115,23 @@ func (b *RedisBroker) Doc(ctx context.Context, room string) (Doc, error) {
 }
 
 // DocUpdates implements Docs.
-func (b *RedisBroker) DocUpdates(ctx context.Context, room, epoch string, after uint64) ([][]byte, DocPosition, bool, error) {
+func (b *RedisBroker) DocUpdates(ctx context.Context, room, epoch string, after uint64) ([][]byte, Position, bool, error) {
 	k := b.keys(room)
 	res, err := docUpdatesScript.Run(ctx, b.client, []string{k.Doc, k.DocLog}, epoch, after).Result()
 	if err != nil {
-		return nil, DocPosition{}, false, fmt.Errorf("read document updates: %w", err)
+		return nil, Position{}, false, fmt.Errorf("read document updates: %w", err)
 	}
 	v, err := replyBytes(res)
 	if err != nil {
-		return nil, DocPosition{}, false, fmt.Errorf("doc updates script: %w", err)
+		return nil, Position{}, false, fmt.Errorf("doc updates script: %w", err)
 	}
 	if len(v) == 0 {
-		return nil, DocPosition{}, false, nil
+		return nil, Position{}, false, nil
 	}
 	if len(v) < 3 {
-		return nil, DocPosition{}, false, fmt.Errorf("doc updates script: %d items", len(v))
+		return nil, Position{}, false, fmt.Errorf("doc updates script: %d items", len(v))
 	}
-	pos := DocPosition{Epoch: string(v[0]), Seq: parseUint(string(v[1]))}
+	pos := Position{Epoch: string(v[0]), Seq: parseUint(string(v[1]))}
 	return v[3:], pos, string(v[2]) == "1", nil
 }
 
@@ -164,7 +164,7 @@ func (b *RedisBroker) withDocUpdate(room string, payload []byte) ([]byte, bool) 
 }
 
 // CompactDoc implements Docs.
-func (b *RedisBroker) CompactDoc(ctx context.Context, room string, at DocPosition, base []byte) (bool, error) {
+func (b *RedisBroker) CompactDoc(ctx context.Context, room string, at Position, base []byte) (bool, error) {
 	k := b.keys(room)
 	n, err := docCompactScript.Run(ctx, b.client, []string{k.Doc, k.DocLog}, at.Epoch, at.Seq, base).Int()
 	if err != nil {

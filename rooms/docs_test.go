@@ -39,12 +39,12 @@ func testDocs(t *testing.T, newBroker newStreamBroker) {
 			if i == 1 {
 				epoch = res.Position.Epoch
 			}
-			if res.Position != (DocPosition{Epoch: epoch, Seq: uint64(i)}) || res.LogBytes != int64(i*len(updateMsg(i))) || res.BaseSeq != 0 {
+			if res.Position != (Position{Epoch: epoch, Seq: uint64(i)}) || res.LogBytes != int64(i*len(updateMsg(i))) || res.BaseSeq != 0 {
 				t.Fatalf("append %d: %+v", i, res)
 			}
 		}
 		d, err := b.Doc(ctx, name)
-		if err != nil || d.Position != (DocPosition{Epoch: epoch, Seq: 5}) || len(d.Updates) != 5 || d.Base != nil {
+		if err != nil || d.Position != (Position{Epoch: epoch, Seq: 5}) || len(d.Updates) != 5 || d.Base != nil {
 			t.Fatalf("doc: %+v %v", d, err)
 		}
 		for i, u := range d.Updates {
@@ -73,7 +73,7 @@ func testDocs(t *testing.T, newBroker newStreamBroker) {
 	t.Run("compaction replaces a prefix of the log", func(t *testing.T) {
 		b := newBroker(t, &envelopeReceiver{}, StreamOptions{HistorySize: 10})
 		name := room(t)
-		var pos DocPosition
+		var pos Position
 		for i := 1; i <= 4; i++ {
 			res, err := b.AppendUpdate(ctx, name, "", updateMsg(i))
 			if err != nil {
@@ -81,13 +81,13 @@ func testDocs(t *testing.T, newBroker newStreamBroker) {
 			}
 			pos = res.Position
 		}
-		at := DocPosition{Epoch: pos.Epoch, Seq: 3}
+		at := Position{Epoch: pos.Epoch, Seq: 3}
 		if ok, err := b.CompactDoc(ctx, name, at, []byte("BASE123")); err != nil || !ok {
 			t.Fatalf("compact: %v %v", ok, err)
 		}
 		// The same compaction again, an older one and one of another epoch
 		// do nothing (another instance got there first).
-		for _, again := range []DocPosition{at, {Epoch: pos.Epoch, Seq: 2}, {Epoch: "x", Seq: 4}, {Epoch: pos.Epoch, Seq: 9}} {
+		for _, again := range []Position{at, {Epoch: pos.Epoch, Seq: 2}, {Epoch: "x", Seq: 4}, {Epoch: pos.Epoch, Seq: 9}} {
 			if ok, err := b.CompactDoc(ctx, name, again, []byte("nope")); err != nil || ok {
 				t.Fatalf("compact at %+v after 3: %v %v", again, ok, err)
 			}
@@ -126,7 +126,7 @@ func testDocs(t *testing.T, newBroker newStreamBroker) {
 		if d, err := b.Doc(ctx, name); err != nil || d.Position.Epoch != "" {
 			t.Fatalf("a refused first update started a document: %+v %v", d, err)
 		}
-		var pos DocPosition
+		var pos Position
 		for i := 1; i <= 3; i++ { // exactly the limit
 			res, err := b.AppendUpdate(ctx, name, "", updateMsg(i))
 			if err != nil {

@@ -45,7 +45,9 @@ type room struct {
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
-	docs  map[*Conn]struct{} // Yjs connections
+	// docs are the room's Yjs connections: they hold the subscription
+	// and are listed by Conns, but what they receive is the DocHandler's.
+	docs map[*Conn]struct{}
 
 	// Coalesced frames (presence) wait here for one write per socket.
 	flushMu sync.Mutex // held while a batch goes out, so batches keep their order
@@ -85,18 +87,32 @@ type HubOptions struct {
 	// join. They keep their order among themselves.
 	Coalesce       func(frame []byte) bool
 	CoalesceWindow time.Duration
-	// OnDoc, if set, gets every document (Yjs) payload of a room, in the
-	// room's order; it sends what it decides to the room's Yjs
-	// connections (EachDoc).
-	OnDoc func(room string, e wire.Envelope)
-	// OnRoomDeleted, if set, is called when a room's reset (deletion) is
-	// delivered, after its connections were closed.
-	OnRoomDeleted func(room string)
+	// Docs, if set, owns the rooms' documents: it gets every document
+	// payload of a room, the room's deletion and the broker's gaps.
+	Docs DocHandler
 	// Count returns the room's member count for count-mode connections
 	// (false when unknown); CountInterval is the least time between two
 	// count frames of a room. Zero value means 1s.
 	Count         func(room string) (int, bool)
 	CountInterval time.Duration
+}
+
+// DocHandler is the document engine (rooms/ydoc) as the Hub sees it: the
+// Hub routes every document payload (wire.Envelope.Doc set) to it, and
+// the events of a room's stream that concern its document. The engine
+// keeps its connections' view of the document: the Hub never sends them
+// anything.
+type DocHandler interface {
+	// DeliverDoc gets every document payload of a room, in the room's
+	// order.
+	DeliverDoc(room string, e wire.Envelope)
+	// RoomDeleted is called when a room's reset (deletion) is delivered,
+	// after its message connections were told.
+	RoomDeleted(room string)
+	// Resync is called after a broker gap, once the rooms' stored
+	// messages were filled in and before HubOptions.OnResync, with the
+	// local rooms that may have missed payloads.
+	Resync(rooms []string)
 }
 
 // NewHub returns a hub publishing through b. Call b.Start(ctx, hub) to
@@ -281,8 +297,8 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 		return
 	}
 	if e.Doc != 0 {
-		if h.o.OnDoc != nil {
-			h.o.OnDoc(roomName, e)
+		if h.o.Docs != nil {
+			h.o.Docs.DeliverDoc(roomName, e)
 		}
 		return
 	}
@@ -299,23 +315,25 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 	}
 	r.streamMu.Lock()
 	defer r.streamMu.Unlock()
-	if e.Epoch != r.epoch {
-		if r.epoch == "" {
-			// Before the first connection took its position: nobody to
-			// deliver to, only the baseline to keep.
-			r.epoch, r.seq = e.Epoch, e.Seq
-			return
-		}
+	at := Position{Epoch: e.Epoch, Seq: e.Seq}
+	step := r.position().StepTo(at)
+	if step == StepNewEpoch {
 		reason := ReasonHistoryLost
 		if e.Seq == 0 && len(e.Frame) == 0 {
 			reason = ReasonRoomDeleted // the announcement of a Reset
 		}
 		h.newEpoch(r, e.Epoch, reason)
+		step = r.position().StepTo(at)
 	}
-	if e.Seq == 0 || e.Seq <= r.seq {
+	switch step {
+	case StepFirst:
+		// Before the first connection took its position: nobody to
+		// deliver to, only the baseline to keep.
+		r.epoch, r.seq = e.Epoch, e.Seq
+		return
+	case StepDelivered:
 		return // the announcement of an epoch, or delivered already
-	}
-	if e.Seq > r.seq+1 {
+	case StepGap:
 		h.fill(r, e.Seq-1)
 		if r.epoch != e.Epoch {
 			return // the history moved on to a newer epoch: this one is over
@@ -327,6 +345,10 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 		h.requestState(r, e.Seq)
 	}
 }
+
+// position is where the delivery of r's stored messages stands.
+// r.streamMu is held.
+func (r *room) position() Position { return Position{Epoch: r.epoch, Seq: r.seq} }
 
 func (h *Hub) room(name string) *room {
 	h.mu.Lock()
@@ -343,15 +365,10 @@ func (h *Hub) newEpoch(r *room, epoch, reason string) {
 	for c := range r.conns {
 		c.ResetEpoch(epoch, reason)
 	}
-	if reason == ReasonRoomDeleted {
-		// The document went with the room: its providers start over.
-		for c := range r.docs {
-			c.Close(CloseResync, "room deleted: its document too")
-		}
-	}
 	r.mu.RUnlock()
-	if reason == ReasonRoomDeleted && h.o.OnRoomDeleted != nil {
-		h.o.OnRoomDeleted(r.name)
+	if reason == ReasonRoomDeleted && h.o.Docs != nil {
+		// The document went with the room: its providers start over.
+		h.o.Docs.RoomDeleted(r.name)
 	}
 }
 
@@ -578,7 +595,8 @@ func CountFrame(room string, n int) []byte {
 }
 
 // Resync answers a broker gap: each room's stored messages published
-// meanwhile are delivered from History, then OnResync runs.
+// meanwhile are delivered from History, then the documents' Resync, then
+// OnResync runs.
 func (h *Hub) Resync(rooms []string) {
 	h.log.Warn("broker gap: resyncing rooms", "rooms", len(rooms))
 	for _, name := range rooms {
@@ -598,6 +616,9 @@ func (h *Hub) Resync(rooms []string) {
 			}
 		}
 		r.streamMu.Unlock()
+	}
+	if h.o.Docs != nil {
+		h.o.Docs.Resync(rooms)
 	}
 	if h.o.OnResync != nil {
 		h.o.OnResync(rooms)
@@ -638,18 +659,4 @@ func (h *Hub) Conns(roomName string) []*Conn {
 		r.mu.RUnlock()
 	}
 	return out
-}
-
-// EachDoc calls f for every local Yjs connection of room, under the room's
-// read lock: f must not block (Conn.Send does not).
-func (h *Hub) EachDoc(roomName string, f func(*Conn)) {
-	r := h.room(roomName)
-	if r == nil {
-		return
-	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for c := range r.docs {
-		f(c)
-	}
 }

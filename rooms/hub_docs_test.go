@@ -9,24 +9,45 @@ import (
 	"github.com/roomcast/roomcast/rooms/wire"
 )
 
+// docRecorder is a DocHandler that relays document payloads to its own
+// connections, as rooms/ydoc does, and closes them when the room is
+// deleted.
+type docRecorder struct {
+	mu      sync.Mutex
+	conns   []*Conn
+	docs    []wire.Envelope
+	deleted []string
+}
+
+func (d *docRecorder) DeliverDoc(room string, e wire.Envelope) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.docs = append(d.docs, e)
+	for _, c := range d.conns {
+		if c.ID != e.Exclude {
+			c.Send(e.Frame)
+		}
+	}
+}
+
+func (d *docRecorder) RoomDeleted(room string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deleted = append(d.deleted, room)
+	for _, c := range d.conns {
+		c.Close(CloseResync, "room deleted: its document too")
+	}
+}
+
+func (d *docRecorder) Resync([]string) {}
+
 // A Yjs connection shares its room's subscription but takes none of the
-// room's JSON frames; document payloads go to OnDoc, which reaches the Yjs
-// connections through EachDoc. A room deletion closes them too.
+// room's JSON frames; document payloads go to the DocHandler, and so does
+// the room's deletion.
 func TestHubKeepsDocConnsApart(t *testing.T) {
 	b := NewMemoryBroker(StreamOptions{HistorySize: 10})
-	var mu sync.Mutex
-	var docs []wire.Envelope
-	var h *Hub
-	h = NewHub(b, HubOptions{OnDoc: func(room string, e wire.Envelope) {
-		mu.Lock()
-		docs = append(docs, e)
-		mu.Unlock()
-		h.EachDoc(room, func(c *Conn) {
-			if c.ID != e.Exclude {
-				c.Send(e.Frame)
-			}
-		})
-	}})
+	d := &docRecorder{}
+	h := NewHub(b, HubOptions{Docs: d})
 	ctx := context.Background()
 	if err := b.Start(ctx, h); err != nil {
 		t.Fatal(err)
@@ -36,6 +57,9 @@ func TestHubKeepsDocConnsApart(t *testing.T) {
 	jc := NewConn("j", "r", "u", jsonRec, ConnOptions{})
 	dc := NewConn("d", "r", "u", docRec, ConnOptions{})
 	dc.Doc = true
+	d.mu.Lock()
+	d.conns = append(d.conns, dc)
+	d.mu.Unlock()
 	for _, c := range []*Conn{jc, dc} {
 		if err := h.Add(ctx, c); err != nil {
 			t.Fatal(err)
@@ -59,7 +83,8 @@ func TestHubKeepsDocConnsApart(t *testing.T) {
 	}
 	waitFor(t, func() bool { f, _ := jsonRec.snapshot(); return len(f) >= 3 })
 	waitFor(t, func() bool { f, _ := docRec.snapshot(); return len(f) >= 2 })
-	// Deleting the room closes the Yjs connection with 4010 as well.
+	// Deleting the room reaches the DocHandler, which closes the Yjs
+	// connection with 4010.
 	if _, err := b.Reset(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +100,11 @@ func TestHubKeepsDocConnsApart(t *testing.T) {
 	if fmt.Sprintf("%q", df) != `["first" "\x00\x02\x01\a"]` || dcode != CloseResync {
 		t.Fatalf("Yjs connection got %q, closed %d", df, dcode)
 	}
-	mu.Lock()
-	n := len(docs)
-	mu.Unlock()
-	if n != 2 {
-		t.Fatalf("OnDoc saw %d payloads, want 2", n)
+	d.mu.Lock()
+	n, deleted := len(d.docs), fmt.Sprint(d.deleted)
+	d.mu.Unlock()
+	if n != 2 || deleted != "[r]" {
+		t.Fatalf("the DocHandler saw %d payloads and deletions %s, want 2 and [r]", n, deleted)
 	}
 	// The last connection out unsubscribes, Yjs ones included.
 	h.Remove(ctx, jc)

@@ -10,13 +10,6 @@ import (
 	"github.com/roomcast/roomcast/rooms/store"
 )
 
-// Position is a place in a room's stream: the epoch names one unbroken
-// history of the room, seq counts its stored messages (1, 2, 3, …).
-type Position struct {
-	Epoch string `json:"epoch"`
-	Seq   uint64 `json:"seq"`
-}
-
 // Message is a message frame to publish.
 type Message struct {
 	ID      string // the frame's id, returned for the first of duplicates

@@ -56,12 +56,14 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	defer s.metrics.connections.Dec()
 	defer s.metrics.yjsConnections.Dec()
 
+	// A reader's sync step 2 and updates are dropped (ydoc.Conn.ReadOnly);
+	// its step 1 is answered and its awareness relayed.
+	readOnly := fc.Locals(localRole).(auth.Role) == auth.RoleRead
+	conn.ReadOnly = readOnly
 	var yc *ydoc.Conn
 	s.runConn(conn, t, claims, start, "yjs",
 		func() (err error) {
-			// Every user may edit for now: a reader's edits would be
-			// dropped (ydoc.Conn.ReadOnly).
-			yc, err = s.joinYjs(conn, claims, false)
+			yc, err = s.joinYjs(conn, claims, readOnly)
 			return err
 		},
 		func() { s.readYjs(ws, yc) },

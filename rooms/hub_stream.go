@@ -298,7 +298,7 @@ func (h *Hub) startWorkerLocked(r *room) {
 	h.wg.Add(1)
 	ctx, cancel := context.WithCancel(h.ctx)
 	r.st.working, r.st.cancel = true, cancel
-	go h.work(ctx, r, r.st.gen)
+	go h.work(ctx, cancel, r, r.st.gen)
 }
 
 // stopStreamLocked forgets the room's stream: its last connection left,
@@ -319,8 +319,9 @@ const forkRetry = 500 * time.Millisecond
 // work runs the room's round trips until none is left: moving a forked
 // epoch, filling a gap, delivering the envelopes held meanwhile, claiming
 // a state request.
-func (h *Hub) work(ctx context.Context, r *room, gen uint64) {
+func (h *Hub) work(ctx context.Context, cancel context.CancelFunc, r *room, gen uint64) {
 	defer h.wg.Done()
+	defer cancel()
 	for {
 		r.streamMu.Lock()
 		if r.st.gen != gen {

@@ -280,3 +280,106 @@ func TestHubForkOnAReusedSeq(t *testing.T) {
 		t.Fatal("the joiner of the new epoch was closed")
 	}
 }
+
+// promotedView is a memory broker whose History shows what a promoted
+// replica would: without the last lose messages, or with other frames
+// under some seqs.
+type promotedView struct {
+	*MemoryBroker
+	mu      sync.Mutex
+	lose    uint64
+	replace map[uint64][]byte
+}
+
+func (b *promotedView) History(ctx context.Context, room string, after uint64, limit int) (History, error) {
+	h, err := b.MemoryBroker.History(ctx, room, after, limit)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil || b.lose == 0 && len(b.replace) == 0 {
+		return h, err
+	}
+	h.Position.Seq -= b.lose
+	var kept []StoredMessage
+	for _, m := range h.Messages {
+		if m.Seq > h.Position.Seq {
+			break
+		}
+		if f, ok := b.replace[m.Seq]; ok {
+			m.Frame = f
+		}
+		kept = append(kept, m)
+	}
+	h.Messages = kept
+	h.Complete = after == h.Position.Seq || len(kept) > 0 && kept[0].Seq == after+1
+	return h, nil
+}
+
+// A resync after a pub/sub gap finds the room forked when the history is
+// behind the last message delivered, or holds another one under its seq:
+// the room moves to a new epoch and its connections resync. A resync that
+// finds the history as delivered changes nothing.
+func TestHubResyncFindsAFork(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		lose    uint64
+		replace map[uint64][]byte
+		forks   bool
+	}{
+		{"history as delivered", 0, nil, false},
+		{"history behind", 1, nil, true},
+		{"another message under the last seq", 0, map[uint64][]byte{3: []byte(`{"type":"message","id":"other","seq":3}`)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &promotedView{MemoryBroker: NewMemoryBroker(StreamOptions{HistorySize: 100})}
+			forks := 0
+			var mu sync.Mutex
+			h := NewHub(b, HubOptions{OnFork: func(string) { mu.Lock(); forks++; mu.Unlock() }})
+			if err := b.Start(context.Background(), h); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			t.Cleanup(h.Close)
+			c, rec := joinedConn(t, h, "c1")
+			publishN(t, h, 1, 3)
+			awaitSeqs(t, rec, "1,2,3")
+			old := c.Position()
+			b.mu.Lock()
+			b.lose, b.replace = tc.lose, tc.replace
+			b.mu.Unlock()
+			h.Resync([]string{"r"})
+			if !tc.forks {
+				// The resync is done once the room's worker is: a
+				// message published after it arrives in order.
+				b.mu.Lock()
+				b.lose, b.replace = 0, nil
+				b.mu.Unlock()
+				publishN(t, h, 4, 4)
+				awaitSeqs(t, rec, "1,2,3,4")
+				mu.Lock()
+				defer mu.Unlock()
+				if closing, _ := c.Closing(); closing || forks != 0 {
+					t.Fatalf("closing %v, %d forks, for a history as delivered", closing, forks)
+				}
+				return
+			}
+			if code := closedWith(t, c); code != CloseResync {
+				t.Fatalf("close %d, want %d", code, CloseResync)
+			}
+			<-c.Done()
+			rec.mu.Lock()
+			reason := rec.reason
+			rec.mu.Unlock()
+			if reason != ReasonForked {
+				t.Fatalf("close reason %q, want %q", reason, ReasonForked)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if forks != 1 {
+				t.Fatalf("%d forks counted, want 1", forks)
+			}
+			if pos, err := b.Position(context.Background(), "r"); err != nil || pos.Epoch == old.Epoch {
+				t.Fatalf("room at %+v (%v) after the fork, want a new epoch", pos, err)
+			}
+		})
+	}
+}

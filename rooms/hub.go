@@ -13,8 +13,9 @@ import (
 )
 
 // Hub owns the rooms of this instance and fans payloads out to their local
-// connections. Close stops the goroutines it started. It subscribes the broker to a room on the room's first local
-// connection and unsubscribes after its last.
+// connections. It subscribes the broker to a room on the room's first local
+// connection and unsubscribes after its last. Close stops the goroutines it
+// started.
 //
 // For stored messages the Hub is the gate every delivery passes: it keeps
 // the position up to which this instance delivered each room, fills a gap
@@ -74,8 +75,9 @@ type room struct {
 type HubOptions struct {
 	Logger *slog.Logger
 	// OnResync is called by Resync with the local rooms that may have
-	// missed payloads, once their stored messages were filled in; it
-	// typically sends each a fresh presence snapshot.
+	// missed payloads, once their rooms' workers were given the fill of
+	// their stored messages (which may still run); it typically sends
+	// each a fresh presence snapshot.
 	OnResync func(rooms []string)
 	// FillLimit is the most stored messages read from History in one
 	// call while filling a gap. Zero value means 1000.

@@ -23,6 +23,7 @@ type metrics struct {
 	closes         *prometheus.CounterVec
 	brokerGaps     prometheus.Counter
 	streamGaps     *prometheus.CounterVec
+	streamForks    prometheus.Counter
 	protocolErrors prometheus.Counter
 	heartbeatErr   prometheus.Counter
 	yjsConnections prometheus.Gauge
@@ -54,6 +55,8 @@ func newMetrics(localRooms func() int, inflight func() int64) *metrics {
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_closes_total", Help: "Connections that ended with a close frame from the server, by its code (1000 answers a client's close; 0 is not counted: the socket just dropped)."}, []string{"code"})
 	m.brokerGaps = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_broker_gaps_total", Help: "Pub/sub reconnects after which rooms were resynchronised."})
 	m.streamGaps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_stream_gaps_total", Help: "Gaps in a room's stored messages seen on delivery: filled from the history, or lost (the room's connections closed with 4010)."}, []string{"outcome"})
+	m.streamForks = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_stream_forks_total", Help: "Rooms this instance found forked: a stored message it delivered is not in the room's history (a Redis failover lost it and gave its seq to another). The room moves to a new epoch and its connections resync (4010)."})
+	m.reg.MustRegister(m.streamForks)
 	m.protocolErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_protocol_errors_total", Help: "Connections closed for a frame that breaks the WebSocket protocol (1002) or is not valid UTF-8 (1007)."})
 	m.heartbeatErr = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_presence_heartbeat_failures_total", Help: "Presence heartbeats or sweeps that failed."})
 	m.yjsConnections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "roomcast_yjs_connections", Help: "Open Yjs (y-websocket) connections on this instance."})

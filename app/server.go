@@ -157,6 +157,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) buildBackends() error {
 	popts := presence.Options{TTL: s.cfg.PresenceTTL, LeaveGrace: s.cfg.LeaveGrace}
 	hubOpts := rooms.HubOptions{Logger: s.log, OnResync: s.resync, OnGap: s.streamGap,
+		OnFork: func(string) { s.metrics.streamForks.Inc() },
 		Observe: func(room string, frame []byte) {
 			s.replica.Observe(room, frame)
 			s.docs.ObservePresence(room, frame)
@@ -375,6 +376,8 @@ func (s *Server) stop() {
 	// Versions are taken from the broker and written to the store: both
 	// stay open until the last one is written.
 	s.versions.wait()
+	// The rooms' workers read from the broker.
+	s.hub.Close()
 	if err := s.broker.Close(); err != nil {
 		s.log.Warn("close broker", "err", err)
 	}

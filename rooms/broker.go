@@ -69,14 +69,23 @@ type Stream interface {
 	// candidate is the one asked last time, which did not answer. One
 	// connection is asked per request, cluster-wide.
 	ClaimStateRequest(ctx context.Context, room string, seq uint64, candidates []string) (string, error)
+	// Fork moves the room, if it is still in epoch from, to a new epoch
+	// that keeps its history, state and seq, and announces it on the
+	// room's channel (position "<epoch>:<seq>", empty frame): instances
+	// delivered messages of from that the room no longer holds (a failover
+	// lost them and gave their seqs to others), so every connection of
+	// from resyncs. A room in another epoch is left as it is and its
+	// position returned: the other epoch is newer.
+	Fork(ctx context.Context, room, from string) (Position, error)
 }
 
 // Receiver is what a Broker delivers to; the Hub is one.
 type Receiver interface {
 	// Deliver is called for every payload of a subscribed room, in the
 	// room's order; payloads of one room come from one goroutine at a
-	// time, different rooms may be delivered concurrently. It should not
-	// block; filling a gap from History is the exception.
+	// time, different rooms may be delivered concurrently. It must not
+	// block: one Deliver call may be all that stands between the broker
+	// and the payloads of many rooms.
 	Deliver(room string, payload []byte)
 	// Resync is called after a gap in which payloads for rooms may have
 	// been lost (for example a pub/sub reconnect), once the subscriptions

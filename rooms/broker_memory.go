@@ -47,6 +47,7 @@ type memRoom struct {
 	stateReqSeq uint64
 	asked       string // the connection asked last
 	keys        map[string]keyEntry
+	forkedFrom  string // the epoch Fork renamed: its keys still answer
 }
 
 type keyEntry struct {
@@ -227,6 +228,7 @@ func (r *memRoom) resetLocked(now time.Time) {
 	r.touched = now
 	r.stateReqAt, r.stateReqSeq, r.asked = time.Time{}, 0, ""
 	r.keys = nil
+	r.forkedFrom = ""
 }
 
 func (b *MemoryBroker) subscribed(room string) (Receiver, bool) {
@@ -297,10 +299,13 @@ func (b *MemoryBroker) PublishMessage(ctx context.Context, room string, m Messag
 	defer r.deliverMu.Unlock()
 	now := b.now()
 	if m.Key != "" {
-		if e, ok := r.keys[m.Key]; ok && now.Sub(e.at) < KeyWindow && e.epoch == r.epoch {
+		if e, ok := r.keys[m.Key]; ok && now.Sub(e.at) < KeyWindow && (e.epoch == r.epoch || e.epoch == r.forkedFrom) {
 			r.mu.Unlock()
 			p := e.p
 			p.Duplicate = true
+			if p.Position.Seq != 0 {
+				p.Position.Epoch = r.epoch
+			}
 			return p, nil
 		}
 	}
@@ -508,6 +513,36 @@ func (b *MemoryBroker) Reset(ctx context.Context, room string) (Position, error)
 	b.dropDoc(room)
 	if recv, ok := b.subscribed(room); ok {
 		recv.Deliver(room, wire.SealStored("", pos.Epoch, 0, false, nil))
+	}
+	return pos, nil
+}
+
+// Fork implements Stream. The memory engine's stream is one process's and
+// never forks by itself; asked to, it renames the epoch as Redis does.
+// With a store it refuses: the store holds the room under its epoch, and
+// every stored message is written there before it is delivered.
+func (b *MemoryBroker) Fork(ctx context.Context, room, from string) (Position, error) {
+	if b.down() {
+		return Position{}, ErrBrokerDown
+	}
+	if b.o.Store != nil {
+		return Position{}, errors.New("rooms: fork: the memory engine writes every stored message through to its store before delivering it, so its history cannot fork")
+	}
+	r, err := b.lockedRoom(ctx, room)
+	if err != nil {
+		return Position{}, err
+	}
+	defer r.deliverMu.Unlock()
+	if r.epoch != from {
+		pos := Position{Epoch: r.epoch, Seq: r.seq}
+		r.mu.Unlock()
+		return pos, nil
+	}
+	r.forkedFrom, r.epoch = r.epoch, NewEpoch()
+	pos := Position{Epoch: r.epoch, Seq: r.seq}
+	r.mu.Unlock()
+	if recv, ok := b.subscribed(room); ok {
+		recv.Deliver(room, wire.SealStored("", pos.Epoch, pos.Seq, false, nil))
 	}
 	return pos, nil
 }

@@ -36,6 +36,8 @@ var (
 	resetLua string
 	//go:embed lua/claim_state.lua
 	claimStateLua string
+	//go:embed lua/fork.lua
+	forkLua string
 
 	streamScript = func(body string) wire.Script {
 		return wire.NewScript(streamLib + body)
@@ -47,6 +49,7 @@ var (
 	stateScript      = streamScript(stateLua)
 	resetScript      = streamScript(resetLua)
 	claimStateScript = streamScript(claimStateLua)
+	forkScript       = streamScript(forkLua)
 )
 
 func (b *RedisBroker) keys(room string) wire.Keys { return b.layout.Room(room) }
@@ -268,6 +271,23 @@ func (b *RedisBroker) ClaimStateRequest(ctx context.Context, room string, seq ui
 		return "", fmt.Errorf("claim state request: %w", err)
 	}
 	return pick, nil
+}
+
+// Fork implements Stream.
+func (b *RedisBroker) Fork(ctx context.Context, room, from string) (Position, error) {
+	k := b.keys(room)
+	res, err := restoring(ctx, b, room, NewEpoch(), func(epoch string) (any, error) {
+		return b.script(forkScript).Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, b.layout.DirtyIndex(room)},
+			epoch, b.ttlMillis(), NewEpoch(), from, k.Channel, room, b.dirtyArg()).Result()
+	})
+	if err != nil {
+		return Position{}, fmt.Errorf("fork room: %w", err)
+	}
+	v, err := replyStrings(res, 2)
+	if err != nil {
+		return Position{}, fmt.Errorf("fork script: %w", err)
+	}
+	return parsePosition(v[0], v[1]), nil
 }
 
 func parsePosition(epoch, seq string) Position {

@@ -26,6 +26,10 @@ const (
 const (
 	ReasonRoomDeleted = "room deleted: reconnect with since"
 	ReasonHistoryLost = "room history lost: reconnect with since"
+	// ReasonForked: a failover lost stored messages this connection may
+	// hold, and their seqs went to others; the room keeps what it holds
+	// under a new epoch.
+	ReasonForked = "room history forked: reconnect with since"
 )
 
 // Transport is the network side of a connection. All methods but Abort are

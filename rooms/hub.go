@@ -3,8 +3,8 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -14,12 +14,14 @@ import (
 
 // Hub owns the rooms of this instance and fans payloads out to their local
 // connections. It subscribes the broker to a room on the room's first local
-// connection and unsubscribes after its last.
+// connection and unsubscribes after its last. Close stops the goroutines it
+// started.
 //
 // For stored messages the Hub is the gate every delivery passes: it keeps
 // the position up to which this instance delivered each room, fills a gap
-// from the broker's History before delivering on, and each connection
-// takes a stored frame only as its next one (Conn.SendStored).
+// from the broker's History before delivering on (on the room's worker,
+// see hub_stream.go), and each connection takes a stored frame only as
+// its next one (Conn.SendStored).
 type Hub struct {
 	broker Broker
 	log    *slog.Logger
@@ -27,6 +29,15 @@ type Hub struct {
 
 	mu    sync.Mutex
 	rooms map[string]*room
+
+	seed maphash.Seed // of the delivered frames' hashes (fork detection)
+
+	// The rooms' workers (hub_stream.go): started under wmu unless closed.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wmu    sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
 type room struct {
@@ -38,10 +49,11 @@ type room struct {
 	inited     bool // the stream position below was read after subscribing; guarded by subMu
 
 	// streamMu serialises stored deliveries with connections taking
-	// their starting position.
+	// their starting position. It is never held across a round trip.
 	streamMu sync.Mutex
 	epoch    string
 	seq      uint64 // last stored message delivered here
+	st       roomStream
 
 	mu    sync.RWMutex
 	conns map[*Conn]struct{}
@@ -65,12 +77,23 @@ type room struct {
 type HubOptions struct {
 	Logger *slog.Logger
 	// OnResync is called by Resync with the local rooms that may have
-	// missed payloads, once their stored messages were filled in; it
-	// typically sends each a fresh presence snapshot.
+	// missed payloads, once their rooms' workers were given the fill of
+	// their stored messages (which may still run); it typically sends
+	// each a fresh presence snapshot.
 	OnResync func(rooms []string)
 	// FillLimit is the most stored messages read from History in one
 	// call while filling a gap. Zero value means 1000.
 	FillLimit int
+	// HoldMessages and HoldBytes bound the stored messages of a room
+	// that wait while its worker fills a gap; later ones are dropped and
+	// read from the history once the held ones are delivered. Zero values
+	// mean 1000 and 4 MiB.
+	HoldMessages int
+	HoldBytes    int
+	// OnFork, if set, is called when this instance finds that a room's
+	// history no longer holds a message it delivered (a failover lost it
+	// and gave its seq to another): the room moves to a new epoch.
+	OnFork func(room string)
 	// OnGap, if set, is called for each gap in a room's stored messages:
 	// filled reports whether History held every missing message (if not,
 	// the room's connections are closed with CloseResync).
@@ -124,13 +147,20 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	if o.FillLimit <= 0 {
 		o.FillLimit = 1000
 	}
+	if o.HoldMessages <= 0 {
+		o.HoldMessages = 1000
+	}
+	if o.HoldBytes <= 0 {
+		o.HoldBytes = 4 << 20
+	}
 	if o.CoalesceWindow <= 0 {
 		o.CoalesceWindow = 20 * time.Millisecond
 	}
 	if o.CountInterval <= 0 {
 		o.CountInterval = time.Second
 	}
-	return &Hub{broker: b, log: o.Logger, o: o, rooms: make(map[string]*room)}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{broker: b, log: o.Logger, o: o, rooms: make(map[string]*room), seed: maphash.MakeSeed(), ctx: ctx, cancel: cancel}
 }
 
 var _ Receiver = (*Hub)(nil)
@@ -238,7 +268,7 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		// Deliveries stop: the position must be read again.
 		r.inited = false
 		r.streamMu.Lock()
-		r.epoch, r.seq = "", 0
+		h.stopStreamLocked(r)
 		r.streamMu.Unlock()
 		// Presence frames waiting for the room's sockets are of a room
 		// this instance no longer follows.
@@ -289,7 +319,9 @@ func (h *Hub) PublishMessage(ctx context.Context, room string, m Message) (Publi
 	return p, nil
 }
 
-// Deliver enqueues a broker payload on every local connection of room.
+// Deliver enqueues a broker payload on every local connection of room. It
+// does in-memory work only: a stored message that needs a round trip first
+// waits for the room's worker (hub_stream.go), not on this goroutine.
 func (h *Hub) Deliver(roomName string, payload []byte) {
 	e, ok := wire.Open(payload)
 	if !ok {
@@ -309,41 +341,7 @@ func (h *Hub) Deliver(roomName string, payload []byte) {
 		h.Broadcast(roomName, e.Exclude, e.Frame)
 		return
 	}
-	r := h.room(roomName)
-	if r == nil {
-		return
-	}
-	r.streamMu.Lock()
-	defer r.streamMu.Unlock()
-	at := Position{Epoch: e.Epoch, Seq: e.Seq}
-	step := r.position().StepTo(at)
-	if step == StepNewEpoch {
-		reason := ReasonHistoryLost
-		if e.Seq == 0 && len(e.Frame) == 0 {
-			reason = ReasonRoomDeleted // the announcement of a Reset
-		}
-		h.newEpoch(r, e.Epoch, reason)
-		step = r.position().StepTo(at)
-	}
-	switch step {
-	case StepFirst:
-		// Before the first connection took its position: nobody to
-		// deliver to, only the baseline to keep.
-		r.epoch, r.seq = e.Epoch, e.Seq
-		return
-	case StepDelivered:
-		return // the announcement of an epoch, or delivered already
-	case StepGap:
-		h.fill(r, e.Seq-1)
-		if r.epoch != e.Epoch {
-			return // the history moved on to a newer epoch: this one is over
-		}
-	}
-	r.seq = e.Seq
-	h.broadcastStored(r, e.Exclude, e.Epoch, e.Seq, e.Frame)
-	if e.StateDue {
-		h.requestState(r, e.Seq)
-	}
+	h.deliverStored(roomName, e)
 }
 
 // position is where the delivery of r's stored messages stands.
@@ -354,142 +352,6 @@ func (h *Hub) room(name string) *room {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.rooms[name]
-}
-
-// newEpoch moves room r to epoch: its history was reset, and every
-// connection holding a position of the old one must reconnect.
-func (h *Hub) newEpoch(r *room, epoch, reason string) {
-	h.log.Info("room stream has a new epoch; connections of the old one resync", "room", r.name, "old", r.epoch, "new", epoch)
-	r.epoch, r.seq = epoch, 0
-	r.mu.RLock()
-	for c := range r.conns {
-		c.ResetEpoch(epoch, reason)
-	}
-	r.mu.RUnlock()
-	if reason == ReasonRoomDeleted && h.o.Docs != nil {
-		// The document went with the room: its providers start over.
-		h.o.Docs.RoomDeleted(r.name)
-	}
-}
-
-// fill delivers the stored messages after r.seq up to upTo from History.
-// Where History no longer holds them, the room's connections are closed
-// with CloseResync and r moves on to upTo.
-func (h *Hub) fill(r *room, upTo uint64) {
-	missing, epoch := upTo-r.seq, r.epoch
-	filled := h.fillFrom(r, upTo)
-	if r.epoch != epoch {
-		return // a newer epoch: newEpoch closed the old one's connections
-	}
-	if h.o.OnGap != nil {
-		h.o.OnGap(r.name, missing, filled)
-	}
-	if !filled {
-		h.lost(r)
-		r.seq = upTo
-	}
-}
-
-// lost closes the room's connections: they missed stored messages this
-// instance cannot give them, and resume with their position elsewhere or
-// here.
-func (h *Hub) lost(r *room) {
-	h.log.Warn("stored messages lost to a gap; closing the room's connections so they resume", "room", r.name, "after", r.seq)
-	r.mu.RLock()
-	for c := range r.conns {
-		c.Close(CloseResync, "missed messages: reconnect with since")
-	}
-	r.mu.RUnlock()
-}
-
-// fillFrom reads History until r.seq reaches upTo (0: the room's latest).
-func (h *Hub) fillFrom(r *room, upTo uint64) bool {
-	for upTo == 0 || r.seq < upTo {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		limit := h.o.FillLimit
-		if upTo != 0 {
-			limit = int(min(uint64(limit), upTo-r.seq))
-		}
-		hist, err := h.broker.History(ctx, r.name, r.seq, limit)
-		cancel()
-		if err != nil {
-			h.log.Warn("fill gap from history", "room", r.name, "err", err)
-			return false
-		}
-		if hist.Position.Epoch != r.epoch {
-			h.newEpoch(r, hist.Position.Epoch, ReasonHistoryLost)
-			if upTo != 0 {
-				return false // upTo was a seq of the old epoch
-			}
-			continue // a resync: catch up with the new epoch from its start
-		}
-		if !hist.Complete {
-			if upTo == 0 && hist.Position.Seq > r.seq {
-				// A resync that cannot be filled: the room's connections
-				// resume (lost), and those joining now start at the top
-				// instead of meeting the same gap again.
-				r.seq = hist.Position.Seq
-			}
-			return false
-		}
-		for _, m := range hist.Messages {
-			if m.Seq <= r.seq || upTo != 0 && m.Seq > upTo {
-				continue
-			}
-			r.seq = m.Seq
-			h.broadcastStored(r, m.Exclude, r.epoch, m.Seq, m.Frame)
-		}
-		if upTo == 0 && r.seq >= hist.Position.Seq || len(hist.Messages) == 0 {
-			return upTo == 0 || r.seq >= upTo
-		}
-	}
-	return true
-}
-
-func (h *Hub) broadcastStored(r *room, exclude, epoch string, seq uint64, frame []byte) {
-	r.mu.RLock()
-	for c := range r.conns {
-		if exclude != "" && c.ID == exclude {
-			c.SendStored(epoch, seq, nil)
-			continue
-		}
-		c.SendStored(epoch, seq, frame)
-	}
-	r.mu.RUnlock()
-}
-
-// requestState asks one local connection that answers state requests for
-// the room's state, if this instance wins the claim for seq; the broker
-// steers a retry away from the connection asked last.
-func (h *Hub) requestState(r *room, seq uint64) {
-	r.mu.RLock()
-	var capable []*Conn
-	for c := range r.conns {
-		if c.StateCapable {
-			capable = append(capable, c)
-		}
-	}
-	r.mu.RUnlock()
-	if len(capable) == 0 {
-		return
-	}
-	rand.Shuffle(len(capable), func(i, j int) { capable[i], capable[j] = capable[j], capable[i] })
-	ids := make([]string, len(capable))
-	for i, c := range capable {
-		ids[i] = c.ID
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	pick, err := h.broker.ClaimStateRequest(ctx, r.name, seq, ids)
-	cancel()
-	if err != nil {
-		h.log.Warn("claim state request", "room", r.name, "err", err)
-		return
-	}
-	for _, c := range capable {
-		if c.ID == pick {
-			c.Send([]byte(`{"type":"state_request","room":` + strconv.Quote(r.name) + `,"seq":` + strconv.FormatUint(seq, 10) + `}`))
-		}
-	}
 }
 
 // Broadcast enqueues an unstored frame on this instance's connections of
@@ -592,37 +454,6 @@ func CountFrame(room string, n int) []byte {
 	b = append(b, `,"count":`...)
 	b = strconv.AppendInt(b, int64(n), 10)
 	return append(b, '}')
-}
-
-// Resync answers a broker gap: each room's stored messages published
-// meanwhile are delivered from History, then the documents' Resync, then
-// OnResync runs.
-func (h *Hub) Resync(rooms []string) {
-	h.log.Warn("broker gap: resyncing rooms", "rooms", len(rooms))
-	for _, name := range rooms {
-		r := h.room(name)
-		if r == nil {
-			continue
-		}
-		r.streamMu.Lock()
-		if r.epoch != "" {
-			before := r.seq
-			filled := h.fillFrom(r, 0)
-			if h.o.OnGap != nil && (!filled || r.seq > before) {
-				h.o.OnGap(name, r.seq-before, filled) // missing: up to the top either way
-			}
-			if !filled {
-				h.lost(r)
-			}
-		}
-		r.streamMu.Unlock()
-	}
-	if h.o.Docs != nil {
-		h.o.Docs.Resync(rooms)
-	}
-	if h.o.OnResync != nil {
-		h.o.OnResync(rooms)
-	}
 }
 
 // Rooms returns the names of the rooms with local connections.

@@ -62,7 +62,21 @@ func lossyHub(t *testing.T, size int, drop ...uint64) (*Hub, *MemoryBroker, *los
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(h.Close) // first: its workers read from b
 	return h, b, l, g
+}
+
+// closedWith waits until c is closing and returns its close code: a gap
+// is filled, or found lost, by the room's worker.
+func closedWith(t *testing.T, c *Conn) int {
+	t.Helper()
+	var code int
+	eventually(t, "the connection closing", func() bool {
+		var closing bool
+		closing, code = c.Closing()
+		return closing
+	})
+	return code
 }
 
 func joinedConn(t *testing.T, h *Hub, id string) (*Conn, *recorder) {
@@ -126,7 +140,7 @@ func TestHubGapBeyondHistoryClosesWithResync(t *testing.T) {
 	}
 	l.mu.Unlock()
 	publishN(t, h, 2, 7) // the history keeps 5,6,7: 2..4 are gone
-	if _, code := c.Closing(); code != CloseResync {
+	if code := closedWith(t, c); code != CloseResync {
 		t.Fatalf("close code %d, want %d", code, CloseResync)
 	}
 	if g.String() != "5:false" {
@@ -261,7 +275,7 @@ func TestHubGapIntoANewEpoch(t *testing.T) {
 	}
 	// A late delivery of the old epoch after a gap.
 	h.Deliver("r", wire.SealStored("", old.Epoch, 5, false, []byte(`{"seq":5}`)))
-	if _, code := c.Closing(); code != CloseResync {
+	if code := closedWith(t, c); code != CloseResync {
 		t.Fatalf("the old epoch's connection: close %d, want %d", code, CloseResync)
 	}
 	c2, rec2 := joinedConn(t, h, "c2")
@@ -289,7 +303,7 @@ func TestHubResyncBeyondHistory(t *testing.T) {
 	l.mu.Unlock()
 	publishN(t, h, 2, 8) // the history keeps 6..8
 	h.Resync([]string{"r"})
-	if _, code := c.Closing(); code != CloseResync {
+	if code := closedWith(t, c); code != CloseResync {
 		t.Fatalf("close %d, want %d", code, CloseResync)
 	}
 	if g.String() != "7:false" {

@@ -210,6 +210,67 @@ func testStream(t *testing.T, newBroker newStreamBroker) {
 		}
 	})
 
+	t.Run("fork", func(t *testing.T) {
+		r := &envelopeReceiver{}
+		b := newBroker(t, r, StreamOptions{HistorySize: 100})
+		name := room(t)
+		if err := b.Subscribe(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		m := msg("m1", true)
+		m.Key = "k1"
+		p1, err := b.PublishMessage(ctx, name, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.PublishMessage(ctx, name, msg("m2", true)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SaveState(ctx, name, p1.Position, []byte(`{"s":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		old := p1.Position.Epoch
+		if mb, ok := b.(*MemoryBroker); ok && mb.o.Store != nil {
+			// Written through before delivery: it cannot fork, and says so.
+			if p, err := b.Fork(ctx, name, old); err == nil {
+				t.Fatalf("Fork with a store: %+v, want a refusal", p)
+			}
+			return
+		}
+		p, err := b.Fork(ctx, name, old)
+		if err != nil || p.Epoch == old || p.Seq != 2 {
+			t.Fatalf("Fork: %+v %v, want a new epoch at seq 2", p, err)
+		}
+		// History and state stay, under the new epoch.
+		pos, st, err := b.State(ctx, name)
+		if err != nil || pos != p || st == nil || st.Seq != 1 || string(st.Data) != `{"s":1}` {
+			t.Fatalf("after Fork: %+v %+v %v", pos, st, err)
+		}
+		h, err := b.History(ctx, name, 0, 10)
+		if err != nil || !h.Complete || len(h.Messages) != 2 || h.Position != p {
+			t.Fatalf("history after Fork: %+v %v", h, err)
+		}
+		eventually(t, "the announcement", func() bool { return len(r.envelopes()) == 3 })
+		if e := r.envelopes()[2]; e.Epoch != p.Epoch || e.Seq != 2 || len(e.Frame) != 0 {
+			t.Fatalf("announcement %+v", e)
+		}
+		// A key of the forked epoch still names its publish.
+		if again, err := b.PublishMessage(ctx, name, m); err != nil || !again.Duplicate || again.Position != (Position{p.Epoch, 1}) {
+			t.Fatalf("publish again after the fork: %+v %v", again, err)
+		}
+		// A state of the forked epoch is stale.
+		if err := b.SaveState(ctx, name, Position{old, 2}, []byte(`{}`)); !errors.Is(err, ErrStaleState) {
+			t.Fatalf("state of the forked epoch: %v", err)
+		}
+		// A fork of an epoch the room left changes nothing.
+		if again, err := b.Fork(ctx, name, old); err != nil || again != p {
+			t.Fatalf("Fork of the old epoch again: %+v %v, want %+v", again, err, p)
+		}
+		if p3, err := b.PublishMessage(ctx, name, msg("m3", true)); err != nil || p3.Position != (Position{p.Epoch, 3}) {
+			t.Fatalf("first publish after the fork: %+v %v", p3, err)
+		}
+	})
+
 	t.Run("reset", func(t *testing.T) {
 		r := &envelopeReceiver{}
 		b := newBroker(t, r, StreamOptions{HistorySize: 100})

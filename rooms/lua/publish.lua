@@ -6,7 +6,8 @@
 --      8 key window ms ("0": no key)  9 channel  10 state threshold
 --      11 state request retry ms  12 room  13 mark dirty "1"/"0"
 -- Returns {"ok", epoch, seq} or, for a key seen within the window in the
--- same epoch, {"dup", id, seq, epoch} of the first publish.
+-- same epoch (or the one it forked from), {"dup", id, seq, epoch} of the
+-- first publish.
 local meta, stream, state, state_req, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local size, ttl, exclude, stored, frame, id = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local key_window, channel = tonumber(ARGV[8]), ARGV[9]
@@ -22,8 +23,9 @@ if key_window > 0 then
     local a = string.find(prev, '\n', 1, true)
     local b = string.find(prev, '\n', a + 1, true)
     local prev_epoch = string.sub(prev, b + 1)
-    if prev_epoch == epoch then
-      return {'dup', string.sub(prev, 1, a - 1), string.sub(prev, a + 1, b - 1), prev_epoch}
+    -- A fork (fork.lua) renames the epoch and keeps its history.
+    if prev_epoch == epoch or prev_epoch == redis.call('HGET', meta, 'forked_from') then
+      return {'dup', string.sub(prev, 1, a - 1), string.sub(prev, a + 1, b - 1), epoch}
     end
   end
 end

@@ -43,6 +43,7 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		StoreDelay:   s.cfg.StoreDelay,
 		FlushTimeout: s.cfg.ShutdownTimeout,
 		OnSave:       s.roomSaved,
+		OnLoad:       s.roomLoaded,
 	})
 	s.broker = b
 	if o.Store != nil {

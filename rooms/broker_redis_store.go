@@ -125,10 +125,21 @@ func (b *RedisBroker) restore(ctx context.Context, room string) error {
 	for _, u := range kept.Doc.Updates {
 		args = append(args, u)
 	}
-	if err := restoreScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.Doc, k.DocLog}, args...).Err(); err != nil {
+	done, err := restoreScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.Doc, k.DocLog}, args...).Int64Slice()
+	if err != nil {
 		return fmt.Errorf("restore room %q from the store: %w", room, err)
 	}
-	b.log.Info("room loaded back from the store", "room", room, "epoch", kept.Epoch, "seq", kept.Seq, "doc_seq", kept.Doc.Seq)
+	if len(done) != 2 {
+		return fmt.Errorf("restore room %q from the store: bad reply %v", room, done)
+	}
+	stream, doc := done[0] == 1, done[1] == 1
+	if !stream && !doc {
+		return nil // another instance loaded it first
+	}
+	b.log.Info("room loaded back from the store", "room", room, "epoch", kept.Epoch, "seq", kept.Seq, "doc_seq", kept.Doc.Seq, "stream", stream, "doc", doc)
+	if b.o.OnLoad != nil {
+		b.o.OnLoad(room, stream, doc)
+	}
 	return nil
 }
 

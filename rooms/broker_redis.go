@@ -151,7 +151,8 @@ type RedisBrokerOptions struct {
 	// value means 10s.
 	FlushTimeout time.Duration
 	// OnSave, if set, is called after each attempt to save a room to the
-	// store, with its error, e.g. to count saves.
+	// store, with its error, e.g. to count saves. Rooms are saved several
+	// at a time: it may be called concurrently.
 	OnSave func(room string, err error)
 	// OnLoad, if set, is called when a room Redis did not hold was loaded
 	// back from the store, with the parts this instance wrote to Redis

@@ -35,6 +35,7 @@ type metrics struct {
 	acceptErrors   prometheus.Counter
 	notReady       *prometheus.CounterVec
 	storeSaves     *prometheus.CounterVec
+	storeLoads     *prometheus.CounterVec
 	// Size limits: upgrades refused while a user and room back off, and
 	// the bytes of large frames being read (MAX_INFLIGHT_BYTES).
 	sizeBackoffs  prometheus.Counter
@@ -68,7 +69,8 @@ func newMetrics(localRooms func() int, inflight func() int64) *metrics {
 	m.acceptErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_accept_errors_total", Help: "Temporary accept errors (out of descriptors or buffers), each retried after a backoff."})
 	m.notReady = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_readyz_failures_total", Help: "/readyz answers of 503, by what was not ready (draining, redis, pubsub); the log has the cause."}, []string{"part"})
 	m.storeSaves = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_store_saves_total", Help: "Rooms this instance wrote behind Redis to the store, by outcome (ok, error)."}, []string{"outcome"})
-	m.reg.MustRegister(m.connsRefused, m.acceptErrors, m.notReady, m.storeSaves)
+	m.storeLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roomcast_store_loads_total", Help: "Rooms Redis did not hold that this instance loaded back from the store, by part (stream: position, history and state; doc); a room two instances missed at once is counted once."}, []string{"part"})
+	m.reg.MustRegister(m.connsRefused, m.acceptErrors, m.notReady, m.storeSaves, m.storeLoads)
 	m.sizeBackoffs = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_size_backoff_refusals_total", Help: "WebSocket upgrades refused with 429 because the user's socket in the room was closed for size (1009) or the in-flight budget (1013) moments before."})
 	m.inflightBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_inflight_bytes", Help: "Bytes of large client frames being read or handled now, against ROOMCAST_MAX_INFLIGHT_BYTES."}, func() float64 { return float64(inflight()) })
 	m.reg.MustRegister(m.sizeBackoffs, m.inflightBytes)

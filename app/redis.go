@@ -43,6 +43,7 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		StoreDelay:   s.cfg.StoreDelay,
 		FlushTimeout: s.cfg.ShutdownTimeout,
 		OnSave:       s.roomSaved,
+		OnLoad:       s.roomLoaded,
 	})
 	s.broker = b
 	if o.Store != nil {
@@ -136,22 +137,12 @@ func parseClusterURL(url string) (opt *redis.ClusterOptions, ok bool, err error)
 	return opt, true, nil
 }
 
-// syncCluster checks the rooms' Yjs documents and sends every client of
-// rooms, on every instance, the rooms' member lists: after a Redis flush, the store forgot users whose last
-// socket closed before the next heartbeat, and no leave will ever say so.
-// It goes through the room channels, so it follows the re-added sessions'
-// events; an instance that re-asserts later sends its own joins after it.
-func (s *Server) syncCluster(ctx context.Context, roomNames []string) {
-	// The documents may be gone too: their providers put them back.
+// syncCluster checks the Yjs documents of rooms whose presence the store
+// had lost (a Redis flush or restart): the documents may be gone too, and
+// their providers put them back. The rooms' member lists went out with
+// the heartbeat that re-added their sessions (presence/heartbeat.lua):
+// read and published in one step, no list can overtake a newer event, as
+// one read here and published after another instance's re-add would.
+func (s *Server) syncCluster(_ context.Context, roomNames []string) {
 	s.docs.Resync(roomNames)
-	for _, name := range roomNames {
-		frame, err := s.syncFrameOf(ctx, name)
-		if err != nil {
-			s.log.Warn("sync after re-assert", "room", name, "err", err)
-			continue
-		}
-		if err := s.hub.Publish(ctx, name, "", frame); err != nil {
-			s.log.Warn("sync after re-assert: publish", "room", name, "err", err)
-		}
-	}
 }

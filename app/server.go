@@ -250,6 +250,17 @@ func (s *Server) roomSaved(room string, err error) {
 	s.metrics.storeSaves.WithLabelValues("ok").Inc()
 }
 
+// roomLoaded counts a room loaded back from the store into Redis, by the
+// parts this instance wrote.
+func (s *Server) roomLoaded(room string, stream, doc bool) {
+	if stream {
+		s.metrics.storeLoads.WithLabelValues("stream").Inc()
+	}
+	if doc {
+		s.metrics.storeLoads.WithLabelValues("doc").Inc()
+	}
+}
+
 // streamGap counts a gap in a room's stored messages.
 func (s *Server) streamGap(room string, missing uint64, filled bool) {
 	outcome := "filled"

@@ -134,11 +134,11 @@ type RedisOptions struct {
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
 	// OnReassert, if set, is called by Heartbeat with the rooms in which
-	// it had to re-add sessions the store had lost (a flush, a restart).
-	// Whatever else was lost with them — a user whose last socket closed
-	// while the store had forgotten it leaves no leave behind — is
-	// invisible to the scripts, so the caller sends those rooms a fresh
-	// member list.
+	// it had to re-add sessions the store had lost (a flush, a restart),
+	// e.g. to check what else Redis lost with them. The heartbeat has
+	// already sent those rooms their member list (a sync frame, published
+	// with the re-adds: a user whose last socket closed while the store
+	// had forgotten it leaves no leave behind).
 	OnReassert func(ctx context.Context, rooms []string)
 }
 

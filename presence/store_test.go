@@ -99,6 +99,21 @@ func frame(typ string, m Member, reason string) string {
 	return string(Frame(typ, room, m, reason))
 }
 
+// syncFrame is the sync frame of room with members, as the server
+// encodes it.
+func syncFrame(t *testing.T, members ...Member) string {
+	t.Helper()
+	b, err := json.Marshal(struct {
+		Type    string   `json:"type"`
+		Room    string   `json:"room"`
+		Members []Member `json:"members"`
+	}{"sync", room, members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func checkFrames(t *testing.T, env *storeEnv, want ...string) {
 	t.Helper()
 	got := env.frames.take(t)
@@ -494,16 +509,61 @@ func testStore(t *testing.T, newEnv newStoreEnv) {
 		if err := s.Heartbeat(ctx, sessions); err != nil {
 			t.Fatal(err)
 		}
+		// The re-adds' events, then the room's member list in the same
+		// step: nothing can come between them.
 		checkFrames(t, env,
 			frame("join", member("ann", 1, t1), ""),
 			frame("update", member("ann", 2, t1), ""),
-			frame("join", member("bob", 1, t1), ""))
+			frame("join", member("bob", 1, t1), ""),
+			syncFrame(t, member("ann", 2, t1), member("bob", 1, t1)))
 		checkMembers(t, s, member("ann", 2, t1), member("bob", 1, t1))
 		checkRooms(t, s, RoomCount{Room: room, Members: 2})
 		if err := s.Heartbeat(ctx, sessions); err != nil {
 			t.Fatal(err)
 		}
 		checkFrames(t, env)
+	})
+
+	t.Run("re-adds on two instances after a loss", func(t *testing.T) {
+		env := newEnv(t, Options{TTL: 10 * time.Second})
+		if env.wipe == nil {
+			return // this backend cannot lose state
+		}
+		a, b := env.newStore(), env.newStore()
+		ann := Session{Room: room, Conn: "c1", User: "ann", Name: "Name ann"}
+		bob := Session{Room: room, Conn: "c2", User: "bob", Name: "Name bob"}
+		cat := Session{Room: room, Conn: "c3", User: "cat", Name: "Name cat"}
+		for _, j := range []struct {
+			s    Store
+			sess Session
+		}{{a, ann}, {b, bob}, {b, cat}} {
+			if _, err := j.s.Join(ctx, j.sess); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env.frames.take(t)
+		env.wipe()
+		// cat's last socket closes while the store has forgotten her: no
+		// leave says so, the member lists do.
+		if err := b.Leave(ctx, room, cat.Conn, cat.User); err != nil {
+			t.Fatal(err)
+		}
+		checkFrames(t, env)
+		env.clock.Add(time.Second)
+		t1 := env.clock.Now()
+		if err := a.Heartbeat(ctx, []Session{ann}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Heartbeat(ctx, []Session{bob}); err != nil {
+			t.Fatal(err)
+		}
+		// Each list is the room as of its place among the events: a later
+		// re-add follows the list that does not hold it yet.
+		checkFrames(t, env,
+			frame("join", member("ann", 1, t1), ""),
+			syncFrame(t, member("ann", 1, t1)),
+			frame("join", member("bob", 1, t1), ""),
+			syncFrame(t, member("ann", 1, t1), member("bob", 1, t1)))
 	})
 
 	t.Run("heartbeat keeps sessions past their TTL", func(t *testing.T) {

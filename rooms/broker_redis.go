@@ -151,8 +151,14 @@ type RedisBrokerOptions struct {
 	// value means 10s.
 	FlushTimeout time.Duration
 	// OnSave, if set, is called after each attempt to save a room to the
-	// store, with its error, e.g. to count saves.
+	// store, with its error, e.g. to count saves. Rooms are saved several
+	// at a time: it may be called concurrently.
 	OnSave func(room string, err error)
+	// OnLoad, if set, is called when a room Redis did not hold was loaded
+	// back from the store, with the parts this instance wrote to Redis
+	// (the stream, the document): false for a part another instance had
+	// loaded first or the store lacks.
+	OnLoad func(room string, stream, doc bool)
 }
 
 // NewRedisBroker returns a broker on client: a *redis.ClusterClient for a

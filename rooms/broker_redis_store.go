@@ -1,11 +1,13 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +59,9 @@ const saveInterval = 500 * time.Millisecond
 
 // saveBatch is the most due rooms read from one dirty index per pass.
 const saveBatch = 256
+
+// saveConcurrency is how many rooms the saver saves at once.
+const saveConcurrency = 16
 
 // kept reports whether the broker writes behind to a store.
 func (b *RedisBroker) kept() bool { return b.o.Stream.Store != nil }
@@ -125,10 +130,21 @@ func (b *RedisBroker) restore(ctx context.Context, room string) error {
 	for _, u := range kept.Doc.Updates {
 		args = append(args, u)
 	}
-	if err := restoreScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.Doc, k.DocLog}, args...).Err(); err != nil {
+	done, err := restoreScript.Run(ctx, b.client, []string{k.Meta, k.Stream, k.State, k.Doc, k.DocLog}, args...).Int64Slice()
+	if err != nil {
 		return fmt.Errorf("restore room %q from the store: %w", room, err)
 	}
-	b.log.Info("room loaded back from the store", "room", room, "epoch", kept.Epoch, "seq", kept.Seq, "doc_seq", kept.Doc.Seq)
+	if len(done) != 2 {
+		return fmt.Errorf("restore room %q from the store: bad reply %v", room, done)
+	}
+	stream, doc := done[0] == 1, done[1] == 1
+	if !stream && !doc {
+		return nil // another instance loaded it first
+	}
+	b.log.Info("room loaded back from the store", "room", room, "epoch", kept.Epoch, "seq", kept.Seq, "doc_seq", kept.Doc.Seq, "stream", stream, "doc", doc)
+	if b.o.OnLoad != nil {
+		b.o.OnLoad(room, stream, doc)
+	}
 	return nil
 }
 
@@ -181,32 +197,69 @@ func (b *RedisBroker) saver() {
 }
 
 // saveDue saves every room whose first unsaved change is at least age old
-// and that no other instance is saving.
+// and that no other instance is saving: saveBatch at a time from each
+// dirty index, saveConcurrency of them at once (their writes share the
+// store's group commits), and again at once while a pass found a full
+// batch, so a backlog is worked off at the store's pace rather than
+// saveBatch rooms per saveInterval.
 func (b *RedisBroker) saveDue(ctx context.Context, age time.Duration) error {
+	for {
+		full, err := b.savePass(ctx, age)
+		if err != nil || !full {
+			return err
+		}
+	}
+}
+
+// savePass is one pass of saveDue; full reports whether a dirty index had
+// more due rooms than one batch.
+func (b *RedisBroker) savePass(ctx context.Context, age time.Duration) (full bool, err error) {
 	indexes := b.layout.DirtyIndexes()
 	cmds := make([]*redis.StringSliceCmd, len(indexes))
 	top := strconv.FormatInt(time.Now().Add(-age).UnixMilli(), 10)
-	_, err := b.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
+	_, err = b.client.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		for i, idx := range indexes {
 			cmds[i] = pl.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "-inf", Max: top, Count: saveBatch})
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("read the dirty rooms: %w", err)
+		return false, fmt.Errorf("read the dirty rooms: %w", err)
 	}
-	var first error
+	var due []string
 	for _, c := range cmds {
-		for _, room := range c.Val() {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if _, err := b.saveRoom(ctx, room, age); err != nil && first == nil {
-				first = err
-			}
-		}
+		due = append(due, c.Val()...)
+		full = full || len(c.Val()) == saveBatch
 	}
-	return first
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	next := make(chan string)
+	for range min(saveConcurrency, len(due)) {
+		wg.Go(func() {
+			for room := range next {
+				if _, err := b.saveRoom(ctx, room, age); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, room := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- room
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return full, first
 }
 
 // saveAll saves every dirty room no other instance is saving, within
@@ -268,7 +321,8 @@ func (b *RedisBroker) saveRoom(ctx context.Context, room string, age time.Durati
 		return false, release(err)
 	}
 	v := func(i int) string { return string(raw[i]) }
-	if err := saveDoneScript.Run(ctx, b.client, []string{idx, k.Meta, k.State, k.Doc}, room, v(0), v(1), v(2), v(4), v(5), claimed).Err(); err != nil {
+	if err := saveDoneScript.Run(ctx, b.client, []string{idx, k.Meta, k.State, k.Doc, k.Stream, k.DocLog}, room, v(0), v(1), v(2), v(4), v(5), claimed,
+		b.ttlMillis(), b.o.Stream.DocTTL.Milliseconds()).Err(); err != nil {
 		return true, fmt.Errorf("unmark saved room %q: %w", room, err)
 	}
 	return true, nil

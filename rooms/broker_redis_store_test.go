@@ -258,3 +258,68 @@ func TestRedisBrokerWriteBehindSavesOnClose(t *testing.T) {
 		t.Fatalf("store holds %+v (%v)", r, err)
 	}
 }
+
+// A dirty room's changed keys keep no TTL until it is saved: a hot-tier
+// TTL shorter than the time the store is down loses nothing. Once saved,
+// they get their TTL back.
+func TestRedisBrokerWriteBehindUnsavedRoomsOutliveTheirTTL(t *testing.T) {
+	srv := redisproc.Start(t)
+	rc := srv.Client(t)
+	ctx := context.Background()
+	kept := &downStore{Store: openTestStore(t)}
+	kept.down.Store(true)
+	var failures atomic.Int64
+	o := fastOptions()
+	o.Stream = StreamOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond, DocTTL: 300 * time.Millisecond, Store: kept}
+	o.StoreDelay = 100 * time.Millisecond
+	o.OnSave = func(_ string, err error) {
+		if err != nil {
+			failures.Add(1)
+		}
+	}
+	b := startRedisBroker(t, srv, newRecordingReceiver(), o)
+	p, err := b.PublishMessage(ctx, "r", Message{Frame: []byte(`{}`), Stored: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SaveState(ctx, "r", p.Position, []byte(`{"s":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AppendUpdate(ctx, "r", "", []byte("u")); err != nil {
+		t.Fatal(err)
+	}
+	k := b.keys("r")
+	ttls := func() []time.Duration {
+		var out []time.Duration
+		for _, key := range []string{k.Meta, k.Stream, k.State, k.Doc, k.DocLog} {
+			d, err := rc.PTTL(ctx, key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	for i, d := range ttls() {
+		if d != -1 {
+			t.Fatalf("key %d of the unsaved room has TTL %v, want none: %v", i, d, ttls())
+		}
+	}
+	// Two failed saves are at least a second: well past the TTLs.
+	eventually(t, "two failed saves", func() bool { return failures.Load() >= 2 })
+	kept.down.Store(false)
+	eventually(t, "the room saved", func() bool { return len(dirtyRooms(t, rc)) == 0 })
+	r, err := kept.Load(ctx, "r")
+	if err != nil || r.Epoch != p.Position.Epoch || r.Seq != 1 || len(r.Messages) != 1 || r.State == nil || string(r.State.Data) != `{"s":1}` || r.Doc.Seq != 1 {
+		t.Fatalf("store holds %+v (%v)", r, err)
+	}
+	for i, d := range ttls() {
+		if d <= 0 && d != -2 { // -2: expired already
+			t.Fatalf("key %d of the saved room has TTL %v, want one: %v", i, d, ttls())
+		}
+	}
+	eventually(t, "the saved room gone from Redis", func() bool {
+		n, err := rc.Exists(ctx, k.Meta, k.Stream, k.State, k.Doc, k.DocLog).Result()
+		return err == nil && n == 0
+	})
+}

@@ -190,7 +190,7 @@ func (b *RedisBroker) history(ctx context.Context, room string, after uint64, li
 // SaveState implements Stream.
 func (b *RedisBroker) SaveState(ctx context.Context, room string, at Position, data []byte) error {
 	k := b.keys(room)
-	res, err := b.script(saveStateScript).Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim, b.layout.DirtyIndex(room)},
+	res, err := b.script(saveStateScript).Run(ctx, b.client, []string{k.Meta, k.State, k.StateReq, k.StateClaim, b.layout.DirtyIndex(room), k.Stream},
 		at.Seq, data, b.ttlMillis(), at.Epoch, room, b.dirtyArg()).Text()
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)

@@ -2,14 +2,19 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/tests/redisproc"
 	"github.com/roomcast/roomcast/tests/testserver"
 )
 
@@ -25,13 +30,47 @@ func TestStoreIdleRoomsLeaveMemory(t *testing.T) {
 	t.Parallel()
 	for _, k := range storeKinds {
 		t.Run(k.name, func(t *testing.T) {
-			idleRoomsLeaveMemory(t, map[string]string{
+			idleRoomsLeaveMemory(t, nil, map[string]string{
 				"ROOMCAST_STORE":       k.url(t),
 				"ROOMCAST_HISTORY_TTL": "2s",
 				"ROOMCAST_DOC_TTL":     "2s",
 			})
 		})
 	}
+	// Redis + PostgreSQL: the rooms leave Redis too (its used_memory goes
+	// back near where it started and it holds none of their keys).
+	t.Run("redis+postgres", func(t *testing.T) {
+		r := redisproc.Start(t)
+		idleRoomsLeaveMemory(t, r, writeBehindEnv(t, map[string]string{
+			"ROOMCAST_REDIS_URL":   r.URL(),
+			"ROOMCAST_HISTORY_TTL": "2s",
+			"ROOMCAST_DOC_TTL":     "2s",
+		}))
+	})
+}
+
+// redisMemory is used_memory of INFO memory and the number of keys.
+func redisMemory(t *testing.T, rc *redis.Client) (used, keys int64) {
+	t.Helper()
+	ctx := context.Background()
+	info, err := rc.Info(ctx, "memory").Result()
+	if err != nil {
+		t.Fatalf("INFO memory: %v", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			if used, err = strconv.ParseInt(v, 10, 64); err != nil {
+				t.Fatalf("INFO memory %q: %v", line, err)
+			}
+		}
+	}
+	if used == 0 {
+		t.Fatalf("no used_memory in INFO memory:\n%s", info)
+	}
+	if keys, err = rc.DBSize(ctx).Result(); err != nil {
+		t.Fatalf("DBSIZE: %v", err)
+	}
+	return used, keys
 }
 
 const (
@@ -44,10 +83,18 @@ const (
 
 func idleRoom(i int) string { return fmt.Sprintf("idle-%05d", i) }
 
-func idleRoomsLeaveMemory(t *testing.T, env map[string]string) {
+// idleRoomsLeaveMemory runs the scenario on one instance with env, on the
+// private Redis r if not nil.
+func idleRoomsLeaveMemory(t *testing.T, r *redisproc.Server, env map[string]string) {
 	s := testserver.Start(t, testserver.Options{Env: env})
 	heap := func() float64 { return metric(t, s, "go_memstats_heap_inuse_bytes") }
 	heap0, rss0 := heap(), rssBytes(t, s.Pid())
+	var rc *redis.Client
+	var redis0, keys0 int64
+	if r != nil {
+		rc = r.Client(t)
+		redis0, keys0 = redisMemory(t, rc)
+	}
 
 	// The rooms, written through the HTTP API by 16 writers; a writer
 	// gives a room its state and document right after its messages, and
@@ -146,11 +193,29 @@ func idleRoomsLeaveMemory(t *testing.T, env map[string]string) {
 		return
 	}
 	heap1, rss1 := float64(heapPeak.Load()), rssPeak.Load()
+	var redis1, keys1 int64
+	if rc != nil {
+		redis1, keys1 = redisMemory(t, rc)
+	}
 
 	// Past the TTLs (2 s) and a sweep (every 1 s): the rooms are gone
 	// from memory.
 	time.Sleep(4 * time.Second)
 	idleAt := time.Now()
+	if rc != nil {
+		// Saved and gone from Redis: what is left is the instance's own
+		// (its heartbeat), not the rooms'.
+		var redis2, keys2 int64
+		eventually(t, 90*time.Second, "Redis back near its start", func() error {
+			redis2, keys2 = redisMemory(t, rc)
+			if keys2 > keys0+10 || redis2 > redis0+2<<20 {
+				return fmt.Errorf("%d keys and %.1f MiB used; %d keys and %.1f MiB at the start", keys2, float64(redis2)/(1<<20), keys0, float64(redis0)/(1<<20))
+			}
+			return nil
+		})
+		t.Logf("Redis: %.1f MiB used (%d keys) at the start, %.1f MiB (%d keys) after writing, %.1f MiB (%d keys) %v after the rooms idled (saved, then past the TTLs)",
+			float64(redis0)/(1<<20), keys0, float64(redis1)/(1<<20), keys1, float64(redis2)/(1<<20), keys2, time.Since(idleAt).Round(100*time.Millisecond))
+	}
 	var heap2 float64
 	eventually(t, 150*time.Second, "the heap back near its start", func() error {
 		heap2 = heap()
@@ -160,6 +225,7 @@ func idleRoomsLeaveMemory(t *testing.T, env map[string]string) {
 		return nil
 	})
 	rss2 := rssBytes(t, s.Pid())
+
 	t.Logf("%d rooms (%d stored messages, %d states, %d documents) written in %v (%.0f messages/s)",
 		idleRooms, idleRooms*idleMessages, idleRooms/idleStateEach, idleRooms/idleDocEach, wrote.Round(10*time.Millisecond), float64(idleRooms*idleMessages)/wrote.Seconds())
 	t.Logf("heap in use: %.1f MiB at the start, %.1f MiB at most while writing, %.1f MiB %v after they idled",
@@ -186,6 +252,17 @@ func idleRoomsLeaveMemory(t *testing.T, env map[string]string) {
 		}
 	}
 	t.Logf("%d idle rooms loaded back in %v", len(before), time.Since(loadStart).Round(time.Millisecond))
+	// The store holds every room, each once.
+	stored, pages := storedRooms(t, s, 1000)
+	seen := map[string]bool{}
+	for _, sr := range stored {
+		if strings.HasPrefix(sr.Room, "idle-") {
+			seen[sr.Room] = true
+		}
+	}
+	if len(stored) != idleRooms || len(seen) != idleRooms {
+		t.Fatalf("the store lists %d rooms (%d distinct) in %d pages, want %d", len(stored), len(seen), pages, idleRooms)
+	}
 	if rss2 > rss0+64<<20 {
 		t.Errorf("RSS %.1f MiB after the rooms idled, %.1f MiB at the start", float64(rss2)/(1<<20), float64(rss0)/(1<<20))
 	}

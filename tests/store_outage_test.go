@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,23 +39,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 
 	restore := storetest.Outage(t, dbURL)
 	down := time.Now()
-	eventually(t, 5*time.Second, "/readyz 503 with the store down", func() error {
-		st, body := httpCall(t, http.MethodGet, s.URL+"/readyz", "", "")
-		if st != http.StatusServiceUnavailable {
-			return fmt.Errorf("HTTP %d %s", st, body)
-		}
-		assertErrorBody(t, body, "not_ready")
-		var e struct {
-			Error struct{ Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		low := strings.ToLower(e.Error.Message)
-		if !strings.Contains(low, "store") || strings.Contains(low, storetest.DBName(dbURL)) ||
-			strings.Contains(low, "127.0.0.1") || strings.Contains(low, "sqlstate") || strings.Contains(low, "connect") {
-			t.Fatalf("/readyz body says more than the part: %s", body)
-		}
-		return nil
-	})
+	awaitStoreNotReady(t, s, dbURL)
 	// An edit made while the database is away: its update cannot be
 	// stored, so its socket closes with 1011 and the provider sends it
 	// again on every reconnect.
@@ -111,6 +96,132 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 	if c := p.Content("c"); c.Text != got.Text {
 		t.Fatalf("document after a restart: %q, want %q", c.Text, got.Text)
 	}
+}
+
+// awaitStoreNotReady waits until s's /readyz answers 503 naming the
+// store, and nothing more about it.
+func awaitStoreNotReady(t *testing.T, s *testserver.Server, dbURL string) {
+	t.Helper()
+	eventually(t, 5*time.Second, "/readyz 503 with the store down", func() error {
+		st, body := httpCall(t, http.MethodGet, s.URL+"/readyz", "", "")
+		if st != http.StatusServiceUnavailable {
+			return fmt.Errorf("HTTP %d %s", st, body)
+		}
+		assertErrorBody(t, body, "not_ready")
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		low := strings.ToLower(e.Error.Message)
+		if !strings.Contains(low, "store") || strings.Contains(low, storetest.DBName(dbURL)) ||
+			strings.Contains(low, "127.0.0.1") || strings.Contains(low, "sqlstate") || strings.Contains(low, "connect") {
+			t.Fatalf("/readyz body says more than the part: %s", body)
+		}
+		return nil
+	})
+}
+
+// TestWriteBehindPostgresOutageLosesNothing: two instances on Redis with
+// PostgreSQL written behind them, edits going on while PostgreSQL is
+// unreachable for a few seconds. Redis is the hot path: publishes are
+// acked and edits relayed all along, while /readyz answers 503 naming the
+// store on both instances and the saves fail. Once PostgreSQL is back
+// /readyz answers 200 and every room is saved: a Redis flush then shows
+// the store has all of it, every acked message once, the state, and the
+// document with the edits made during the outage.
+func TestWriteBehindPostgresOutageLosesNothing(t *testing.T) {
+	yjs.Ensure(t)
+	t.Parallel()
+	env := writeBehindEnv(t, nil)
+	dbURL := env["ROOMCAST_STORE"]
+	r, s := cluster(t, 2, env)
+	rc := r.Client(t)
+	p := yjs.StartPeers(t)
+	connectSynced(t, p, "a", yjsURL(s[0]), "notes", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "notes", "bob")
+	p.Do("insert", "a", map[string]any{"text": "before. "})
+	converged(t, p, wait, "a", "b")
+	f := follow(t, s[1], "board", "watcher")
+	pub := startKeyedPublisher(testserver.Join(t, s[0].WS, "board", "writer", ""), "k", 60, 100*time.Millisecond)
+	pub.awaitAcked(t, 10)
+	// A room already in Redis goes on while the store is away (a room
+	// Redis does not hold cannot be loaded then: its join is refused).
+	kept, kc := writeBoardStaying(t, s[1], "stateboard")
+	awaitSaved(t, rc, s)
+	saveErrors := func() float64 {
+		n := 0.0
+		for _, inst := range s {
+			n += max(metric(t, inst, `roomcast_store_saves_total{outcome="error"}`), 0)
+		}
+		return n
+	}
+	if n := saveErrors(); n != 0 {
+		t.Fatalf("%v failed saves before the outage", n)
+	}
+
+	ackedUp := pub.ackedCount()
+	restore := storetest.Outage(t, dbURL)
+	down := time.Now()
+	for _, inst := range s {
+		awaitStoreNotReady(t, inst, dbURL)
+	}
+	// Edits while the store is away: Redis takes them, the saves of them
+	// fail and are retried.
+	p.Do("insert", "a", map[string]any{"text": "during the outage on A. "})
+	p.Do("insert", "b", map[string]any{"text": "during the outage on B. "})
+	text := converged(t, p, wait, "a", "b").Text
+	more := publishAcked(t, kc, map[string]any{"data": "during"})
+	if a := sendState(t, kc, more.Seq, map[string]any{"shapes": 4}); a.Type != "ack" {
+		t.Fatalf("state refused while the store is down: %s", a.Raw)
+	}
+	kc.Close()
+	kept.seqs, kept.data, kept.state = append(kept.seqs, more.Seq), append(kept.data, `"during"`), `{"shapes":4}`
+	// Everyone leaves the document: its save on the last leave fails too.
+	p.Do("destroy", "a", nil)
+	p.Do("destroy", "b", nil)
+	eventually(t, 20*time.Second, "saves failing for 3 s", func() error {
+		if n := saveErrors(); n < 2 || time.Since(down) < 3*time.Second {
+			return fmt.Errorf("%v failed saves %v after the store went", n, time.Since(down).Round(100*time.Millisecond))
+		}
+		return nil
+	})
+	for _, inst := range s {
+		if st, body := httpCall(t, http.MethodGet, inst.URL+"/readyz", "", ""); st != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz of %s with the store still down: %d %s", inst.Addr, st, body)
+		}
+	}
+	ackedDown := pub.ackedCount() - ackedUp
+	restore()
+	up := time.Now()
+	for _, inst := range s {
+		inst.WaitReady(t, 10*time.Second)
+	}
+	t.Logf("PostgreSQL away for %v (%v failed saves, %d messages acked meanwhile); /readyz 200 again %v after it came back",
+		up.Sub(down).Round(100*time.Millisecond), saveErrors(), ackedDown, time.Since(up).Round(100*time.Millisecond))
+	acked := pub.wait(t)
+	awaitAll(t, 20*time.Second, []*follower{f}, acked)
+	awaitSaved(t, rc, s)
+	t.Logf("every room saved %v after PostgreSQL came back", time.Since(up).Round(100*time.Millisecond))
+
+	// Redis loses everything: the store has it all.
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range s {
+		page := getMessages(t, inst, "board", "since=0&limit=1000")
+		frames := page.frames(t)
+		if page.Epoch != f.epoch || page.Seq != uint64(len(acked)) || len(frames) != len(acked) {
+			t.Fatalf("from the store on %s: %s:%d with %d messages; %d were acked in %s", inst.Addr, page.Epoch, page.Seq, len(frames), len(acked), f.epoch)
+		}
+		for _, m := range frames {
+			if acked[m.Seq] != m.ID {
+				t.Fatalf("stored seq %d is message %s, the ack said %s", m.Seq, m.ID, acked[m.Seq])
+			}
+		}
+	}
+	checkBoard(t, s[0], kept)
+	checkHistory(t, s[1], kept)
+	checkDoc(t, p, s[0], "notes", "c", text)
 }
 
 // closesOf lists the close codes provider id saw.

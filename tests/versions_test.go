@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -332,5 +333,109 @@ func TestStoredRooms(t *testing.T) {
 			t.Fatalf("GET /api/rooms?%s: %d %s", q, st, b)
 		}
 		assertErrorBody(t, b, "bad_request")
+	}
+}
+
+// TestWriteBehindVersionsAreTheDocumentAtTheirTime: two instances on
+// Redis with PostgreSQL written behind, VERSION_INTERVAL 1s. Providers on
+// both instances take turns typing, each edit waiting for a version to be
+// taken after it. Every document version, decoded with yjs, is the text
+// as it was after one of the edits, the versions follow the edits in
+// order, the newest is the text after the last one, and a state version
+// is the state that was sent. A Redis flush changes none of it.
+func TestWriteBehindVersionsAreTheDocumentAtTheirTime(t *testing.T) {
+	yjs.Ensure(t)
+	t.Parallel()
+	r, s := cluster(t, 2, writeBehindEnv(t, map[string]string{"ROOMCAST_VERSION_INTERVAL": "1s"}))
+	p := yjs.StartPeers(t)
+	connectSynced(t, p, "a", yjsURL(s[0]), "essay", "alice")
+	connectSynced(t, p, "b", yjsURL(s[1]), "essay", "bob")
+	docVersions := func(inst *testserver.Server) []versionInfo {
+		var out []versionInfo
+		for _, v := range listVersions(t, inst, "essay") {
+			if v.Kind == "doc" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	// states[i] is the text after edit i.
+	var states []string
+	for i := range 5 {
+		id := []string{"a", "b"}[i%2]
+		before := len(docVersions(s[0]))
+		p.Do("insert", id, map[string]any{"text": fmt.Sprintf("edit %d by %s. ", i, id)})
+		states = append(states, converged(t, p, wait, "a", "b").Text)
+		eventually(t, wait, fmt.Sprint("a version after edit ", i), func() error {
+			if n := len(docVersions(s[0])); n <= before {
+				return fmt.Errorf("%d versions", n)
+			}
+			return nil
+		})
+	}
+	at := func(text string) int {
+		for i, st := range states {
+			if st == text {
+				return i
+			}
+		}
+		return -1
+	}
+	check := func(inst *testserver.Server) error {
+		t.Helper()
+		vs := docVersions(inst)
+		last, seen := -1, map[int]bool{}
+		for j := len(vs) - 1; j >= 0; j-- { // oldest first
+			text := versionDoc(t, inst, "essay", vs[j].ID).Text
+			i := at(text)
+			if i < 0 || i < last {
+				t.Fatalf("version %d (%d of %d, oldest first) on %s is %q: not the text after an edit, or older than the version before it (edit %d); the texts were %q",
+					vs[j].ID, len(vs)-j, len(vs), inst.Addr, text, last, states)
+			}
+			last, seen[i] = i, true
+		}
+		if last != len(states)-1 || len(seen) < 3 {
+			return fmt.Errorf("versions on %s hold the texts after edits %v; want the last (%d) among at least 3", inst.Addr, seen, len(states)-1)
+		}
+		return nil
+	}
+	for _, inst := range s {
+		eventually(t, wait, "the versions", func() error { return check(inst) })
+	}
+
+	// A state version is the state sent.
+	b := writeBoard(t, s[1], "essay")
+	var sv versionInfo
+	eventually(t, wait, "a state version", func() error {
+		for _, v := range listVersions(t, s[0], "essay") {
+			if v.Kind == "state" {
+				sv = v
+				return nil
+			}
+		}
+		return fmt.Errorf("none yet")
+	})
+	readState := func(inst *testserver.Server) {
+		t.Helper()
+		st, body := httpCall(t, http.MethodGet, fmt.Sprintf("%s/api/rooms/essay/versions/%d", inst.URL, sv.ID), testserver.APIKey, "")
+		var got struct {
+			Seq  uint64          `json:"seq"`
+			Data json.RawMessage `json:"data"`
+		}
+		if st != http.StatusOK || json.Unmarshal(body, &got) != nil || got.Seq != b.seqs[2] || !sameJSON(got.Data, b.state) || *sv.Seq != b.seqs[2] {
+			t.Fatalf("state version %+v on %s: %d %s; want %s at %d", sv, inst.Addr, st, body, b.state, b.seqs[2])
+		}
+	}
+	readState(s[0])
+
+	// The versions are the store's: Redis losing the room changes none.
+	if err := r.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range s {
+		if err := check(inst); err != nil {
+			t.Fatal(err)
+		}
+		readState(inst)
 	}
 }

@@ -111,13 +111,14 @@ func writeBoardStaying(t *testing.T, inst *testserver.Server, room string) (boar
 func checkBoard(t *testing.T, inst *testserver.Server, b board) {
 	t.Helper()
 	since := fmt.Sprintf("%s:%d", b.epoch, b.seqs[0])
+	last := b.seqs[len(b.seqs)-1]
 	again := testserver.JoinSince(t, inst.WS, b.room, "bob", "Bob", since, nil)
 	defer again.Close()
 	w := again.Welcome
-	if w.Recovered == nil || !*w.Recovered || w.Epoch != b.epoch || w.Seq != b.seqs[2] {
-		t.Fatalf("resume from %s on %s: welcome %s; want recovered at %s:%d", since, inst.Addr, w.Raw, b.epoch, b.seqs[2])
+	if w.Recovered == nil || !*w.Recovered || w.Epoch != b.epoch || w.Seq != last {
+		t.Fatalf("resume from %s on %s: welcome %s; want recovered at %s:%d", since, inst.Addr, w.Raw, b.epoch, last)
 	}
-	awaitSeq(t, again, b.seqs[2])
+	awaitSeq(t, again, last)
 	var got []string
 	for _, f := range storedMessages(again) {
 		got = append(got, string(f.Data))
@@ -127,8 +128,25 @@ func checkBoard(t *testing.T, inst *testserver.Server, b board) {
 	}
 	fresh := testserver.JoinSince(t, inst.WS, b.room, "carol", "Carol", "start", nil)
 	defer fresh.Close()
-	if st := fresh.Welcome.State; st == nil || st.Seq != b.seqs[2] || compactJSON(st.Data) != b.state {
-		t.Fatalf("a fresh client's welcome %s; want state %s at seq %d", fresh.Welcome.Raw, b.state, b.seqs[2])
+	if st := fresh.Welcome.State; st == nil || st.Seq != last || compactJSON(st.Data) != b.state {
+		t.Fatalf("a fresh client's welcome %s; want state %s at seq %d", fresh.Welcome.Raw, b.state, last)
+	}
+}
+
+// checkHistory fails unless inst's GET messages has the board's
+// messages, each once, in its epoch.
+func checkHistory(t *testing.T, inst *testserver.Server, b board) {
+	t.Helper()
+	page := getMessages(t, inst, b.room, "since=0&limit=1000")
+	var seqs []uint64
+	var data []string
+	for _, f := range page.frames(t) {
+		seqs = append(seqs, f.Seq)
+		data = append(data, string(f.Data))
+	}
+	last := b.seqs[len(b.seqs)-1]
+	if page.Epoch != b.epoch || page.Seq != last || fmt.Sprint(seqs) != fmt.Sprint(b.seqs) || fmt.Sprint(data) != fmt.Sprint(b.data) {
+		t.Fatalf("history of %s on %s: %s:%d with %v %v; want %s:%d with %v %v", b.room, inst.Addr, page.Epoch, page.Seq, seqs, data, b.epoch, last, b.seqs, b.data)
 	}
 }
 
@@ -174,7 +192,7 @@ func TestWriteBehindLostRedisComesBack(t *testing.T) {
 			r.Kill()
 			r.Restart(t)
 		}},
-		{"ttl passed", map[string]string{"ROOMCAST_HISTORY_TTL": "3s", "ROOMCAST_DOC_TTL": "3s"}, func(t *testing.T, r *redisproc.Server, rc *redis.Client) {
+		{"ttl passed", map[string]string{"ROOMCAST_HISTORY_TTL": "2s", "ROOMCAST_DOC_TTL": "2s"}, func(t *testing.T, r *redisproc.Server, rc *redis.Client) {
 			eventually(t, 20*time.Second, "the rooms gone from Redis", func() error {
 				keys, err := rc.Keys(context.Background(), "*{board}*").Result()
 				if err != nil {
@@ -203,8 +221,17 @@ func TestWriteBehindLostRedisComesBack(t *testing.T) {
 			for _, inst := range s {
 				inst.WaitReady(t, 15*time.Second)
 			}
-			checkBoard(t, s[1], b)
-			checkDoc(t, p, s[1], "doc", "doc-fresh", text)
+			// Both instances have it all, each message once, and the
+			// room goes on in its epoch.
+			for i, inst := range s {
+				checkBoard(t, inst, b)
+				checkDoc(t, p, inst, "doc", fmt.Sprint("doc-fresh-", i), text)
+				checkHistory(t, inst, b)
+			}
+			erin := testserver.Join(t, s[0].WS, "board", "erin", "")
+			if next := publishAcked(t, erin, map[string]any{"data": "after"}); erin.Welcome.Epoch != b.epoch || next.Seq != b.seqs[2]+1 {
+				t.Fatalf("a publish after the loss: welcome %s, ack %s; want %s:%d", erin.Welcome.Raw, next.Raw, b.epoch, b.seqs[2]+1)
+			}
 			// The versions were taken from Redis and kept by the store.
 			for _, room := range []string{"board", "doc"} {
 				if vs := listVersions(t, s[1], room); len(vs) == 0 {
@@ -244,26 +271,92 @@ func TestWriteBehindSurvivorSavesACrashedInstancesRooms(t *testing.T) {
 	checkDoc(t, p, s[1], "doc", "c", text)
 }
 
-// Two instances that miss the same room at once both load it back and
-// agree on its epoch.
+// Two instances that miss the same room at once load it back once and
+// agree: many JSON clients and providers of both instances join it at the
+// same moment after each flush. Every client resumes in the kept epoch
+// (recovered), every provider gets the document, the store's parts are
+// written to Redis once (roomcast_store_loads_total counts one load of the
+// stream and one of the document over both instances), and the history
+// holds each message once.
 func TestWriteBehindTwoInstancesAgreeOnAnEpoch(t *testing.T) {
+	yjs.Ensure(t)
 	r, s := cluster(t, 2, writeBehindEnv(t, nil))
 	rc := r.Client(t)
-	b := writeBoard(t, s[0], "board")
+	p := yjs.StartPeers(t)
+	b := writeBoard(t, s[0], "room")
+	text := writeDoc(t, p, s, "room")
 	awaitSaved(t, rc, s)
-	for range 3 {
+	loads := func(part string) float64 {
+		n := 0.0
+		for _, inst := range s {
+			n += max(metric(t, inst, `roomcast_store_loads_total{part="`+part+`"}`), 0) // -1: none yet
+		}
+		return n
+	}
+	const perInstance = 6
+	since := fmt.Sprintf("%s:%d", b.epoch, b.seqs[0])
+	for round := range 3 {
 		if err := rc.FlushAll(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
+		streams, docs := loads("stream"), loads("doc")
+		start := make(chan struct{})
 		var wg sync.WaitGroup
-		got := make([]statePage, len(s))
-		for i, inst := range s {
-			wg.Go(func() { got[i] = getState(t, inst, "board") })
+		clients := make([]*testserver.Client, 2*perInstance)
+		errs := make([]error, len(clients))
+		for i := range clients {
+			inst := s[i%2]
+			u := testserver.SinceURL(inst.WS, "room", testserver.Token(t, fmt.Sprint("u", i), "", 0, nil), since, nil)
+			wg.Go(func() {
+				<-start
+				clients[i], errs[i] = testserver.TryJoinURL(u, nil)
+			})
+		}
+		close(start)
+		var ids []string
+		for i := range perInstance {
+			for j, inst := range s {
+				id := fmt.Sprintf("r%d-%d-%d", round, i, j)
+				ids = append(ids, id)
+				p.Connect(id, yjsURL(inst), "room", testserver.Token(t, "p"+id, "", 0, nil), nil)
+			}
 		}
 		wg.Wait()
-		for i, g := range got {
-			if g.Epoch != b.epoch || g.Seq != b.seqs[2] || g.State == nil {
-				t.Fatalf("instance %d after the flush: %s; want %s:%d with the state", i, g.raw, b.epoch, b.seqs[2])
+		for i, c := range clients {
+			if errs[i] != nil {
+				t.Fatalf("round %d, client %d: %v", round, i, errs[i])
+			}
+			w := c.Welcome
+			if w.Recovered == nil || !*w.Recovered || w.Epoch != b.epoch || w.Seq != b.seqs[2] {
+				t.Fatalf("round %d, client %d on %s: welcome %s; want recovered at %s:%d", round, i, w.Instance, w.Raw, b.epoch, b.seqs[2])
+			}
+			awaitSeq(t, c, b.seqs[2])
+			var got []string
+			for _, f := range storedMessages(c) {
+				got = append(got, string(f.Data))
+			}
+			if want := strings.Join(b.data[1:], ","); strings.Join(got, ",") != want {
+				t.Fatalf("round %d, client %d resumed with %v, want %s", round, i, got, want)
+			}
+			c.Close()
+		}
+		for _, id := range ids {
+			p.Await(wait, id+" synced", synced(id))
+			if c := p.Content(id); c.Text != text {
+				t.Fatalf("round %d: provider %s has %q, want %q", round, id, c.Text, text)
+			}
+			p.Do("destroy", id, nil)
+		}
+		if n, m := loads("stream")-streams, loads("doc")-docs; n != 1 || m != 1 {
+			t.Fatalf("round %d: the stream loaded %v times, the document %v times; want once each", round, n, m)
+		}
+		for i, inst := range s {
+			checkHistory(t, inst, b)
+			if g := getState(t, inst, "room"); g.Epoch != b.epoch || g.Seq != b.seqs[2] || g.State == nil {
+				t.Fatalf("round %d, instance %d: state %s", round, i, g.raw)
+			}
+			if d := getDoc(t, inst, "room"); d.Text != text {
+				t.Fatalf("round %d, instance %d: GET doc %q, want %q", round, i, d.Text, text)
 			}
 		}
 	}

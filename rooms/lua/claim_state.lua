@@ -20,6 +20,11 @@ end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return false
 end
+-- A state without a TTL has a change the store does not have yet
+-- (mark_dirty): it keeps none until it is saved.
+local unsaved = redis.call('PTTL', KEYS[2]) == -1
 redis.call('HSET', KEYS[2], 'asked', pick)
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if not unsaved then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return pick

@@ -32,7 +32,7 @@ redis.call('RPUSH', log, ARGV[4])
 local log_bytes = redis.call('HINCRBY', doc, 'log_bytes', #ARGV[4])
 redis.call('PEXPIRE', doc, ARGV[2])
 redis.call('PEXPIRE', log, ARGV[2])
-mark_dirty(KEYS[3], ARGV[8], ARGV[9])
+mark_dirty(KEYS[3], ARGV[8], ARGV[9], doc, log)
 local inline = ARGV[4]
 if #inline > tonumber(ARGV[7]) then
   inline = ''

@@ -44,7 +44,7 @@ redis.call('XADD', stream, 'MAXLEN', size, seq_s .. '-0', 'd', full, 'x', exclud
 redis.call('PEXPIRE', meta, ttl)
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', state, ttl)
-mark_dirty(KEYS[6], ARGV[12], ARGV[13])
+mark_dirty(KEYS[6], ARGV[12], ARGV[13], meta, stream, state)
 
 -- A state request is due once threshold stored messages follow the latest
 -- state, and again each retry period while none arrives.

@@ -8,6 +8,6 @@
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-mark_dirty(KEYS[8], ARGV[4], ARGV[5])
+mark_dirty(KEYS[8], ARGV[4], ARGV[5], KEYS[1])
 redis.call(PUBLISH_CMD, ARGV[3], envelope('', stored_pos(ARGV[1], 0, false), ''))
 return ARGV[1]

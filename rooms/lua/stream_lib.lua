@@ -36,11 +36,19 @@ end
 
 -- mark_dirty notes, when on is "1" (a store is configured), that room has
 -- a change the store does not have yet: its score in the dirty index is
--- the time of its first unsaved change (kept while one is there).
-local function mark_dirty(index, room, on)
+-- the time of its first unsaved change (kept while one is there). The
+-- keys that follow (the changed part: meta, stream and state, or doc and
+-- doc_log) lose their TTL: until the room is saved Redis holds the only
+-- copy of the change, and a hot-tier TTL passing before the saver got to
+-- it (a backlog, the store down) would lose it. save_done.lua gives them
+-- their TTL back.
+local function mark_dirty(index, room, on, ...)
   if on ~= '1' then
     return
   end
   local t = redis.call('TIME')
   redis.call('ZADD', index, 'NX', t[1] * 1000 + math.floor(t[2] / 1000), room)
+  for _, k in ipairs({...}) do
+    redis.call('PERSIST', k)
+  end
 end

@@ -27,9 +27,18 @@ func (s *Server) docSnapshot(ctx context.Context, room string) (snapshot, error)
 	return s.docs.roomOrDetached(room).snapshot(ctx)
 }
 
-// getDoc answers the room's whole document as one Yjs update.
+// getDoc answers the room's whole document as one Yjs update, or with
+// ?format=json as its top-level types in JSON (yjs.JSONView).
 func (s *Server) getDoc(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
+	asJSON := false
+	switch c.Query("format") {
+	case "":
+	case "json":
+		asJSON = true
+	default:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "format is json, or absent for the Yjs update")
+	}
 	snap, err := s.docSnapshot(c.UserContext(), room)
 	if err != nil {
 		return s.unavailable(c, "read document", err)
@@ -38,6 +47,14 @@ func (s *Server) getDoc(c *fiber.Ctx) error {
 		return refuse(fiber.StatusNotFound, codeNotFound, "this room has no document")
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
+	if asJSON {
+		view, err := yjs.JSONView(snap.doc)
+		if err != nil {
+			return refuse(fiber.StatusUnprocessableEntity, codeBadRequest, "the document cannot be shown as JSON: "+err.Error())
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
+		return c.Send(view)
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
 	// The snapshot is never changed once made: it is sent as it is.
 	return c.Send(snap.doc)

@@ -324,3 +324,67 @@ func TestDocVersionAndStoredRoutesRefusals(t *testing.T) {
 		assertErrorBody(t, b, "api_key_required")
 	}
 }
+
+// TestDocJSONOverHTTP: GET doc?format=json answers the document's
+// top-level types as yjs's toJSON() gives them (compared with what the
+// real yjs reads from the binary GET), 404 for a room without a
+// document, 400 for another format, and takes the credentials of the
+// binary GET.
+func TestDocJSONOverHTTP(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	text := "hello 😀 \"json\" <p>\n"
+	m := map[string]any{"title": "a map", "n": 2.5, "list": []any{1, "two", nil}, "nested": map[string]any{"ok": true}, "10": "index key"}
+	if st, b := postDoc(t, s, "jsonroom", testserver.APIKey, makeUpdate(t, text, m)); st != http.StatusNoContent {
+		t.Fatalf("POST doc: %d %s", st, b)
+	}
+	if st, b := postDoc(t, s, "jsonroom", testserver.APIKey, makeUpdate(t, "second writer. ", map[string]any{"title": "later"})); st != http.StatusNoContent {
+		t.Fatalf("POST doc: %d %s", st, b)
+	}
+	url := s.URL + "/api/rooms/jsonroom/doc?format=json"
+	st, ct, b := binaryCall(t, http.MethodGet, url, testserver.APIKey, nil)
+	if st != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("GET doc as JSON: %d %s %s", st, ct, b)
+	}
+	var got struct {
+		Text string         `json:"text"`
+		Map  map[string]any `json:"map"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("GET doc as JSON: not JSON: %v\n%s", err, b)
+	}
+	want := getDoc(t, s, "jsonroom") // what the real yjs reads from the binary GET
+	if got.Text != want.Text || !reflect.DeepEqual(got.Map, want.Map) {
+		t.Fatalf("GET doc as JSON: %s\nyjs reads text %q map %v", b, want.Text, want.Map)
+	}
+	if !strings.Contains(got.Text, text) || !strings.Contains(got.Text, "second writer. ") {
+		t.Fatalf("GET doc as JSON: text %q", got.Text)
+	}
+
+	st, _, b = binaryCall(t, http.MethodGet, s.URL+"/api/rooms/no-doc-here/doc?format=json", testserver.APIKey, nil)
+	if st != http.StatusNotFound {
+		t.Fatalf("GET JSON doc of a room without one: %d %s", st, b)
+	}
+	assertErrorBody(t, b, "not_found")
+	st, _, b = binaryCall(t, http.MethodGet, s.URL+"/api/rooms/jsonroom/doc?format=xml", testserver.APIKey, nil)
+	if st != http.StatusBadRequest {
+		t.Fatalf("GET doc in an unknown format: %d %s", st, b)
+	}
+	assertErrorBody(t, b, "bad_request")
+
+	other := testserver.Token(t, "eve", "Eve", 0, []string{"elsewhere"})
+	for _, c := range []struct {
+		bearer, code string
+		status       int
+	}{{"", "token_missing", 401}, {"garbage", "token_invalid", 401}, {other, "room_not_allowed", 403}} {
+		st, _, b := binaryCall(t, http.MethodGet, url, c.bearer, nil)
+		if st != c.status || bytes.Contains(b, []byte("hello")) {
+			t.Fatalf("GET JSON doc with %q: %d %s", c.code, st, b)
+		}
+		assertErrorBody(t, b, c.code)
+	}
+	mine := testserver.Token(t, "alice", "Alice", 0, []string{"jsonroom"})
+	if st, _, b := binaryCall(t, http.MethodGet, url, mine, nil); st != http.StatusOK || !bytes.Contains(b, []byte("second writer")) {
+		t.Fatalf("GET JSON doc with the room's token: %d %s", st, b)
+	}
+}

@@ -125,6 +125,7 @@ type view struct {
 	order   []int32 // top-level types in the order first named
 	clients map[uint64]*vclient
 	ds      []dsRange
+	size    int // of the update: the output is about as large
 	gen     uint64
 	work    int
 	budget  int
@@ -133,7 +134,7 @@ type view struct {
 var errViewBudget = &ProtocolError{Reason: "document too costly to integrate"}
 
 func jsonView(update []byte, wk *work) ([]byte, error) {
-	v := &view{roots: map[string]int32{}, clients: map[uint64]*vclient{}, budget: viewBudget(len(update))}
+	v := &view{roots: map[string]int32{}, clients: map[uint64]*vclient{}, budget: viewBudget(len(update)), size: len(update)}
 	if err := v.load(update, wk); err != nil {
 		return nil, err
 	}
@@ -149,23 +150,14 @@ func jsonView(update []byte, wk *work) ([]byte, error) {
 // load reads the structs and delete set of update and cuts the structs
 // into pieces.
 func (v *view) load(update []byte, wk *work) error {
-	var blocks []block
+	// First pass: validate, and note where pieces must start.
+	type point struct{ client, clock uint64 }
+	var points []point
+	items := 0
 	var s structReader
 	for s.init(update, false, false); s.has; s.next() {
-		blocks = append(blocks, s.cur)
-	}
-	if s.r.err != nil {
-		return protocolError("update: ", s.r.err)
-	}
-	ds, err := readTail(&s.r, nil)
-	if err != nil {
-		return err
-	}
-	// Where pieces must start.
-	type point struct{ client, clock uint64 }
-	points := make([]point, 0, 2*len(blocks)+2*len(ds))
-	for i := range blocks {
-		b := &blocks[i]
+		b := &s.cur
+		items++
 		if b.kind != kindItem {
 			continue
 		}
@@ -175,6 +167,13 @@ func (v *view) load(update []byte, wk *work) error {
 		if b.flags&flagRightOrigin != 0 {
 			points = append(points, point{b.rightOrigin.client, b.rightOrigin.clock})
 		}
+	}
+	if s.r.err != nil {
+		return protocolError("update: ", s.r.err)
+	}
+	ds, err := readTail(&s.r, nil)
+	if err != nil {
+		return err
 	}
 	for _, d := range ds {
 		points = append(points, point{d.client, d.clock}, point{d.client, d.end()})
@@ -187,10 +186,11 @@ func (v *view) load(update []byte, wk *work) error {
 	})
 	points = slices.Compact(points)
 
-	v.nodes = make([]vnode, 0, len(blocks)+len(points))
+	// Second pass: cut the structs into pieces.
+	v.nodes = make([]vnode, 0, items+len(points))
 	cur := contentCursor{work: wk}
-	for i := range blocks {
-		b := &blocks[i]
+	for s.init(update, false, true); s.has; s.next() {
+		b := &s.cur
 		c := v.clients[b.client]
 		if c == nil {
 			c = &vclient{}
@@ -200,7 +200,6 @@ func (v *view) load(update []byte, wk *work) error {
 			c.units = append(c.units, unit{skip: true, first: len(c.pieces), last: len(c.pieces) - 1})
 			continue
 		}
-		// the cut points inside b
 		j := sort.Search(len(points), func(j int) bool {
 			p := points[j]
 			return p.client > b.client || (p.client == b.client && p.clock > b.clock)

@@ -96,7 +96,7 @@ func checkView(t *testing.T, c viewCase, what string, got []byte) {
 }
 
 // sameJSON compares two JSON texts as values, numbers by their text.
-func sameJSON(t *testing.T, a, b []byte) bool {
+func sameJSON(t testing.TB, a, b []byte) bool {
 	t.Helper()
 	decode := func(s []byte) any {
 		d := json.NewDecoder(bytes.NewReader(s))

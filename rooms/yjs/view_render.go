@@ -9,7 +9,7 @@ import (
 
 // render writes the top-level types as one JSON object.
 func (v *view) render() []byte {
-	dst := make([]byte, 0, 1024)
+	dst := make([]byte, 0, 4096+v.size)
 	dst = append(dst, '{')
 	for i, t := range v.order {
 		if i > 0 {
@@ -161,9 +161,13 @@ func (v *view) appendTypeJSON(dst []byte, t int32, ref uint8) []byte {
 		}
 		return append(dst, '}')
 	case typeText:
-		var sb []byte
-		sb = v.appendText(sb, t)
-		return appendJSONString(dst, string(sb))
+		dst = append(dst, '"')
+		for x := v.types[t].start; x != none; x = v.nodes[x].right {
+			if n := &v.nodes[x]; n.ref == refString && v.visible(x) {
+				dst = appendJSONStringBody(dst, n.content)
+			}
+		}
+		return append(dst, '"')
 	case typeXmlElement, typeXmlFragment, typeXmlText:
 		return appendJSONString(dst, string(v.appendTypeString(nil, t, ref)))
 	}

@@ -357,8 +357,15 @@ func appendJSNumber(dst []byte, f float64) []byte {
 // appendJSONString appends s quoted as JSON.stringify does: only ", \
 // and control characters are escaped.
 func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
+	dst = appendJSONStringBody(dst, s)
+	return append(dst, '"')
+}
+
+// appendJSONStringBody appends s escaped as appendJSONString does,
+// without the quotes.
+func appendJSONStringBody[S ~string | ~[]byte](dst []byte, s S) []byte {
+	const hex = "0123456789abcdef"
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -384,8 +391,7 @@ func appendJSONString(dst []byte, s string) []byte {
 		}
 		start = i + 1
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }
 
 // appendJSString appends String(v), as a template literal writes a value.

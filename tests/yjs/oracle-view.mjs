@@ -7,6 +7,7 @@
 // on every run.
 //
 // Usage: node oracle-view.mjs [cases]   (default 240)
+//        node oracle-view.mjs bench     a 1 MiB document made by 10,000 edits
 import * as Y from 'yjs'
 import { b64, rng } from './oracle-common.mjs'
 
@@ -230,7 +231,58 @@ const runCase = seed => {
   return { seed, gc, clients: n, ops, updates: updates.map(b64), state: b64(state), expected }
 }
 
-const count = process.argv.length > 2 ? Number(process.argv[2]) : 240
-const cases = []
-for (let i = 1; i <= count; i++) cases.push(runCase(i))
-process.stdout.write(JSON.stringify({ cases }))
+// benchDoc is the benchmark's document: three clients make 10,000 edits
+// (mostly typing and pasting text, with deletions, formatting, map and
+// array edits), syncing now and then, until the document is about 1 MiB.
+const asciiText = (r, n) => {
+  let s = ''
+  for (let i = 0; i < n; i++) s += String.fromCharCode(32 + r.int(95))
+  return s
+}
+
+const benchDoc = () => {
+  const r = rng(2026)
+  const docs = [1, 2, 3].map(i => { const d = new Y.Doc(); d.clientID = 1000 + i; return d })
+  const updates = []
+  docs.forEach(d => d.on('update', (u, origin) => { if (origin !== 'remote') updates.push(u) }))
+  let synced = 0
+  for (let i = 0; i < 10000; i++) {
+    const d = r.pick(docs)
+    const t = d.getText('text')
+    const k = r.int(100)
+    // ASCII only: indices need no snapping to code points, which
+    // would read the whole text at every edit
+    const len = t.length
+    if (k < 70 || len < 100) {
+      t.insert(r.int(len + 1), asciiText(r, r.bool(0.1) ? 500 + r.int(1100) : 1 + r.int(40)), r.bool(0.05) ? randAttrs(r) : undefined)
+    } else if (k < 85) {
+      const i = r.int(len - 30)
+      t.delete(i, 1 + r.int(30))
+    } else if (k < 90) {
+      const i = r.int(len - 50)
+      t.format(i, 1 + r.int(50), randAttrs(r))
+    } else if (k < 95) {
+      mapOp(d, r)
+    } else {
+      arrayOp(d, r)
+    }
+    if (r.bool(0.05)) {
+      for (const u of updates.slice(synced)) docs.forEach(o => Y.applyUpdate(o, u, 'remote'))
+      synced = updates.length
+    }
+  }
+  for (const u of updates.slice(synced)) docs.forEach(o => Y.applyUpdate(o, u, 'remote'))
+  const state = Y.encodeStateAsUpdate(docs[0])
+  const expected = {}
+  for (const [name, get] of Object.entries(ROOTS)) expected[name] = JSON.stringify(docs[0][get](name).toJSON())
+  return { edits: 10000, updates: updates.map(b64), state: b64(state), expected }
+}
+
+if (process.argv[2] === 'bench') {
+  process.stdout.write(JSON.stringify(benchDoc()))
+} else {
+  const count = process.argv.length > 2 ? Number(process.argv[2]) : 240
+  const cases = []
+  for (let i = 1; i <= count; i++) cases.push(runCase(i))
+  process.stdout.write(JSON.stringify({ cases }))
+}

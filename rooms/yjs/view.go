@@ -92,6 +92,7 @@ type vtype struct {
 	ref     uint8
 	name    []byte // of a top-level type; the node name of an XML element or hook
 	start   int32
+	depth   int              // of nesting: 0 for a top-level type
 	entries map[string]int32 // index in view.entries
 	keys    []int32          // entries in the order yjs's _map gets them
 }
@@ -126,12 +127,16 @@ type view struct {
 	clients map[uint64]*vclient
 	ds      []dsRange
 	size    int // of the update: the output is about as large
+	err     error
 	gen     uint64
 	work    int
 	budget  int
 }
 
-var errViewBudget = &ProtocolError{Reason: "document too costly to integrate"}
+var (
+	errViewBudget = &ProtocolError{Reason: "document too costly to view"}
+	errViewDepth  = &ProtocolError{Reason: "types nested too deep"}
+)
 
 func jsonView(update []byte, wk *work) ([]byte, error) {
 	v := &view{roots: map[string]int32{}, clients: map[uint64]*vclient{}, budget: viewBudget(len(update)), size: len(update)}
@@ -141,10 +146,14 @@ func jsonView(update []byte, wk *work) ([]byte, error) {
 	if err := v.integrateAll(); err != nil {
 		return nil, err
 	}
+	out := v.render()
+	if v.err != nil {
+		return nil, v.err
+	}
 	if wk != nil {
 		wk.add(v.work)
 	}
-	return v.render(), nil
+	return out, nil
 }
 
 // load reads the structs and delete set of update and cuts the structs

@@ -222,7 +222,9 @@ func (v *view) integrate(c *vclient, u unit) error {
 		n.left = left
 	}
 	v.link(x, t, e)
-	v.integrateContent(x)
+	if err := v.integrateContent(x); err != nil {
+		return err
+	}
 	// The further pieces of the struct, each right after the one before.
 	prev := x
 	for _, p := range c.pieces[u.first+1 : u.last+1] {
@@ -230,7 +232,9 @@ func (v *view) integrate(c *vclient, u unit) error {
 		pn.parent, pn.parentSub, pn.hasSub = t, n.parentSub, n.hasSub
 		pn.left = prev
 		v.link(p, t, e)
-		v.integrateContent(p)
+		if err := v.integrateContent(p); err != nil {
+			return err
+		}
 		prev = p
 	}
 	return nil
@@ -277,8 +281,9 @@ func (v *view) entry(t int32, key []byte) int32 {
 }
 
 // integrateContent is Content.integrate: a type comes to life, deleted
-// content is deleted.
-func (v *view) integrateContent(x int32) {
+// content is deleted. Types may nest maxAnyDepth deep (the view is
+// written recursively, as yjs's toJSON is).
+func (v *view) integrateContent(x int32) error {
 	n := &v.nodes[x]
 	switch n.ref {
 	case refDeleted:
@@ -290,8 +295,14 @@ func (v *view) integrateContent(x int32) {
 		if ref == typeXmlElement || ref == typeXmlHook {
 			name = r.varString()
 		}
+		depth := v.types[n.parent].depth + 1
+		if depth > maxAnyDepth {
+			return errViewDepth
+		}
 		n.typ = v.newType(ref, name)
+		v.types[n.typ].depth = depth
 	}
+	return nil
 }
 
 // sameOrigin is compareIDs of two optional IDs.

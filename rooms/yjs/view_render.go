@@ -298,6 +298,12 @@ func (v *view) appendXMLText(dst []byte, t int32) []byte {
 			name  string
 			attrs []string // key, String(value) pairs
 		}
+		// Every op repeats the tags of all current attributes: count
+		// them, as crafted formats could make that quadratic.
+		if v.work += 1 + len(attrs.keys); v.work > v.budget {
+			v.err = errViewBudget
+			return
+		}
 		var tags []tag
 		for i, k := range attrs.keys {
 			tg := tag{name: k}

@@ -98,6 +98,7 @@ const mapOp = (doc, r) => {
   if (k < 5) m.set(key, randValue(r))
   else if (k < 7) m.delete(key)
   else if (k < 9) m.set(key, newNested(r))
+  else if (k === 11 && r.bool(0.3)) m.set(key, new Y.Doc({ guid: 'sub-' + r.int(100) }))
   else {
     const v = m.get(key)
     if (v instanceof Y.AbstractType) editNested(v, r)

@@ -388,3 +388,98 @@ func TestDocJSONOverHTTP(t *testing.T) {
 		t.Fatalf("GET JSON doc with the room's token: %d %s", st, b)
 	}
 }
+
+// costlyDoc is a valid Yjs update on which integration costs about n²
+// steps: client 0 writes "abt" (b inserted between a and t); clients
+// 1..n each insert a "w" after b whose right origin is the "z" the client
+// below wrote after t, so yjs integrates the "w"s from the lowest client
+// up and each one passes all those before it.
+func costlyDoc(n int) []byte {
+	var b []byte
+	uv := func(v uint64) {
+		for v >= 0x80 {
+			b = append(b, byte(v)|0x80)
+			v >>= 7
+		}
+		b = append(b, byte(v))
+	}
+	str := func(s string) { uv(uint64(len(s))); b = append(b, s...) }
+	const refString, origin, right = 4, 0x80, 0x40
+	uv(uint64(n + 1)) // client sections, highest client first
+	for c := n; c >= 1; c-- {
+		uv(2)
+		uv(uint64(c))
+		uv(0)
+		if c > 1 { // w: origin 0:2 (b), right origin (c-1):1 (its z)
+			b = append(b, refString|origin|right)
+			uv(0)
+			uv(2)
+			uv(uint64(c - 1))
+			uv(1)
+		} else {
+			b = append(b, refString|origin)
+			uv(0)
+			uv(2)
+		}
+		str("w")
+		b = append(b, refString|origin) // z: origin 0:1 (t)
+		uv(0)
+		uv(1)
+		str("z")
+	}
+	uv(3)
+	uv(0)
+	uv(0)
+	b = append(b, refString, 1) // a, in the top-level type "text"
+	str("text")
+	str("a")
+	b = append(b, refString|origin, 0, 0) // t after a
+	str("t")
+	b = append(b, refString|origin|right, 0, 0, 0, 1) // b between a and t
+	str("b")
+	uv(0) // no deletes
+	return b
+}
+
+// TestDocJSONOverBudget: a valid document whose integration would cost
+// more than the view's budget is stored and served as an update, and
+// its JSON view is 422 with the reason; a smaller one of the same shape
+// is viewed.
+func TestDocJSONOverBudget(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	for _, c := range []struct {
+		room   string
+		n      int
+		status int
+	}{{"costly-small", 300, http.StatusOK}, {"costly-big", 5000, http.StatusUnprocessableEntity}} {
+		if st, b := postDoc(t, s, c.room, testserver.APIKey, costlyDoc(c.n)); st != http.StatusNoContent {
+			t.Fatalf("POST %s: %d %s", c.room, st, b)
+		}
+		st, _, b := binaryCall(t, http.MethodGet, s.URL+"/api/rooms/"+c.room+"/doc?format=json", testserver.APIKey, nil)
+		if st != c.status {
+			t.Fatalf("GET %s as JSON: %d %.300s", c.room, st, b)
+		}
+		if st == http.StatusOK {
+			want := "ab" + strings.Repeat("w", c.n) + "t" + strings.Repeat("z", c.n)
+			if got := readDoc(t, getDocBytes(t, s, c.room)); got.Text != want || !bytes.Contains(b, []byte(`"text":"`+want+`"`)) {
+				t.Fatalf("GET %s as JSON: %.200s; yjs reads %.200q", c.room, b, got.Text)
+			}
+			continue
+		}
+		assertErrorBody(t, b, "bad_request")
+		if !strings.Contains(string(b), "too costly") {
+			t.Fatalf("422 without the reason: %s", b)
+		}
+	}
+}
+
+// getDocBytes reads the room's document as one update with the API key.
+func getDocBytes(t testing.TB, s *testserver.Server, room string) []byte {
+	t.Helper()
+	st, _, b := binaryCall(t, http.MethodGet, s.URL+"/api/rooms/"+room+"/doc", testserver.APIKey, nil)
+	if st != http.StatusOK {
+		t.Fatalf("GET doc of %s: %d %s", room, st, b)
+	}
+	return b
+}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -14,6 +16,7 @@ import (
 	"github.com/roomcast/roomcast/auth"
 	"github.com/roomcast/roomcast/rooms"
 	roomstore "github.com/roomcast/roomcast/rooms/store"
+	"github.com/roomcast/roomcast/rooms/ydoc"
 	"github.com/roomcast/roomcast/rooms/yjs"
 )
 
@@ -21,9 +24,18 @@ import (
 // that may make room for it: a document may be tens of MiB.
 const docUploadTimeout = 30 * time.Second
 
-// getDoc answers the room's whole document as one Yjs update.
+// getDoc answers the room's whole document as one Yjs update, or with
+// ?format=json as its top-level types in JSON (yjs.JSONView).
 func (s *Server) getDoc(c *fiber.Ctx) error {
 	room := c.Locals(localRoom).(string)
+	asJSON := false
+	switch c.Query("format") {
+	case "":
+	case "json":
+		asJSON = true
+	default:
+		return refuse(fiber.StatusBadRequest, codeBadRequest, "format is json, or absent for the Yjs update")
+	}
 	snap, err := s.docs.Snapshot(c.UserContext(), room)
 	if err != nil {
 		return s.unavailable(c, "read document", err)
@@ -32,6 +44,17 @@ func (s *Server) getDoc(c *fiber.Ctx) error {
 		return refuse(fiber.StatusNotFound, codeNotFound, "this room has no document")
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
+	if asJSON {
+		view, err := s.jsonViews.view(c.UserContext(), room, snap)
+		if c.UserContext().Err() != nil {
+			return s.unavailable(c, "document view", err)
+		}
+		if err != nil {
+			return refuse(fiber.StatusUnprocessableEntity, codeBadRequest, "the document cannot be shown as JSON: "+err.Error())
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
+		return c.Send(view)
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEOctetStream)
 	// The snapshot is never changed once made: it is sent as it is.
 	return c.Send(snap.Doc)
@@ -180,4 +203,67 @@ func (s *Server) listStoredRooms(c *fiber.Ctx) error {
 		res["cursor"] = next
 	}
 	return c.JSON(res)
+}
+
+// jsonViews keeps the JSON views last made, by room and document
+// position: a view is a pass over the whole document (about 30 ms a MiB),
+// and a backend polling a room that did not change must not pay it again.
+// At most one view per core is made at a time; the cache is bounded by
+// bytes.
+type jsonViews struct {
+	slots chan struct{}
+
+	mu    sync.Mutex
+	views map[string]jsonView
+	bytes int
+}
+
+type jsonView struct {
+	pos  rooms.Position
+	data []byte
+}
+
+// jsonViewCacheBytes bounds the views kept; a larger one is not kept.
+const jsonViewCacheBytes = 64 << 20
+
+func newJSONViews() *jsonViews {
+	return &jsonViews{slots: make(chan struct{}, runtime.GOMAXPROCS(0)), views: make(map[string]jsonView)}
+}
+
+// view returns the JSON view of snap, room's document at snap.Position.
+func (v *jsonViews) view(ctx context.Context, room string, snap ydoc.Snapshot) ([]byte, error) {
+	v.mu.Lock()
+	if kept, ok := v.views[room]; ok && kept.pos == snap.Position {
+		v.mu.Unlock()
+		return kept.data, nil
+	}
+	v.mu.Unlock()
+	select {
+	case v.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	data, err := yjs.JSONView(snap.Doc)
+	<-v.slots
+	if err != nil {
+		return nil, err
+	}
+	if len(data) <= jsonViewCacheBytes/4 {
+		v.mu.Lock()
+		if old, ok := v.views[room]; ok {
+			v.bytes -= len(old.data)
+			delete(v.views, room)
+		}
+		for name, old := range v.views { // any: the cache is a convenience
+			if v.bytes+len(data) <= jsonViewCacheBytes {
+				break
+			}
+			v.bytes -= len(old.data)
+			delete(v.views, name)
+		}
+		v.views[room] = jsonView{pos: snap.Position, data: data}
+		v.bytes += len(data)
+		v.mu.Unlock()
+	}
+	return data, nil
 }

@@ -67,13 +67,15 @@ type Server struct {
 	roomStore roomstore.Store
 	// saver writes rooms behind Redis to roomStore (postgres with Redis);
 	// nil otherwise.
-	saver    interface{ SaveSoon(room string) }
-	keeper   *presence.Keeper
-	replica  *presence.Replica // welcomes are built from it
-	docs     *ydoc.Engine      // the Yjs documents of the rooms with local Yjs connections
-	versions *versions         // takes the rooms' versions; nil without a store
-	metrics  *metrics
-	app      *fiber.App
+	saver   interface{ SaveSoon(room string) }
+	keeper  *presence.Keeper
+	replica *presence.Replica // welcomes are built from it
+	docs    *ydoc.Engine      // the Yjs documents of the rooms with local Yjs connections
+	// jsonViews caches the documents' JSON views (GET …/doc?format=json).
+	jsonViews *jsonViews
+	versions  *versions // takes the rooms' versions; nil without a store
+	metrics   *metrics
+	app       *fiber.App
 
 	ctx          context.Context // ends when the server has shut down
 	cancel       context.CancelFunc
@@ -99,6 +101,7 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log.With("instance", cfg.InstanceID), evict: make(chan *rooms.Conn, 4096)}
 	s.inflight = wsread.NewBudget(int64(cfg.MaxInflightBytes))
 	s.backoff = newSizeBackoff()
+	s.jsonViews = newJSONViews()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	authCfg := auth.Config{Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, JWKSURLs: cfg.JWTJWKSURLs, Claims: cfg.JWTClaims,

@@ -324,3 +324,162 @@ func TestDocVersionAndStoredRoutesRefusals(t *testing.T) {
 		assertErrorBody(t, b, "api_key_required")
 	}
 }
+
+// TestDocJSONOverHTTP: GET doc?format=json answers the document's
+// top-level types as yjs's toJSON() gives them (compared with what the
+// real yjs reads from the binary GET), 404 for a room without a
+// document, 400 for another format, and takes the credentials of the
+// binary GET.
+func TestDocJSONOverHTTP(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	text := "hello 😀 \"json\" <p>\n"
+	m := map[string]any{"title": "a map", "n": 2.5, "list": []any{1, "two", nil}, "nested": map[string]any{"ok": true}, "10": "index key"}
+	if st, b := postDoc(t, s, "jsonroom", testserver.APIKey, makeUpdate(t, text, m)); st != http.StatusNoContent {
+		t.Fatalf("POST doc: %d %s", st, b)
+	}
+	if st, b := postDoc(t, s, "jsonroom", testserver.APIKey, makeUpdate(t, "second writer. ", map[string]any{"title": "later"})); st != http.StatusNoContent {
+		t.Fatalf("POST doc: %d %s", st, b)
+	}
+	url := s.URL + "/api/rooms/jsonroom/doc?format=json"
+	st, ct, b := binaryCall(t, http.MethodGet, url, testserver.APIKey, nil)
+	if st != http.StatusOK || !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("GET doc as JSON: %d %s %s", st, ct, b)
+	}
+	var got struct {
+		Text string         `json:"text"`
+		Map  map[string]any `json:"map"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("GET doc as JSON: not JSON: %v\n%s", err, b)
+	}
+	want := getDoc(t, s, "jsonroom") // what the real yjs reads from the binary GET
+	if got.Text != want.Text || !reflect.DeepEqual(got.Map, want.Map) {
+		t.Fatalf("GET doc as JSON: %s\nyjs reads text %q map %v", b, want.Text, want.Map)
+	}
+	if !strings.Contains(got.Text, text) || !strings.Contains(got.Text, "second writer. ") {
+		t.Fatalf("GET doc as JSON: text %q", got.Text)
+	}
+
+	st, _, b = binaryCall(t, http.MethodGet, s.URL+"/api/rooms/no-doc-here/doc?format=json", testserver.APIKey, nil)
+	if st != http.StatusNotFound {
+		t.Fatalf("GET JSON doc of a room without one: %d %s", st, b)
+	}
+	assertErrorBody(t, b, "not_found")
+	st, _, b = binaryCall(t, http.MethodGet, s.URL+"/api/rooms/jsonroom/doc?format=xml", testserver.APIKey, nil)
+	if st != http.StatusBadRequest {
+		t.Fatalf("GET doc in an unknown format: %d %s", st, b)
+	}
+	assertErrorBody(t, b, "bad_request")
+
+	other := testserver.Token(t, "eve", "Eve", 0, []string{"elsewhere"})
+	for _, c := range []struct {
+		bearer, code string
+		status       int
+	}{{"", "token_missing", 401}, {"garbage", "token_invalid", 401}, {other, "room_not_allowed", 403}} {
+		st, _, b := binaryCall(t, http.MethodGet, url, c.bearer, nil)
+		if st != c.status || bytes.Contains(b, []byte("hello")) {
+			t.Fatalf("GET JSON doc with %q: %d %s", c.code, st, b)
+		}
+		assertErrorBody(t, b, c.code)
+	}
+	mine := testserver.Token(t, "alice", "Alice", 0, []string{"jsonroom"})
+	if st, _, b := binaryCall(t, http.MethodGet, url, mine, nil); st != http.StatusOK || !bytes.Contains(b, []byte("second writer")) {
+		t.Fatalf("GET JSON doc with the room's token: %d %s", st, b)
+	}
+}
+
+// costlyDoc is a valid Yjs update on which integration costs about n²
+// steps: client 0 writes "abt" (b inserted between a and t); clients
+// 1..n each insert a "w" after b whose right origin is the "z" the client
+// below wrote after t, so yjs integrates the "w"s from the lowest client
+// up and each one passes all those before it.
+func costlyDoc(n int) []byte {
+	var b []byte
+	uv := func(v uint64) {
+		for v >= 0x80 {
+			b = append(b, byte(v)|0x80)
+			v >>= 7
+		}
+		b = append(b, byte(v))
+	}
+	str := func(s string) { uv(uint64(len(s))); b = append(b, s...) }
+	const refString, origin, right = 4, 0x80, 0x40
+	uv(uint64(n + 1)) // client sections, highest client first
+	for c := n; c >= 1; c-- {
+		uv(2)
+		uv(uint64(c))
+		uv(0)
+		if c > 1 { // w: origin 0:2 (b), right origin (c-1):1 (its z)
+			b = append(b, refString|origin|right)
+			uv(0)
+			uv(2)
+			uv(uint64(c - 1))
+			uv(1)
+		} else {
+			b = append(b, refString|origin)
+			uv(0)
+			uv(2)
+		}
+		str("w")
+		b = append(b, refString|origin) // z: origin 0:1 (t)
+		uv(0)
+		uv(1)
+		str("z")
+	}
+	uv(3)
+	uv(0)
+	uv(0)
+	b = append(b, refString, 1) // a, in the top-level type "text"
+	str("text")
+	str("a")
+	b = append(b, refString|origin, 0, 0) // t after a
+	str("t")
+	b = append(b, refString|origin|right, 0, 0, 0, 1) // b between a and t
+	str("b")
+	uv(0) // no deletes
+	return b
+}
+
+// TestDocJSONOverBudget: a valid document whose integration would cost
+// more than the view's budget is stored and served as an update, and
+// its JSON view is 422 with the reason; a smaller one of the same shape
+// is viewed.
+func TestDocJSONOverBudget(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{})
+	for _, c := range []struct {
+		room   string
+		n      int
+		status int
+	}{{"costly-small", 300, http.StatusOK}, {"costly-big", 5000, http.StatusUnprocessableEntity}} {
+		if st, b := postDoc(t, s, c.room, testserver.APIKey, costlyDoc(c.n)); st != http.StatusNoContent {
+			t.Fatalf("POST %s: %d %s", c.room, st, b)
+		}
+		st, _, b := binaryCall(t, http.MethodGet, s.URL+"/api/rooms/"+c.room+"/doc?format=json", testserver.APIKey, nil)
+		if st != c.status {
+			t.Fatalf("GET %s as JSON: %d %.300s", c.room, st, b)
+		}
+		if st == http.StatusOK {
+			want := "ab" + strings.Repeat("w", c.n) + "t" + strings.Repeat("z", c.n)
+			if got := readDoc(t, getDocBytes(t, s, c.room)); got.Text != want || !bytes.Contains(b, []byte(`"text":"`+want+`"`)) {
+				t.Fatalf("GET %s as JSON: %.200s; yjs reads %.200q", c.room, b, got.Text)
+			}
+			continue
+		}
+		assertErrorBody(t, b, "bad_request")
+		if !strings.Contains(string(b), "too costly") {
+			t.Fatalf("422 without the reason: %s", b)
+		}
+	}
+}
+
+// getDocBytes reads the room's document as one update with the API key.
+func getDocBytes(t testing.TB, s *testserver.Server, room string) []byte {
+	t.Helper()
+	st, _, b := binaryCall(t, http.MethodGet, s.URL+"/api/rooms/"+room+"/doc", testserver.APIKey, nil)
+	if st != http.StatusOK {
+		t.Fatalf("GET doc of %s: %d %s", room, st, b)
+	}
+	return b
+}

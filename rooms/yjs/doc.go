@@ -4,7 +4,8 @@
 // Y.encodeStateAsUpdate produces, state vectors, and the update algebra of
 // yjs/src/utils/updates.js (mergeUpdates, diffUpdate,
 // encodeStateVectorFromUpdate), plus Compact, a merge that also garbage
-// collects deleted content.
+// collects deleted content, and JSONView, which integrates a whole
+// document as Y.applyUpdate does (YATA) to show its types as toJSON().
 //
 // The formats follow yjs 13.6 and lib0 (varUint, varInt, varString, the
 // tagged "any" encoding). Every decoder treats its input as untrusted: a

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomcast/roomcast/rooms/wire"
@@ -31,6 +32,7 @@ type Hub struct {
 	rooms map[string]*room
 
 	seed maphash.Seed // of the delivered frames' hashes (fork detection)
+	held atomic.Int64 // bytes of stored frames waiting in every room (HoldBytesTotal)
 
 	// The rooms' workers (hub_stream.go): started under wmu unless closed.
 	ctx    context.Context
@@ -87,9 +89,12 @@ type HubOptions struct {
 	// HoldMessages and HoldBytes bound the stored messages of a room
 	// that wait while its worker fills a gap; later ones are dropped and
 	// read from the history once the held ones are delivered. Zero values
-	// mean 1000 and 4 MiB.
-	HoldMessages int
-	HoldBytes    int
+	// mean 1000 and 4 MiB. HoldBytesTotal bounds them across every room
+	// of the hub (many rooms filling at once after a broker gap); zero
+	// means 64 MiB.
+	HoldMessages   int
+	HoldBytes      int
+	HoldBytesTotal int64
 	// OnFork, if set, is called when this instance finds that a room's
 	// history no longer holds a message it delivered (a failover lost it
 	// and gave its seq to another): the room moves to a new epoch.
@@ -149,6 +154,9 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	}
 	if o.HoldMessages <= 0 {
 		o.HoldMessages = 1000
+	}
+	if o.HoldBytesTotal <= 0 {
+		o.HoldBytesTotal = 64 << 20
 	}
 	if o.HoldBytes <= 0 {
 		o.HoldBytes = 4 << 20

@@ -107,8 +107,7 @@ func (h *Hub) deliverStored(roomName string, e wire.Envelope) {
 		h.holdLocked(r, e)
 	default:
 		if h.applyLocked(r, e) {
-			r.st.held = append(r.st.held, e)
-			r.st.heldBytes += len(e.Frame)
+			h.heldLocked(r, e)
 		}
 	}
 }
@@ -116,15 +115,29 @@ func (h *Hub) deliverStored(roomName string, e wire.Envelope) {
 // holdLocked keeps e until the worker is done, or drops it past the bound:
 // it is stored, so the worker reads it from the history.
 func (h *Hub) holdLocked(r *room, e wire.Envelope) {
-	if r.st.dropping || len(r.st.held) >= h.o.HoldMessages || r.st.heldBytes+len(e.Frame) > h.o.HoldBytes {
+	if r.st.dropping || len(r.st.held) >= h.o.HoldMessages || r.st.heldBytes+len(e.Frame) > h.o.HoldBytes ||
+		h.held.Load()+int64(len(e.Frame)) > h.o.HoldBytesTotal {
 		if !r.st.dropping {
 			h.log.Info("stored messages past the hold bound while the room's worker is busy; they will be read from the history", "room", r.name, "held", len(r.st.held), "bytes", r.st.heldBytes)
 		}
 		r.st.dropping, r.st.dropped = true, Position{Epoch: e.Epoch, Seq: e.Seq}
 		return
 	}
+	h.heldLocked(r, e)
+}
+
+// heldLocked puts e in line behind the room's held envelopes.
+func (h *Hub) heldLocked(r *room, e wire.Envelope) {
 	r.st.held = append(r.st.held, e)
 	r.st.heldBytes += len(e.Frame)
+	h.held.Add(int64(len(e.Frame)))
+}
+
+// releaseHeldLocked forgets the room's held envelopes.
+func (h *Hub) releaseHeldLocked(r *room) {
+	h.held.Add(-int64(r.st.heldBytes))
+	clear(r.st.held)
+	r.st.held, r.st.heldBytes = nil, 0
 }
 
 // applyLocked delivers e, or reports that it must wait for the gap before
@@ -207,8 +220,7 @@ func (h *Hub) announcedLocked(r *room, e wire.Envelope) {
 // stopWaitingLocked forgets the held envelopes and the work on them: the
 // room moved to a new epoch they are not of.
 func (h *Hub) stopWaitingLocked(r *room) {
-	clear(r.st.held)
-	r.st.held, r.st.heldBytes = nil, 0
+	h.releaseHeldLocked(r)
 	r.st.dropping, r.st.fill, r.st.forked, r.st.holding = false, nil, false, false
 }
 
@@ -309,6 +321,7 @@ func (h *Hub) stopStreamLocked(r *room) {
 	if r.st.cancel != nil {
 		r.st.cancel()
 	}
+	h.releaseHeldLocked(r)
 	r.st = roomStream{gen: r.st.gen + 1}
 	r.epoch, r.seq = "", 0
 }
@@ -528,6 +541,7 @@ func (h *Hub) drainLocked(r *room) {
 		r.st.held[0] = wire.Envelope{}
 		r.st.held = r.st.held[1:]
 		r.st.heldBytes -= len(e.Frame)
+		h.held.Add(-int64(len(e.Frame)))
 		if r.st.forked || r.st.fill != nil {
 			return
 		}

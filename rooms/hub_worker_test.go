@@ -173,6 +173,7 @@ func TestHubHoldBound(t *testing.T) {
 	}{
 		{"count", HubOptions{HoldMessages: 2}, 2},
 		{"bytes", HubOptions{HoldBytes: 60}, 1}, // a frame is ~40 bytes
+		{"bytes across rooms", HubOptions{HoldBytesTotal: 60}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, b, _, _, rec := stalledHub(t, tc.o)
@@ -191,6 +192,12 @@ func TestHubHoldBound(t *testing.T) {
 			}
 			b.unblock()
 			awaitSeqs(t, rec, "1,2,3,4,5,6,7,8")
+			r.streamMu.Lock()
+			left := h.held.Load()
+			r.streamMu.Unlock()
+			if left != 0 {
+				t.Fatalf("%d bytes still counted as held after the fill", left)
+			}
 		})
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
 	roomstore "github.com/roomcast/roomcast/rooms/store"
+	"github.com/roomcast/roomcast/rooms/webhook"
 )
 
 // Timing of a connection's life that is not configuration, in one place.
@@ -71,6 +72,7 @@ type Server struct {
 	replica  *presence.Replica // welcomes are built from it
 	docs     *ydocs            // the Yjs documents of the rooms with local Yjs connections
 	versions *versions         // takes the rooms' versions; nil without a store
+	webhooks *webhook.Webhooks // nil when off
 	metrics  *metrics
 	app      *fiber.App
 
@@ -131,6 +133,9 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.replica = presence.NewReplica(s.store, presence.ReplicaOptions{})
 	s.metrics = newMetrics(func() int { return len(s.hub.Rooms()) }, s.inflight.Used)
+	if err := s.webhooks.Register(s.metrics.reg); err != nil {
+		return nil, err
+	}
 	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
 		Interval: cfg.Heartbeat,
 		Logger:   s.log,
@@ -176,6 +181,9 @@ func (s *Server) buildBackends() error {
 		s.roomStore, o.Store = kept, kept
 		if kept != nil {
 			s.versions = newVersions(s, kept)
+		}
+		if err := s.memoryWebhooks(&popts); err != nil {
+			return err
 		}
 		b := rooms.NewMemoryBroker(o)
 		s.broker = b
@@ -280,7 +288,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
-	s.bg.Add(4)
+	s.bg.Add(5)
+	go func() { defer s.bg.Done(); s.webhooks.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.docs.keepAlive(s.ctx) }()
 	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()

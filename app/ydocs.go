@@ -299,6 +299,7 @@ func (d *ydocs) append(ctx context.Context, r *docRoom, exclude string, msg []by
 	}
 	d.s.metrics.yjsUpdates.Inc()
 	d.s.versions.changed(r.name, roomstore.VersionDoc)
+	d.s.webhooks.DocUpdated(ctx, r.name, res.Position.Epoch, res.Position.Seq, res.BaseBytes+res.LogBytes)
 	if res.LogBytes < max(res.BaseBytes, compactMinBytes) {
 		return nil
 	}

@@ -9,8 +9,8 @@
 local added = 0
 local exp = int(NOW + TTL)
 local chunk = 500 -- conns per ZMSCORE/ZADD: bounded by Lua's unpack
-for first = 8, #ARGV, 5 * chunk do
-  local last = math.min(#ARGV, first + 5 * chunk - 1)
+for first = 8, NARGS, 5 * chunk do
+  local last = math.min(NARGS, first + 5 * chunk - 1)
   local entries = {}
   for i = first, last, 5 do
     entries[#entries + 1] = ARGV[i] .. '\n' .. ARGV[i + 1]

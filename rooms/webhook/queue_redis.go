@@ -1,0 +1,192 @@
+package webhook
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms/wire"
+)
+
+var (
+	//go:embed notify.lua
+	notifyLua string
+	//go:embed claim.lua
+	claimLua string
+	//go:embed settle.lua
+	settleLua string
+
+	notifyScript  = redis.NewScript(wire.WebhookLua + notifyLua)
+	claimScript   = redis.NewScript(wire.WebhookLua + claimLua)
+	settleScript  = redis.NewScript(settleLua)
+	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+)
+
+// RedisQueue is the queue of a cluster: one per partition of the layout,
+// in the partition's slot. The presence scripts queue member and room
+// events into it themselves (presence.RedisOptions.Webhooks).
+type RedisQueue struct {
+	client   redis.UniversalClient
+	layout   wire.Layout
+	queues   []wire.WebhookQueue
+	owner    string
+	lease    int64 // ms
+	debounce int64 // ms
+	max      int   // per queue
+}
+
+// NewRedisQueue returns the queue of the cluster on client, with the
+// layout's prefix and partitions (they must match the broker's), bounded
+// to maxPending events (split over the partitions).
+func NewRedisQueue(client redis.UniversalClient, prefix string, partitions int, o Options) *RedisQueue {
+	o = o.withDefaults()
+	l := wire.ClusterLayout(client, prefix, partitions)
+	qs := l.WebhookQueues()
+	return &RedisQueue{
+		client:   client,
+		layout:   l,
+		queues:   qs,
+		owner:    uuid.NewString(),
+		lease:    o.Lease.Milliseconds(),
+		debounce: o.Debounce.Milliseconds(),
+		max:      MaxPerQueue(o.MaxPending, len(qs)),
+	}
+}
+
+// Queues is the number of queues (partitions).
+func (r *RedisQueue) Queues() int { return len(r.queues) }
+
+// MaxPerQueue is the bound of each of n queues for maxPending in all.
+func MaxPerQueue(maxPending, n int) int {
+	if maxPending <= 0 {
+		maxPending = 100000
+	}
+	return max(1, maxPending/max(n, 1))
+}
+
+func (r *RedisQueue) notify(ctx context.Context, room, typ string, data []byte, debounce bool) error {
+	q := r.layout.WebhookQueue(room)
+	k := r.layout.Room(room)
+	marker, window := k.WebhookState, int64(0)
+	if typ == DocUpdated {
+		marker = k.WebhookDoc
+	}
+	if debounce {
+		window = r.debounce
+	}
+	roomJSON, _ := json.Marshal(room) // a string always encodes
+	err := notifyScript.Run(ctx, r.client, []string{q.Due, q.Events, q.Order, q.Meta, marker},
+		"0", room, string(roomJSON), typ, string(data), window, r.max).Err()
+	if err != nil {
+		return fmt.Errorf("queue %s of room %q: %w", typ, room, err)
+	}
+	return nil
+}
+
+func (r *RedisQueue) claim(ctx context.Context, limit int) (claimed, error) {
+	per := max(16, (limit+len(r.queues)-1)/len(r.queues))
+	cmds, err := r.runAll(ctx, claimScript, len(r.queues), func(i int) ([]string, []any) {
+		q := r.queues[i]
+		return []string{q.Due, q.Events, q.Order, q.Meta, q.Lease}, []any{"0", r.owner, r.lease, per, r.debounce}
+	})
+	if err != nil {
+		return claimed{}, fmt.Errorf("claim from %d queues: %w", len(r.queues), err)
+	}
+	var c claimed
+	for part, cmd := range cmds {
+		res, err := cmd.Slice()
+		if err != nil || len(res) < 4 {
+			return claimed{}, fmt.Errorf("claim from queue %d: %v", part, err)
+		}
+		n, _ := res[1].(int64)
+		c.pending += int(n)
+		d, _ := res[3].(int64)
+		c.dropped += int(d)
+		for i := 4; i+1 < len(res); i += 2 {
+			key, _ := res[i].(string)
+			rec, _ := res[i+1].(string)
+			it, err := parseRecord(part, key, rec)
+			if err != nil {
+				return claimed{}, fmt.Errorf("queue %d event %s: %w", part, key, err)
+			}
+			c.items = append(c.items, it)
+		}
+	}
+	return c, nil
+}
+
+func (r *RedisQueue) settle(ctx context.Context, outs []outcome) error {
+	byPart := make(map[int][]any)
+	var parts []int
+	for _, o := range outs {
+		p := o.it.part
+		if _, ok := byPart[p]; !ok {
+			parts = append(parts, p)
+		}
+		rec := ""
+		if !o.remove {
+			rec = o.it.record()
+		}
+		byPart[p] = append(byPart[p], o.it.key, rec, strconv.FormatInt(o.due, 10))
+	}
+	_, err := r.runAll(ctx, settleScript, len(parts), func(i int) ([]string, []any) {
+		q := r.queues[parts[i]]
+		return []string{q.Due, q.Events, q.Order}, byPart[parts[i]]
+	})
+	if err != nil {
+		return fmt.Errorf("settle %d events: %w", len(outs), err)
+	}
+	return nil
+}
+
+func (r *RedisQueue) release(ctx context.Context) error {
+	_, err := r.runAll(ctx, releaseScript, len(r.queues), func(i int) ([]string, []any) {
+		return []string{r.queues[i].Lease}, []any{r.owner}
+	})
+	return err
+}
+
+// runAll runs n calls of sc in one pipeline by SHA. Calls Redis answered
+// NOSCRIPT (it restarted or its scripts were flushed) did nothing: the
+// script is loaded and they are run once more.
+func (r *RedisQueue) runAll(ctx context.Context, sc *redis.Script, n int, call func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, n)
+	todo := make([]int, n)
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; ; attempt++ {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range todo {
+				keys, args := call(i)
+				cmds[i] = sc.EvalSha(ctx, p, keys, args...)
+			}
+			return nil
+		})
+		if err == nil {
+			return cmds, nil
+		}
+		var missing []int
+		for _, i := range todo {
+			switch e := cmds[i].Err(); {
+			case e == nil:
+			case redis.HasErrorPrefix(e, "NOSCRIPT") && attempt == 0:
+				missing = append(missing, i)
+			default:
+				return nil, e
+			}
+		}
+		if len(missing) == 0 {
+			return cmds, nil
+		}
+		if err := sc.Load(ctx, r.client).Err(); err != nil {
+			return nil, fmt.Errorf("load script: %w", err)
+		}
+		todo = missing
+	}
+}

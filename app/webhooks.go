@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/presence"
+	roomstore "github.com/roomcast/roomcast/rooms/store"
 	"github.com/roomcast/roomcast/rooms/webhook"
 )
 
@@ -65,6 +66,7 @@ func (s *Server) webhookOptions() webhook.Options {
 		VacateDelay: s.cfg.WebhookVacateDelay,
 		Backoff:     webhook.Backoff{Base: s.cfg.WebhookRetryMin, Max: s.cfg.WebhookRetryMax},
 		MaxPending:  s.cfg.WebhookMaxPending,
+		Instance:    s.cfg.InstanceID,
 		Logger:      s.log,
 	}
 }
@@ -78,8 +80,8 @@ func (s *Server) memoryWebhooks(popts *presence.Options) error {
 	}
 	o := s.webhookOptions()
 	var persist webhook.Persister
-	if p, ok := s.roomStore.(webhook.Persister); ok {
-		persist = p
+	if k, ok := s.roomStore.(roomstore.WebhookKeeper); ok {
+		persist = storeWebhooks{st: s.roomStore, k: k}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -114,4 +116,34 @@ func (s *Server) redisWebhooks() (*presence.Webhooks, error) {
 	}
 	s.log.Info("webhooks: events wait in Redis until delivered, once per cluster", "urls", len(o.URLs))
 	return &presence.Webhooks{VacateDelay: o.VacateDelay, MaxPending: webhook.MaxPerQueue(o.MaxPending, q.Queues())}, nil
+}
+
+// storeWebhooks keeps the webhook queue of an instance without Redis in
+// its store.
+type storeWebhooks struct {
+	st roomstore.Store
+	k  roomstore.WebhookKeeper
+}
+
+func (p storeWebhooks) LoadWebhooks(ctx context.Context) ([]webhook.PersistedEvent, error) {
+	evs, err := p.k.WebhookEvents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]webhook.PersistedEvent, len(evs))
+	for i, e := range evs {
+		out[i] = webhook.PersistedEvent{Key: e.Key, Room: e.Room, Due: e.Due, Record: e.Record}
+	}
+	return out, nil
+}
+
+func (p storeWebhooks) SaveWebhooks(ctx context.Context, puts []webhook.PersistedEvent, dels []int64) error {
+	ops := make([]roomstore.Op, 0, len(puts)+len(dels))
+	for _, e := range puts {
+		ops = append(ops, roomstore.Op{Kind: roomstore.OpWebhookPut, Room: e.Room, Seq: uint64(e.Key), At: e.Due, Data: e.Record})
+	}
+	for _, k := range dels {
+		ops = append(ops, roomstore.Op{Kind: roomstore.OpWebhookDelete, Seq: uint64(k)})
+	}
+	return p.st.Write(ctx, ops...)
 }

@@ -97,7 +97,8 @@ func (q *MemoryQueue) Len() int {
 	return len(q.events)
 }
 
-func markerOf(room, kind string) string { return room + "\n" + kind }
+// markerOf names the marker of room for kind; a record holds it, so no newline.
+func markerOf(room, kind string) string { return kind + " " + room }
 
 // MemberJoined implements presence.Events.
 func (q *MemoryQueue) MemberJoined(room string, member []byte, first bool) {

@@ -28,7 +28,8 @@ var (
 )
 
 // RedisQueue is the queue of a cluster: one per partition of the layout,
-// in the partition's slot. The presence scripts queue member and room
+// in the partition's slot. Each queue's lease holds "<instance>/<uuid>" of
+// the instance delivering it. The presence scripts queue member and room
 // events into it themselves (presence.RedisOptions.Webhooks).
 type RedisQueue struct {
 	client   redis.UniversalClient
@@ -51,7 +52,7 @@ func NewRedisQueue(client redis.UniversalClient, prefix string, partitions int, 
 		client:   client,
 		layout:   l,
 		queues:   qs,
-		owner:    uuid.NewString(),
+		owner:    o.Instance + "/" + uuid.NewString(),
 		lease:    o.Lease.Milliseconds(),
 		debounce: o.Debounce.Milliseconds(),
 		max:      MaxPerQueue(o.MaxPending, len(qs)),

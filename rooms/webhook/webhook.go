@@ -71,6 +71,8 @@ type Options struct {
 	Parallel int
 	// Client sends the requests; nil means one without redirects.
 	Client *http.Client
+	// Instance names this instance in the leases it holds ("" none).
+	Instance string
 	// Logger zero value means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

@@ -494,3 +494,54 @@ func TestWebhooksSurviveRestartWithSQLite(t *testing.T) {
 	}
 	awaitQueueEmpty(t, wait, s2)
 }
+
+// room.state and doc.updated go out at most once per room per 2 s while
+// changes go on, and the last change is never lost: the last event
+// carries the last state's seq and the document's last update.
+func TestWebhooksDebounce(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t)
+	engines(t, rcv.env(fastHooks), func(t *testing.T, a, b *testserver.Server) {
+		room := "wh-debounce-" + strings.ReplaceAll(t.Name(), "/", "-")
+		c := testserver.JoinSince(t, a.WS, room, "ann", "Ann", "", stateCapable)
+		update := makeUpdate(t, "x", nil)
+		start := time.Now()
+		var last uint64
+		// Two frames a round, 20 rounds a second: under the default RATE.
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for ; time.Since(start) < 5*time.Second; <-tick.C {
+			ack := publishAcked(t, c, map[string]any{"data": "m"})
+			if f := sendState(t, c, ack.Seq, map[string]any{"seq": ack.Seq}); f.Type != "ack" {
+				t.Fatalf("state: %s", f.Raw)
+			}
+			last = ack.Seq
+			if st, body := postDoc(t, b, room, testserver.APIKey, update); st != http.StatusNoContent {
+				t.Fatalf("POST doc: %d %s", st, body)
+			}
+		}
+		took := time.Since(start)
+		// Each round stored one message and posted one update: the room's
+		// last seq and the document's are both last.
+		rcv.awaitDelivered(t, 2*wait, room, 1, "room.state of the last state", func(h hook) bool {
+			return h.Type == "room.state" && h.Seq == last
+		})
+		rcv.awaitDelivered(t, 2*wait, room, 1, "doc.updated of the last update", func(h hook) bool {
+			return h.Type == "doc.updated" && h.Seq == last
+		})
+		awaitQueueEmpty(t, wait, a, b)
+		states := rcv.awaitDelivered(t, wait, room, 1, "room.state", ofType("room.state"))
+		docs := rcv.awaitDelivered(t, wait, room, 1, "doc.updated", ofType("doc.updated"))
+		most := int(took/(2*time.Second)) + 2
+		if len(states) > most || len(docs) > most {
+			t.Fatalf("%d room.state and %d doc.updated over %v; want at most %d each (one per 2 s)", len(states), len(docs), took, most)
+		}
+		if states[len(states)-1].Seq != last {
+			t.Fatalf("last room.state at seq %d, want %d", states[len(states)-1].Seq, last)
+		}
+		if docs[len(docs)-1].Seq != last {
+			t.Fatalf("last doc.updated at seq %d, want %d", docs[len(docs)-1].Seq, last)
+		}
+		t.Logf("%d changes over %v: %d room.state, %d doc.updated", last, took.Round(time.Millisecond), len(states), len(docs))
+	})
+}

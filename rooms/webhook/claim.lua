@@ -38,7 +38,8 @@ for _, k in ipairs(keys) do
       if f[5] == 'room.vacated' then
         redis.call('DEL', marker)
       else
-        redis.call('SET', marker, 's', 'PX', window)
+        -- The window's end, in this script's time; the key outlives it.
+        redis.call('SET', marker, 's' .. wh_int(now + window), 'PX', window + 60000)
       end
     end
     redis.call('ZADD', KEYS[1], wh_int(now + lease), k)

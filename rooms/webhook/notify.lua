@@ -7,8 +7,8 @@
 -- Debounced events go out at most once per window per room, the last
 -- change never lost: while the room's event waits, a change replaces its
 -- body (the newest data, the newest time); once an instance claims it,
--- claim.lua sets the marker to "s" for one window, and a change then is
--- queued due at the window's end.
+-- claim.lua sets the marker to "s<end of the window, unix ms>", and a
+-- change then is queued due at the window's end.
 local q = {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}
 local marker = KEYS[5]
 local now = tonumber(ARGV[1])
@@ -34,11 +34,8 @@ if v and string.sub(v, 1, 1) == 'p' then
   end
 end
 local due = now
-if v == 's' then
-  local left = redis.call('PTTL', marker)
-  if left > 0 then
-    due = now + left
-  end
+if v and string.sub(v, 1, 1) == 's' then
+  due = math.max(now, tonumber(string.sub(v, 2)) or 0)
 end
 local k = wh_add(q, now, due, room, typ, marker, data, max)
 -- The marker outlives any wait (a safety net for a queue Redis lost).

@@ -39,12 +39,19 @@ type RedisQueue struct {
 	lease    int64 // ms
 	debounce int64 // ms
 	max      int   // per queue
+	// now is the scripts' time argument: "0" (Redis server time, one
+	// clock for every instance) unless Options.Now was set (tests).
+	now func() string
 }
 
 // NewRedisQueue returns the queue of the cluster on client, with the
 // layout's prefix and partitions (they must match the broker's), bounded
 // to maxPending events (split over the partitions).
 func NewRedisQueue(client redis.UniversalClient, prefix string, partitions int, o Options) *RedisQueue {
+	now := func() string { return "0" }
+	if clock := o.Now; clock != nil {
+		now = func() string { return strconv.FormatInt(clock().UnixMilli(), 10) }
+	}
 	o = o.withDefaults()
 	l := wire.ClusterLayout(client, prefix, partitions)
 	qs := l.WebhookQueues()
@@ -56,6 +63,7 @@ func NewRedisQueue(client redis.UniversalClient, prefix string, partitions int, 
 		lease:    o.Lease.Milliseconds(),
 		debounce: o.Debounce.Milliseconds(),
 		max:      MaxPerQueue(o.MaxPending, len(qs)),
+		now:      now,
 	}
 }
 
@@ -82,7 +90,7 @@ func (r *RedisQueue) notify(ctx context.Context, room, typ string, data []byte, 
 	}
 	roomJSON, _ := json.Marshal(room) // a string always encodes
 	err := notifyScript.Run(ctx, r.client, []string{q.Due, q.Events, q.Order, q.Meta, marker},
-		"0", room, string(roomJSON), typ, string(data), window, r.max).Err()
+		r.now(), room, string(roomJSON), typ, string(data), window, r.max).Err()
 	if err != nil {
 		return fmt.Errorf("queue %s of room %q: %w", typ, room, err)
 	}
@@ -91,9 +99,10 @@ func (r *RedisQueue) notify(ctx context.Context, room, typ string, data []byte, 
 
 func (r *RedisQueue) claim(ctx context.Context, limit int) (claimed, error) {
 	per := max(16, (limit+len(r.queues)-1)/len(r.queues))
+	now := r.now()
 	cmds, err := r.runAll(ctx, claimScript, len(r.queues), func(i int) ([]string, []any) {
 		q := r.queues[i]
-		return []string{q.Due, q.Events, q.Order, q.Meta, q.Lease}, []any{"0", r.owner, r.lease, per, r.debounce}
+		return []string{q.Due, q.Events, q.Order, q.Meta, q.Lease}, []any{now, r.owner, r.lease, per, r.debounce}
 	})
 	if err != nil {
 		return claimed{}, fmt.Errorf("claim from %d queues: %w", len(r.queues), err)

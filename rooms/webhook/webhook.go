@@ -266,6 +266,8 @@ type deliverer struct {
 	outs     []outcome
 	ctx      context.Context
 	cancel   context.CancelFunc
+
+	claimLogged time.Time // the Run goroutine's
 }
 
 func newDeliverer(w *Webhooks) *deliverer {
@@ -285,7 +287,9 @@ func (d *deliverer) claim(ctx context.Context) {
 	}
 	c, err := d.w.q.claim(ctx, free)
 	if err != nil {
-		if ctx.Err() == nil {
+		// Every poll fails while Redis is away: one line per 10 s.
+		if now := time.Now(); ctx.Err() == nil && now.Sub(d.claimLogged) >= 10*time.Second {
+			d.claimLogged = now
 			d.w.log.Warn("webhook: claim due events", "err", err)
 		}
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -20,11 +21,13 @@ var (
 	claimLua string
 	//go:embed settle.lua
 	settleLua string
+	//go:embed release.lua
+	releaseLua string
 
 	notifyScript  = redis.NewScript(wire.WebhookLua + notifyLua)
 	claimScript   = redis.NewScript(wire.WebhookLua + claimLua)
 	settleScript  = redis.NewScript(settleLua)
-	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+	releaseScript = redis.NewScript(releaseLua)
 )
 
 // RedisQueue is the queue of a cluster: one per partition of the layout,
@@ -42,6 +45,12 @@ type RedisQueue struct {
 	// now is the scripts' time argument: "0" (Redis server time, one
 	// clock for every instance) unless Options.Now was set (tests).
 	now func() string
+	// Per queue, as the last claim on it found it (the claiming
+	// goroutine's): held by this instance, when tried, events in it.
+	owned   []bool
+	tried   []time.Time
+	pending []int
+	watch   time.Duration // how often a queue held elsewhere is tried
 }
 
 // NewRedisQueue returns the queue of the cluster on client, with the
@@ -64,6 +73,10 @@ func NewRedisQueue(client redis.UniversalClient, prefix string, partitions int, 
 		debounce: o.Debounce.Milliseconds(),
 		max:      MaxPerQueue(o.MaxPending, len(qs)),
 		now:      now,
+		owned:    make([]bool, len(qs)),
+		tried:    make([]time.Time, len(qs)),
+		pending:  make([]int, len(qs)),
+		watch:    o.Lease / 2,
 	}
 }
 
@@ -97,35 +110,56 @@ func (r *RedisQueue) notify(ctx context.Context, room, typ string, data []byte, 
 	return nil
 }
 
+// claim calls claim.lua on the queues this instance holds, and on the
+// others once per half lease (to take over one whose holder died): an
+// idle cluster's instances do not poll 128 queues ten times a second
+// each. limit 0 only renews the leases held.
 func (r *RedisQueue) claim(ctx context.Context, limit int) (claimed, error) {
-	per := max(16, (limit+len(r.queues)-1)/len(r.queues))
+	wall := time.Now()
+	var parts []int
+	for i := range r.queues {
+		if r.owned[i] || wall.Sub(r.tried[i]) >= r.watch {
+			parts = append(parts, i)
+		}
+	}
+	per := 0
+	if limit > 0 && len(parts) > 0 {
+		per = max(16, (limit+len(parts)-1)/len(parts))
+	}
 	now := r.now()
-	cmds, err := r.runAll(ctx, claimScript, len(r.queues), func(i int) ([]string, []any) {
-		q := r.queues[i]
+	cmds, err := r.runAll(ctx, claimScript, len(parts), func(i int) ([]string, []any) {
+		q := r.queues[parts[i]]
 		return []string{q.Due, q.Events, q.Order, q.Meta, q.Lease}, []any{now, r.owner, r.lease, per, r.debounce}
 	})
 	if err != nil {
-		return claimed{}, fmt.Errorf("claim from %d queues: %w", len(r.queues), err)
+		return claimed{pending: -1}, fmt.Errorf("claim from %d queues: %w", len(parts), err)
 	}
 	var c claimed
-	for part, cmd := range cmds {
+	for i, cmd := range cmds {
+		part := parts[i]
 		res, err := cmd.Slice()
 		if err != nil || len(res) < 4 {
-			return claimed{}, fmt.Errorf("claim from queue %d: %v", part, err)
+			return claimed{pending: -1}, fmt.Errorf("claim from queue %d: %v", part, err)
 		}
+		r.tried[part] = wall
+		owned, _ := res[2].(int64)
+		r.owned[part] = owned == 1
 		n, _ := res[1].(int64)
-		c.pending += int(n)
+		r.pending[part] = int(n)
 		d, _ := res[3].(int64)
 		c.dropped += int(d)
-		for i := 4; i+1 < len(res); i += 2 {
-			key, _ := res[i].(string)
-			rec, _ := res[i+1].(string)
+		for j := 4; j+1 < len(res); j += 2 {
+			key, _ := res[j].(string)
+			rec, _ := res[j+1].(string)
 			it, err := parseRecord(part, key, rec)
 			if err != nil {
-				return claimed{}, fmt.Errorf("queue %d event %s: %w", part, key, err)
+				return claimed{pending: -1}, fmt.Errorf("queue %d event %s: %w", part, key, err)
 			}
 			c.items = append(c.items, it)
 		}
+	}
+	for _, n := range r.pending {
+		c.pending += n
 	}
 	return c, nil
 }

@@ -280,12 +280,12 @@ func inflightKey(it item) string { return strconv.Itoa(it.part) + "/" + it.key }
 
 func (d *deliverer) claim(ctx context.Context) {
 	d.mu.Lock()
-	free := maxInflight - len(d.inflight)
+	free := max(0, maxInflight-len(d.inflight))
 	d.mu.Unlock()
-	if free <= 0 || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return
 	}
-	c, err := d.w.q.claim(ctx, free)
+	c, err := d.w.q.claim(ctx, free) // also with 0: it renews the leases held
 	if err != nil {
 		// Every poll fails while Redis is away: one line per 10 s.
 		if now := time.Now(); ctx.Err() == nil && now.Sub(d.claimLogged) >= 10*time.Second {

@@ -382,7 +382,9 @@ func (d *deliverer) settle(ctx context.Context) {
 func (d *deliverer) stop() {
 	d.cancel()
 	d.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// Bounded so shutdown still ends within its 10 s: what is not
+	// recorded in time goes out again when its claim lapses.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.settle(ctx)
 	if err := d.w.q.release(ctx); err != nil {

@@ -3,9 +3,11 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -89,12 +91,17 @@ func (w *Webhooks) post(ctx context.Context, t int, it item) error {
 	req.Header.Set("webhook-signature", w.o.Signer.Sign(id, ts, it.body))
 	resp, err := w.o.Client.Do(req)
 	if err != nil {
-		return err
+		// Not the URL itself in logs: it may carry a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("URL %d: %w", t+1, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("answered %d", resp.StatusCode)
+		return fmt.Errorf("URL %d answered %d", t+1, resp.StatusCode)
 	}
 	return nil
 }

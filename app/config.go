@@ -76,6 +76,14 @@ type Config struct {
 	JWTClaims auth.ClaimMap
 	// jwtClaims is JWT_CLAIMS as given, for the usage line.
 	jwtClaims string
+	// Webhooks (see webhooks.go): the URLs every event goes to (none: off)
+	// and the secret that signs them.
+	WebhookURLs        []string
+	WebhookSecret      string
+	WebhookVacateDelay time.Duration
+	WebhookMaxPending  int
+	WebhookRetryMin    time.Duration // the first retry's wait
+	WebhookRetryMax    time.Duration // the longest wait between retries
 }
 
 // Bounds of SEND_QUEUE_BYTES: below 64 KiB a burst of ordinary frames
@@ -106,6 +114,11 @@ func defaultConfig() Config {
 		VersionInterval:  10 * time.Minute,
 		Versions:         100,
 		StoreDelay:       2 * time.Second,
+
+		WebhookVacateDelay: 5 * time.Second,
+		WebhookMaxPending:  100000,
+		WebhookRetryMin:    time.Second,
+		WebhookRetryMax:    10 * time.Minute,
 	}
 }
 
@@ -214,6 +227,18 @@ var settings = []setting{
 	intSetting("max-inflight-bytes", "bytes of large frames this instance reads at once; a frame that would pass it is refused", minDocBytes, func(c *Config) *int { return &c.MaxInflightBytes }),
 	durationSetting("version-interval", "least time between two versions of a room being changed (with a store)", func(c *Config) *time.Duration { return &c.VersionInterval }),
 	intSetting("versions", "versions a room keeps, the newest (with a store)", 1, func(c *Config) *int { return &c.Versions }),
+	{name: "webhook-url", usage: "comma-separated http(s) URLs that receive every webhook event (empty: webhooks off)",
+		get: func(c *Config) string { return strings.Join(c.WebhookURLs, ",") },
+		set: func(c *Config, v string) error {
+			urls, err := parseWebhookURLs(v)
+			c.WebhookURLs = urls
+			return err
+		}},
+	stringSetting("webhook-secret", "signing secret of webhook requests, whsec_ + base64 (Standard Webhooks)", true, func(c *Config) *string { return &c.WebhookSecret }),
+	durationSetting("webhook-vacate-delay", "how long an emptied room waits for a member to come back before room.vacated", func(c *Config) *time.Duration { return &c.WebhookVacateDelay }),
+	intSetting("webhook-max-pending", "webhook events waiting at most, cluster-wide; past it the oldest is dropped", 1, func(c *Config) *int { return &c.WebhookMaxPending }),
+	durationSetting("webhook-retry-min", "wait before a failed webhook's first retry (then doubling)", func(c *Config) *time.Duration { return &c.WebhookRetryMin }),
+	durationSetting("webhook-retry-max", "longest wait between two retries of a webhook", func(c *Config) *time.Duration { return &c.WebhookRetryMax }),
 	{name: "allowed-origins", usage: "comma-separated scheme://host[:port] allowed as Origin, or *",
 		get: func(c *Config) string { return strings.Join(c.AllowedOrigins, ",") },
 		set: func(c *Config, v string) error {
@@ -383,6 +408,9 @@ func (c Config) validate() error {
 	if err := c.validateStore(); err != nil {
 		return err
 	}
+	if err := c.validateWebhooks(); err != nil {
+		return err
+	}
 	if c.RedisURL != "" {
 		if _, ok, err := parseClusterURL(c.RedisURL); ok {
 			if err != nil {
@@ -455,5 +483,6 @@ func (c Config) logAttrs() []any {
 		"max_doc_bytes", c.MaxDocBytes, "max_inflight_bytes", c.MaxInflightBytes,
 		"version_interval", c.VersionInterval.String(), "versions", c.Versions, "store_delay", c.StoreDelay.String(),
 		"allowed_origins", c.AllowedOrigins, "api_key_set", c.APIKey != "",
+		"webhook_urls", len(c.WebhookURLs), "webhook_vacate_delay", c.WebhookVacateDelay.String(),
 	}
 }

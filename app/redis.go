@@ -50,7 +50,12 @@ func (s *Server) buildRedisBackends(popts presence.Options, hubOpts rooms.HubOpt
 		s.saver = b
 	}
 	s.hub = s.newHub(hubOpts)
-	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster})
+	wh, err := s.redisWebhooks()
+	if err != nil {
+		_ = client.Close()
+		return err
+	}
+	s.store = presence.NewRedisStore(s.redis, presence.RedisOptions{Options: popts, Logger: s.log, OnReassert: s.syncCluster, Webhooks: wh})
 	return nil
 }
 

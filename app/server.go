@@ -23,6 +23,7 @@ import (
 	"github.com/roomcast/roomcast/presence"
 	"github.com/roomcast/roomcast/rooms"
 	roomstore "github.com/roomcast/roomcast/rooms/store"
+	"github.com/roomcast/roomcast/rooms/webhook"
 	"github.com/roomcast/roomcast/rooms/ydoc"
 )
 
@@ -73,7 +74,8 @@ type Server struct {
 	docs    *ydoc.Engine      // the Yjs documents of the rooms with local Yjs connections
 	// jsonViews caches the documents' JSON views (GET …/doc?format=json).
 	jsonViews *jsonViews
-	versions  *versions // takes the rooms' versions; nil without a store
+	versions  *versions         // takes the rooms' versions; nil without a store
+	webhooks  *webhook.Webhooks // nil when off
 	metrics   *metrics
 	app       *fiber.App
 
@@ -142,6 +144,9 @@ func newServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if s.roomStore != nil {
 		s.metrics.watchStore(s.roomStore)
 	}
+	if err := s.webhooks.Register(s.metrics.reg); err != nil {
+		return nil, err
+	}
 	s.keeper = presence.NewKeeper(s.store, presence.KeeperOptions{
 		Interval: cfg.Heartbeat,
 		Logger:   s.log,
@@ -187,6 +192,9 @@ func (s *Server) buildBackends() error {
 		if kept != nil {
 			s.versions = newVersions(s, kept)
 		}
+		if err := s.memoryWebhooks(&popts); err != nil {
+			return err
+		}
 		b := rooms.NewMemoryBroker(o)
 		s.broker = b
 		s.hub = s.newHub(hubOpts)
@@ -205,12 +213,13 @@ func (s *Server) newHub(o rooms.HubOptions) *rooms.Hub {
 }
 
 // docEvents counts what the documents' engine did and tells the rooms'
-// versions that a document changed.
+// versions and the webhooks that a document changed.
 type docEvents struct{ s *Server }
 
-func (d docEvents) DocStored(room string) {
+func (d docEvents) DocStored(room string, at rooms.Position, bytes int64) {
 	d.s.metrics.yjsUpdates.Inc()
 	d.s.versions.changed(room, roomstore.VersionDoc)
+	d.s.webhooks.DocUpdated(d.s.ctx, room, at.Epoch, at.Seq, bytes)
 }
 func (d docEvents) DocCompacted(string) { d.s.metrics.yjsCompactions.Inc() }
 func (d docEvents) DocGap(string)       { d.s.metrics.yjsGaps.Inc() }
@@ -320,7 +329,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
-	s.bg.Add(4)
+	s.bg.Add(5)
+	go func() { defer s.bg.Done(); s.webhooks.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.docs.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.pingLoop(s.ctx) }()

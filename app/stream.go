@@ -218,6 +218,7 @@ func (s *Server) handleState(conn *rooms.Conn, f *clientFrame, ref string) {
 		return
 	}
 	s.versions.changed(conn.Room, roomstore.VersionState)
+	s.webhooks.State(s.ctx, conn.Room, at.Epoch, at.Seq, int64(len(f.Data)))
 	if ref != "" {
 		conn.Send(encode(ackFrame{Type: "ack", Ref: ref}))
 	}
@@ -324,6 +325,7 @@ func (s *Server) deleteRoom(c *fiber.Ctx) error {
 	if _, err := s.broker.Reset(c.UserContext(), room); err != nil {
 		return s.unavailable(c, "delete room", err)
 	}
+	s.webhooks.Deleted(c.UserContext(), room)
 	s.log.Info("room deleted: history and state gone, connections resync", "room", room)
 	return c.SendStatus(fiber.StatusNoContent)
 }

@@ -10,8 +10,8 @@
 local added = 0
 local exp = int(NOW + TTL)
 local chunk = 500 -- conns per ZMSCORE/ZADD: bounded by Lua's unpack
-for first = 8, #ARGV, 6 * chunk do
-  local last = math.min(#ARGV, first + 6 * chunk - 1)
+for first = 8, NARGS, 6 * chunk do
+  local last = math.min(NARGS, first + 6 * chunk - 1)
   local entries = {}
   for i = first, last, 6 do
     entries[#entries + 1] = ARGV[i] .. '\n' .. ARGV[i + 1]

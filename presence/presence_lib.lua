@@ -30,6 +30,52 @@ if NOW == 0 then
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Webhooks (rooms/wire webhook.lua, prepended): with KEYS[4..7] the room's
+-- webhook queue and KEYS[8] its room.vacated marker, the last two ARGV
+-- are the vacate delay ms and the queue bound, and member and room events
+-- are queued here, in the step that decides them. NARGS is the number of
+-- operation ARGV, without those two.
+local WH, NARGS = nil, #ARGV
+if #KEYS > 3 then
+  WH = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+  NARGS = #ARGV - 2
+end
+
+local function wh_member(typ, member, reason)
+  local data = '{"room":' .. ROOM_JSON .. ',"member":' .. member
+  if reason then
+    data = data .. ',"reason":"' .. reason .. '"'
+  end
+  wh_add(WH, NOW, NOW, ROOM, typ, '', data .. '}', tonumber(ARGV[#ARGV]))
+end
+
+-- wh_joined queues member.joined, after room.occupied when the member is
+-- the room's first, unless the room's room.vacated is still waiting: it
+-- is cancelled instead, and the room was never reported empty.
+local function wh_joined(member)
+  if not WH then
+    return
+  end
+  if redis.call('HLEN', K_MEMBERS) == 1 and not wh_cancel(WH, KEYS[8]) then
+    wh_add(WH, NOW, NOW, ROOM, 'room.occupied', '', '{"room":' .. ROOM_JSON .. '}', tonumber(ARGV[#ARGV]))
+  end
+  wh_member('member.joined', member)
+end
+
+-- wh_left queues member.left, then, when the room is empty, room.vacated
+-- due after the vacate delay.
+local function wh_left(member, reason)
+  if not WH then
+    return
+  end
+  wh_member('member.left', member, reason)
+  if redis.call('HLEN', K_MEMBERS) == 0 then
+    wh_cancel(WH, KEYS[8])
+    local k = wh_add(WH, NOW, NOW + tonumber(ARGV[#ARGV - 1]), ROOM, 'room.vacated', KEYS[8], '{"room":' .. ROOM_JSON .. '}', tonumber(ARGV[#ARGV]))
+    redis.call('SET', KEYS[8], 'p' .. k, 'PX', 86400000)
+  end
+end
+
 local function int(n)
   return string.format('%d', n)
 end
@@ -109,6 +155,9 @@ local function count_conn(user, id, name, role, meta)
   redis.call('HSET', K_MEMBERS, user, value(n, rec))
   local m = member_json(rec, n)
   publish(typ, m)
+  if typ == 'join' then
+    wh_joined(m)
+  end
   return m
 end
 
@@ -136,7 +185,9 @@ end
 
 local function drop_user(user, rec, reason)
   redis.call('HDEL', K_MEMBERS, user)
-  publish('leave', member_json(rec, 0), reason)
+  local m = member_json(rec, 0)
+  publish('leave', m, reason)
+  wh_left(m, reason)
 end
 
 -- uncount_conn takes a removed conn off its user's count: update while

@@ -140,6 +140,21 @@ type Options struct {
 	LeaveGrace time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Events, when set, hears the MemoryStore's joins and leaves as it
+	// decides them, under its lock (webhooks); nil means none. The
+	// RedisStore queues its webhooks in its scripts (RedisOptions.Webhooks).
+	Events Events
+}
+
+// Events hears joins and leaves in the order a MemoryStore decides them.
+// member is the Member as JSON (as in a join or leave frame). Its methods
+// must not block.
+type Events interface {
+	// MemberJoined: a user session began; first when the room was empty.
+	MemberJoined(room string, member []byte, first bool)
+	// MemberLeft: a user session ended for reason; last when the room is
+	// empty now.
+	MemberLeft(room string, member []byte, reason string, last bool)
 }
 
 func (o Options) withDefaults() Options {

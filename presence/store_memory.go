@@ -73,6 +73,9 @@ func (s *MemoryStore) joinLocked(ctx context.Context, sess Session) (Member, err
 	if u == nil {
 		u = &memUser{m: Member{ID: sess.User, Name: sess.Name, Role: sessionRole(sess), Meta: sess.Meta, Conns: 1, Since: now.UnixMilli()}}
 		r.users[sess.User] = u
+		if s.o.Events != nil {
+			s.o.Events.MemberJoined(sess.Room, memberJSON(u.m), len(r.users) == 1)
+		}
 		return u.m, s.publish(ctx, sess.Room, Frame("join", sess.Room, u.m, ""))
 	}
 	u.m.Conns++
@@ -81,6 +84,11 @@ func (s *MemoryStore) joinLocked(ctx context.Context, sess Session) (Member, err
 	}
 	u.graceUntil = time.Time{}
 	return u.m, s.publish(ctx, sess.Room, Frame("update", sess.Room, u.m, ""))
+}
+
+func memberJSON(m Member) []byte {
+	b, _ := json.Marshal(m) // a Member always encodes
+	return b
 }
 
 // Leave implements Store.
@@ -120,6 +128,9 @@ func (s *MemoryStore) dropUserLocked(ctx context.Context, room string, r *memRoo
 	delete(r.users, user)
 	if len(r.users) == 0 {
 		delete(s.rooms, room)
+	}
+	if s.o.Events != nil {
+		s.o.Events.MemberLeft(room, memberJSON(u.m), reason, len(r.users) == 0)
 	}
 	return s.publish(ctx, room, Frame("leave", room, u.m, reason))
 }

@@ -36,11 +36,11 @@ var (
 	//go:embed due_rooms.lua
 	dueRoomsLua string
 
-	joinScript      = wire.NewScript(presenceLib + joinLua)
-	leaveScript     = wire.NewScript(presenceLib + leaveLua)
-	setMetaScript   = wire.NewScript(presenceLib + setMetaLua)
-	heartbeatScript = wire.NewScript(presenceLib + heartbeatLua)
-	sweepScript     = wire.NewScript(presenceLib + sweepLua)
+	joinScript      = wire.NewScript(wire.WebhookLua + presenceLib + joinLua)
+	leaveScript     = wire.NewScript(wire.WebhookLua + presenceLib + leaveLua)
+	setMetaScript   = wire.NewScript(wire.WebhookLua + presenceLib + setMetaLua)
+	heartbeatScript = wire.NewScript(wire.WebhookLua + presenceLib + heartbeatLua)
+	sweepScript     = wire.NewScript(wire.WebhookLua + presenceLib + sweepLua)
 	dueRoomsScript  = redis.NewScript(dueRoomsLua)
 )
 
@@ -63,6 +63,7 @@ type RedisStore struct {
 	clock      redisClock
 	keep       time.Duration
 	onReassert func(ctx context.Context, rooms []string)
+	webhooks   *Webhooks
 }
 
 // redisClock is this instance's reading of the Redis clock: the Redis time
@@ -140,6 +141,17 @@ type RedisOptions struct {
 	// with the re-adds: a user whose last socket closed while the store
 	// had forgotten it leaves no leave behind).
 	OnReassert func(ctx context.Context, rooms []string)
+	// Webhooks, when set, makes every join and leave queue its webhook
+	// events in the script that decides it (rooms/webhook).
+	Webhooks *Webhooks
+}
+
+// Webhooks configure the webhook events a RedisStore queues.
+type Webhooks struct {
+	// VacateDelay is how long an emptied room waits before room.vacated.
+	VacateDelay time.Duration
+	// MaxPending bounds each webhook queue (one per partition); 0 none.
+	MaxPending int
 }
 
 // NewRedisStore returns a store on client. Room keys expire on their own
@@ -162,6 +174,7 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 		serverTime: serverTime,
 		keep:       2*opts.TTL + opts.LeaveGrace + time.Minute,
 		onReassert: o.OnReassert,
+		webhooks:   o.Webhooks,
 	}
 }
 
@@ -169,7 +182,11 @@ func NewRedisStore(client redis.UniversalClient, o RedisOptions) *RedisStore {
 // the room's channel and its sweep index in one Redis Cluster slot.
 func (s *RedisStore) roomKeys(room string) []string {
 	k := s.layout.Room(room)
-	return []string{k.Conns, k.Members, s.layout.DueIndex(room)}
+	if s.webhooks == nil {
+		return []string{k.Conns, k.Members, s.layout.DueIndex(room)}
+	}
+	q := s.layout.WebhookQueue(room)
+	return []string{k.Conns, k.Members, s.layout.DueIndex(room), q.Due, q.Events, q.Order, q.Meta, k.WebhookVacate}
 }
 
 // script returns sc in the form for the store's layout.
@@ -200,7 +217,11 @@ func (s *RedisStore) args(room string, extra ...any) []any {
 		jsonString(room),
 		s.layout.Room(room).Channel,
 	)
-	return append(a, extra...)
+	a = append(a, extra...)
+	if s.webhooks != nil {
+		a = append(a, s.webhooks.VacateDelay.Milliseconds(), s.webhooks.MaxPending)
+	}
+	return a
 }
 
 // sessionArgs are a session's script arguments: conn, user, then id, name,

@@ -152,6 +152,9 @@ func (s *sqlStore) Ping(ctx context.Context) error {
 }
 
 func checkOp(op *Op) error {
+	if op.Kind == OpWebhookPut || op.Kind == OpWebhookDelete {
+		return checkWebhookOp(op)
+	}
 	if op.Room == "" {
 		return fmt.Errorf("store: op %d without a room", op.Kind)
 	}
@@ -427,6 +430,9 @@ func (s *sqlStore) apply(ctx context.Context, q querier, op Op, now int64) error
 
 	case OpSnapshot:
 		return s.snapshot(ctx, q, op, now)
+
+	case OpWebhookPut, OpWebhookDelete:
+		return applyWebhook(ctx, q, op)
 	}
 	return fmt.Errorf("store: unknown op kind %d", op.Kind)
 }

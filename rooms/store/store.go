@@ -136,6 +136,12 @@ const (
 	// the furthest copy wins, an older one never overwrites it); of two
 	// copies as far, a later state is kept.
 	OpSnapshot
+	// OpWebhookPut keeps webhook event Seq (its key in the queue) of Room
+	// with record Data, due At, replacing one of the same key (see
+	// WebhookEvents).
+	OpWebhookPut
+	// OpWebhookDelete forgets webhook event Seq.
+	OpWebhookDelete
 )
 
 // Op is one change to one room.

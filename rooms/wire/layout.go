@@ -112,6 +112,41 @@ func (l Layout) DirtyIndexes() []string {
 	return out
 }
 
+// WebhookQueue is the Redis names of one webhook queue (see
+// rooms/webhook/queue.lua): one on a single Redis, one per partition on a
+// cluster, in the partition's slot like the sweep index, so a presence
+// script queues its events in the step that decides them.
+type WebhookQueue struct {
+	Due    string // ZSET event key -> unix ms it is due (or its claim lapses)
+	Events string // HASH event key -> event record
+	Order  string // ZSET event key (score 0): oldest first, for the bound
+	Meta   string // HASH next (event key counter), dropped (events the bound dropped)
+	Lease  string // STRING the instance delivering the queue (expires)
+}
+
+// WebhookQueue returns the webhook queue of room.
+func (l Layout) WebhookQueue(room string) WebhookQueue {
+	return l.webhookQueue(l.Partition(room))
+}
+
+// WebhookQueues returns every webhook queue: one per partition on a cluster.
+func (l Layout) WebhookQueues() []WebhookQueue {
+	n := max(l.Partitions, 1)
+	out := make([]WebhookQueue, n)
+	for i := range out {
+		out[i] = l.webhookQueue(i)
+	}
+	return out
+}
+
+func (l Layout) webhookQueue(p int) WebhookQueue {
+	base := l.prefix() + "wh:"
+	if l.Sharded() {
+		base = l.prefix() + "{" + l.tag(p) + "}/wh:"
+	}
+	return WebhookQueue{Due: base + "due", Events: base + "events", Order: base + "order", Meta: base + "meta", Lease: base + "lease"}
+}
+
 func (l Layout) partitionDirty(p int) string {
 	return l.prefix() + "{" + l.tag(p) + "}/dirty"
 }

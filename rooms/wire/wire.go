@@ -30,6 +30,11 @@ type Keys struct {
 	// Yjs document keys (see rooms/lua/doc_*.lua).
 	Doc    string // HASH epoch, base_seq, seq, base, base_bytes, log_bytes
 	DocLog string // LIST of the update messages after base_seq, oldest first
+	// Webhook markers (see rooms/webhook/queue.lua): the room's pending
+	// room.vacated, and its room.state and doc.updated debounce.
+	WebhookVacate string // STRING key of the room.vacated event in its queue
+	WebhookState  string // STRING "p<key>" pending event, "s" sent (expires)
+	WebhookDoc    string // as WebhookState, for doc.updated
 
 	idem string
 }
@@ -56,7 +61,11 @@ func keysUnder(p string) Keys {
 		Members:    p + "members",
 		Doc:        p + "doc",
 		DocLog:     p + "doc_log",
-		idem:       p + "key:",
+
+		WebhookVacate: p + "wh_vacate",
+		WebhookState:  p + "wh_state",
+		WebhookDoc:    p + "wh_doc",
+		idem:          p + "key:",
 	}
 }
 
@@ -97,6 +106,14 @@ func orDefault(prefix string) string {
 
 //go:embed envelope.lua
 var EnvelopeLua string
+
+// WebhookLua is the webhook queue's Lua library (webhook.lua): the record
+// format and the functions that queue and cancel events, prepended to
+// every script that queues them, so the presence scripts queue their
+// events in the same atomic step that decides them.
+//
+//go:embed webhook.lua
+var WebhookLua string
 
 // Envelope is an opened payload.
 type Envelope struct {

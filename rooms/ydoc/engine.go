@@ -49,8 +49,9 @@ type Broker interface {
 // Events is told what the engine did, for metrics and the rooms' versions.
 // Its methods must not block.
 type Events interface {
-	// DocStored: an update was stored in room's document.
-	DocStored(room string)
+	// DocStored: an update was stored in room's document, which is now at
+	// at and holds bytes (its base and log).
+	DocStored(room string, at rooms.Position, bytes int64)
 	// DocCompacted: this instance compacted room's document.
 	DocCompacted(room string)
 	// DocGap: updates of room's document were missed here and are sent
@@ -108,9 +109,9 @@ func New(o Options) *Engine {
 
 type noEvents struct{}
 
-func (noEvents) DocStored(string)    {}
-func (noEvents) DocCompacted(string) {}
-func (noEvents) DocGap(string)       {}
+func (noEvents) DocStored(string, rooms.Position, int64) {}
+func (noEvents) DocCompacted(string)                     {}
+func (noEvents) DocGap(string)                           {}
 
 // docRoom is one room's document as this instance's connections share it.
 type docRoom struct {

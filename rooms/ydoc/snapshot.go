@@ -184,7 +184,7 @@ func (e *Engine) append(ctx context.Context, r *docRoom, exclude string, msg []b
 	if err != nil {
 		return err
 	}
-	e.o.Events.DocStored(r.name)
+	e.o.Events.DocStored(r.name, res.Position, res.BaseBytes+res.LogBytes)
 	if res.LogBytes < max(res.BaseBytes, compactMinBytes) {
 		return nil
 	}

@@ -1,0 +1,9 @@
+-- Webhook events waiting to be delivered by an instance without Redis
+-- (rooms/webhook): id is the event's key in the queue, due unix ms,
+-- record the queue's record of the event.
+CREATE TABLE webhook_events (
+	id     bigint PRIMARY KEY,
+	room   text   NOT NULL,
+	due    bigint NOT NULL,
+	record bytea  NOT NULL
+);

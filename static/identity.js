@@ -33,11 +33,13 @@ export const devUserId = (name) => name.trim().toLowerCase().replace(/\s+/g, " "
 /**
  * Asks the server for a dev token. Returns null when the server does not mint
  * tokens (it runs without -dev); throws when the server cannot be reached.
- * @param {string} user @param {string} name @param {string} room
+ * role "read" asks for a view-only token (claims {read: [room]}).
+ * @param {string} user @param {string} name @param {string} room @param {"write" | "read"} [role]
  * @returns {Promise<string | null>}
  */
-export async function devToken(user, name, room) {
+export async function devToken(user, name, room, role = "write") {
   const q = new URLSearchParams({ user, name, room });
+  if (role === "read") q.set("role", "read");
   const res = await fetch(`/dev/token?${q}`, { cache: "no-store" });
   if (res.status === 404) return null;
   if (!res.ok) throw new Error(`dev token: HTTP ${res.status}`);
@@ -57,6 +59,24 @@ export function tokenClaims(token) {
   } catch {
     return null;
   }
+}
+
+// Whether a room name is matched by a claim's list: names, and prefixes
+// ending in "*".
+function listed(list, room) {
+  return Array.isArray(list) && list.some((p) => typeof p === "string" && (p.endsWith("*") ? room.startsWith(p.slice(0, -1)) : p === room));
+}
+
+/**
+ * Whether a token's claims let their holder only view the room: the room is
+ * matched by the read claim and not by the rooms claim (no rooms claim next
+ * to a read claim means no room to write in). The server enforces it; the
+ * page only follows it.
+ * @param {Record<string, any>} claims @param {string} room
+ */
+export function viewOnly(claims, room) {
+  if (!listed(claims?.read, room)) return false;
+  return claims.rooms === undefined || !listed(claims.rooms, room);
 }
 
 /** @param {string} userId */

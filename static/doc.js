@@ -62,7 +62,9 @@ function startDoc(name, token, getToken, me, viewOnly) {
 
   // For debugging in the console and for the browser tests.
   window.roomcastDoc = {
-    doc, provider, room, closes, editor, viewOnly,
+    Y, doc, provider, room, closes, editor, viewOnly,
+    /** The text a version's update shows in this editor. @param {Uint8Array} update */
+    versionText: (update) => editor.preview(versionDoc(update)).textContent,
     view: editor.view ?? null,
     json: () => editor.json?.() ?? null,
     text: () => editor.text(),

@@ -136,6 +136,15 @@ export function setupHistory(o) {
       $("history-restore").disabled = false;
     }
   });
+  // For debugging in the console and for the browser tests: the versions
+  // as the API lists them, and a version's body.
+  window.roomcastHistory = {
+    list: async () => (await (await api("")).json()).versions ?? [],
+    body: async (id) => {
+      const res = await api(`/${id}`);
+      return o.kind === "doc" ? new Uint8Array(await res.arrayBuffer()) : res.json();
+    },
+  };
   $("history-close").addEventListener("click", () => dialog.close());
   $("history").addEventListener("click", () => {
     dialog.showModal();

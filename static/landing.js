@@ -7,6 +7,7 @@ import { devToken, devUserId, randomRoomName, rememberedName, rememberName, room
 import { ago, recentRooms } from "./recent.js";
 
 const $ = (id) => document.getElementById(id);
+const pathOf = (room, kind) => `/${kind === "doc" ? "d" : "r"}/${encodeURIComponent(room)}`;
 let devMode = false;
 
 $("name").value = rememberedName();
@@ -30,8 +31,6 @@ $("room-form").addEventListener("submit", (ev) => {
 });
 $("create-doc").addEventListener("click", () => enter(randomRoomName(), "doc"));
 $("create").addEventListener("click", () => enter(randomRoomName(), "board"));
-
-const pathOf = (room, kind) => `/${kind === "doc" ? "d" : "r"}/${encodeURIComponent(room)}`;
 
 async function enter(room, kind) {
   showError("");

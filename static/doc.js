@@ -150,6 +150,7 @@ function startDoc(name, token, getToken, me, viewOnly) {
       if (!loaded) throw new Error("the document is not loaded yet");
       editor.restore(versionDoc(body));
     },
+    focusAfter: () => (editor.view ? editor.view.focus() : document.getElementById("editor").focus()),
   });
 }
 

@@ -19,6 +19,7 @@ const $ = (id) => document.getElementById(id);
  *   viewOnly: boolean,
  *   preview: (v: Version, body: ArrayBuffer | {seq: number, data: any}) => HTMLElement,
  *   restore: (v: Version, body: ArrayBuffer | {seq: number, data: any}) => Promise<void> | void,
+ *   focusAfter?: () => void,
  * }} HistoryOptions
  */
 
@@ -130,6 +131,7 @@ export function setupHistory(o) {
     try {
       await o.restore(picked.version, picked.body);
       dialog.close();
+      o.focusAfter?.(); // after close, which gives the focus back to the History button
       toast(`Restored the version of ${new Date(picked.version.at).toLocaleTimeString()}`);
     } catch (err) {
       toast(`Could not restore: ${err.message}`);

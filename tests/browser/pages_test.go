@@ -129,6 +129,7 @@ func TestDocRestoreVersion(t *testing.T) {
 	sameDocs(t, ada, bob)
 
 	// A new edit, not a rewrite: Bob undoes it and both have the later text.
+	bob.waitFor("the editor focused again", `document.activeElement === document.getElementById("editor")`)
 	bob.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl}, later, "Version one.")
 	ada.waitText(later)
 	adaLog.none(t, "ada")
@@ -337,7 +338,7 @@ func TestViewOnlyToken(t *testing.T) {
 func TestPagesFitPhones(t *testing.T) {
 	srv := startDev(t, "")
 	browser := startBrowser(t)
-	room := strings.Repeat("long-room.", 12) + "abcdefgh" // 128 characters
+	room := strings.Repeat("long-room.", 12) + "abcdefgh"      // 128 characters
 	name := strings.Repeat("Maximilian ", 5) + "Wolfeschlegel" // 68: trimmed below
 	name = name[:64]
 	if len(room) != 128 || len(name) != 64 {

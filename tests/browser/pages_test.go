@@ -352,7 +352,8 @@ func TestPagesFitPhones(t *testing.T) {
 		{"doc", srv.URL + "/d/" + room + "?token=" + token, `window.roomcastDoc?.loaded() === true && document.querySelectorAll("#people .name").length === 1`},
 		{"board", srv.URL + "/r/" + room + "?token=" + token, `document.getElementById("stage").dataset.synced === "true" && document.querySelectorAll("#people .name").length === 1`},
 		// After the two: the landing page lists the room twice.
-		{"landing", srv.URL + "/", `document.querySelectorAll("#recent .recent-room").length === 2 && !document.getElementById("name-field").hidden`},
+		{"landing", srv.URL + "/", `document.querySelectorAll("#recent .recent-room").length === 2 && !document.getElementById("name-field").hidden &&
+			[...document.querySelectorAll("#recent .who")].every((e) => /online/.test(e.textContent))`},
 	}
 	for _, w := range []int64{360, 390, 768} {
 		p.do(chromedp.EmulateViewport(w, 780, chromedp.EmulateMobile, chromedp.EmulateTouch))

@@ -25,6 +25,7 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("name")),
 		chromedp.SendKeys(chromedp.ID("name"), "Ada Lovelace"),
 		chromedp.SendKeys(chromedp.ID("room"), "Design review"),
+		chromedp.Click(chromedp.ID("kind-board")),
 	)
 	ada.screenshot("landing.png")
 	ada.do(chromedp.Click(chromedp.ID("join")))

@@ -97,6 +97,9 @@ function startDoc(name, token, getToken, me, viewOnly) {
     if (synced && !loaded) {
       loaded = true;
       editor.loaded();
+      // Since the page started, in ms: synced and shown, then painted.
+      window.roomcastDoc.loadedAt = performance.now();
+      requestAnimationFrame(() => setTimeout(() => (window.roomcastDoc.paintedAt = performance.now())));
       offerOldText();
       renderInfo();
     }

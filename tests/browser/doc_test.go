@@ -149,7 +149,7 @@ func TestDocTwoUsersEdit(t *testing.T) {
 	})()`)
 	sameDocs(t, ada, grace)
 
-	ada.screenshot("doc-ada.png")
+	updateDocsImage(t, "document.png", ada.screenshot("doc-ada.png"))
 	grace.screenshot("doc-grace.png")
 	want := eval[string](ada, `JSON.stringify(roomcastDoc.json())`)
 

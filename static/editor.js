@@ -20,12 +20,22 @@ const $ = (id) => document.getElementById(id);
 /** The name of the document's fragment the editor binds. */
 export const FRAGMENT = "prosemirror";
 
-export const schema = new Schema({
-  nodes: addListNodes(basicSchema.spec.nodes, "paragraph block*", "block"),
-  marks: basicSchema.spec.marks,
-});
-
 const LINK = /^(https?:\/\/|mailto:)/i;
+/** A link's address if it is http(s) or mailto, else null. */
+const safeHref = (href) => (typeof href === "string" && LINK.test(href.trim()) ? href.trim() : null);
+
+// The basic schema with lists, without images (a pasted or remote image
+// would load from anywhere), and with links that only ever point at
+// http(s) or mailto addresses, whatever another client put in the document.
+export const schema = new Schema({
+  nodes: addListNodes(basicSchema.spec.nodes.remove("image"), "paragraph block*", "block"),
+  marks: basicSchema.spec.marks.update("link", {
+    attrs: { href: { default: "" }, title: { default: null } },
+    inclusive: false,
+    parseDOM: [{ tag: "a[href]", getAttrs: (dom) => (safeHref(dom.getAttribute("href")) ? { href: safeHref(dom.getAttribute("href")), title: dom.getAttribute("title") } : false) }],
+    toDOM: (mark) => ["a", { href: safeHref(mark.attrs.href) ?? "#", title: mark.attrs.title, rel: "noopener noreferrer nofollow", target: "_blank" }, 0],
+  }),
+});
 
 /**
  * Starts the rich editor in #editor-wrap.
@@ -233,8 +243,8 @@ function linkCommand(state, dispatch) {
   if (state.selection.empty) return false;
   if (!dispatch) return true;
   if (markActive(state, type)) return toggleMark(type)(state, dispatch);
-  const href = (window.prompt("Link address (https://…)", "https://") ?? "").trim();
-  if (!LINK.test(href)) return false;
+  const href = safeHref(window.prompt("Link address (https://…)", "https://") ?? "");
+  if (!href) return false;
   return toggleMark(type, { href })(state, dispatch);
 }
 

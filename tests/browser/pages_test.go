@@ -410,3 +410,38 @@ func (p *page) touchDraw() {
 	p.waitFor("the finger's stroke", fmt.Sprintf(`whiteboard.board.strokes.size === %d && `+allStoredJS+
 		` && [...whiteboard.board.strokes.values()].at(-1).points.length >= 8`, before+1))
 }
+
+// Links in the document only ever point at http(s) or mailto addresses: a
+// link another client wrote into the Yjs document with a javascript:
+// address shows with "#" instead (the history preview renders with the same
+// schema); an https one shows as it is.
+func TestDocLinksAreSafe(t *testing.T) {
+	srv := startDev(t, "")
+	browser := startBrowser(t)
+	const room = "linked-notes"
+	ada := newUser(t, browser, "ada")
+	ada.openDoc(srv.URL+"/d/"+room, "Ada")
+	bob := newUser(t, browser, "bob")
+	bob.openDoc(srv.URL+"/d/"+room, "Bob")
+
+	// Written straight into the fragment, as another client could.
+	eval[chromedp.Void](ada, `(() => {
+		const { Y, doc } = roomcastDoc;
+		const frag = doc.getXmlFragment("prosemirror");
+		const p = new Y.XmlElement("paragraph");
+		const text = new Y.XmlText();
+		p.insert(0, [text]);
+		doc.transact(() => {
+			frag.insert(frag.length, [p]);
+			text.insert(0, "bad", { link: { href: "javascript:alert(1)", title: null } });
+			text.insert(3, " good", { link: { href: "https://example.com/", title: null } });
+		});
+	})()`)
+	for _, p := range []*page{ada, bob} {
+		p.waitFor("the links", `(() => {
+			const a = [...document.querySelectorAll("#editor a")];
+			return a.length === 2 && a[0].getAttribute("href") === "#" && a[1].getAttribute("href") === "https://example.com/" &&
+				![...document.querySelectorAll("a")].some((e) => /^\s*javascript:/i.test(e.getAttribute("href") ?? ""));
+		})()`)
+	}
+}

@@ -247,15 +247,7 @@ export function setupInvite(path, roomName, { viewOnly: only }) {
   $("invite").addEventListener("click", () => dialog.showModal());
 }
 
-/**
- * Copies the room's invite link, {origin}/{path}/{room}, and says so in a
- * toast (or shows the link when it cannot be copied).
- * @param {"r" | "d"} path @param {string} roomName
- */
-export function copyInvite(path, roomName) {
-  return copyLink(`${location.origin}/${path}/${roomName}`, "Invite link copied");
-}
-
+/** Copies link and says done in a toast (or shows the link when it cannot be copied). */
 async function copyLink(link, done) {
   try {
     await navigator.clipboard.writeText(link);

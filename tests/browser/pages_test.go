@@ -331,7 +331,7 @@ func TestViewOnlyToken(t *testing.T) {
 	viewerLog.none(t, "viewer")
 }
 
-// Every page fits phone and tablet widths with a 128-character room name
+// Every page fits phone, tablet and very wide windows with a 128-character room name
 // and a 64-character user name: no horizontal scroll, the header inside
 // the window. Screenshots of each go to tests/artifacts, each the size of
 // its window. On the phone-width board, a finger draws.
@@ -355,7 +355,7 @@ func TestPagesFitPhones(t *testing.T) {
 		{"landing", srv.URL + "/", `document.querySelectorAll("#recent .recent-room").length === 2 && !document.getElementById("name-field").hidden &&
 			[...document.querySelectorAll("#recent .who")].every((e) => /online/.test(e.textContent))`},
 	}
-	for _, w := range []int64{360, 390, 768} {
+	for _, w := range []int64{360, 390, 768, 2560} {
 		p.do(chromedp.EmulateViewport(w, 780, chromedp.EmulateMobile, chromedp.EmulateTouch))
 		for _, pg := range pages {
 			p.navigate(pg.url)

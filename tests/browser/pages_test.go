@@ -445,3 +445,53 @@ func TestDocLinksAreSafe(t *testing.T) {
 		})()`)
 	}
 }
+
+// The invite dialog gives an edit link and a view link; whoever opens the
+// view link on a -dev server (asking for a role=read token) gets a
+// view-only page that follows the document live.
+func TestInviteLinks(t *testing.T) {
+	srv := startDev(t, "")
+	browser := startBrowser(t)
+	const room = "invite-notes"
+	ada := newUser(t, browser, "ada")
+	ada.openDoc(srv.URL+"/d/"+room, "Ada")
+	ada.do(chromedp.Click(chromedp.ID("invite")))
+	ada.waitFor("both links", fmt.Sprintf(`document.getElementById("invite-dialog").open &&
+		document.getElementById("invite-edit").value === %s && document.getElementById("invite-view").value === %s`,
+		js(srv.URL+"/d/"+room), js(srv.URL+"/d/"+room+"?view=1")))
+	view := eval[string](ada, `document.getElementById("invite-view").value`)
+	ada.do(chromedp.KeyEvent(kb.Escape))
+	ada.waitFor("the dialog closed", `!document.getElementById("invite-dialog").open`)
+
+	bob := newUser(t, browser, "bob")
+	bob.openDoc(view, "Bob")
+	bob.waitFor("a view-only page", `roomcastDoc.viewOnly && !roomcastDoc.view.editable && !document.getElementById("view-only").hidden`)
+	ada.do(chromedp.SendKeys(chromedp.ID("editor"), "For Bob to read."))
+	bob.waitText("For Bob to read.")
+	ada.waitPeople("Ada (you)", "Bob")
+}
+
+// The plain-text editor stays as an option (?plain=1): a textarea on the
+// Y.Text "text", live between two people, undo of one's own typing only.
+func TestDocPlainText(t *testing.T) {
+	srv := startDev(t, "")
+	browser := startBrowser(t)
+	const room = "plain-notes"
+	ada := newUser(t, browser, "ada")
+	adaLog := ada.watchConsole()
+	ada.openDoc(srv.URL+"/d/"+room+"?plain=1", "Ada")
+	bob := newUser(t, browser, "bob")
+	bob.openDoc(srv.URL+"/d/"+room+"?plain=1", "Bob")
+	ada.do(chromedp.SendKeys(chromedp.ID("editor"), "Plain\nand simple."))
+	bob.waitText("Plain\nand simple.")
+	bob.do(chromedp.Focus(chromedp.ID("editor")), chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		chromedp.SendKeys(chromedp.ID("editor"), " Bob."))
+	ada.waitText("Plain\nand simple. Bob.")
+	ada.waitFor("bob's caret", `document.querySelector('#carets .remote-caret[data-user="bob"]')?.textContent === "Bob"`)
+	ada.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl}, " Bob.", " Bob.")
+	bob.waitText(" Bob.")
+	if eval[bool](ada, `document.getElementById("mode-switch").getAttribute("href").includes("plain=1") || !document.getElementById("mode-switch").textContent.includes("Rich")`) {
+		t.Error("the plain page's switch does not lead to the rich editor")
+	}
+	adaLog.none(t, "ada")
+}

@@ -60,6 +60,24 @@ export function tokenClaims(token) {
   }
 }
 
+// Whether a room name is matched by a claim's list: names, and prefixes
+// ending in "*".
+function listed(list, room) {
+  return Array.isArray(list) && list.some((p) => typeof p === "string" && (p.endsWith("*") ? room.startsWith(p.slice(0, -1)) : p === room));
+}
+
+/**
+ * Whether a token's claims let their holder only view the room: the room is
+ * matched by the read claim and not by the rooms claim (no rooms claim next
+ * to a read claim means no room to write in). The server enforces it; the
+ * page only follows it.
+ * @param {Record<string, any>} claims @param {string} room
+ */
+export function viewOnly(claims, room) {
+  if (!listed(claims?.read, room)) return false;
+  return claims.rooms === undefined || !listed(claims.rooms, room);
+}
+
 /** @param {string} userId */
 export function colorFor(userId) {
   let h = 0;

@@ -4,9 +4,10 @@
 // a fresh dev token before every reconnect, and the status and problem
 // lines. The pages' HTML has the same ids for these: room-name, status,
 // problem, problem-text, join-dialog, join-name and join-form; and for the
-// people sidebar and the invite button: people-count, people and toasts.
+// people sidebar and the invite button: people-count, people and toasts;
+// view-only for the "View only" badge, invite for the invite dialog.
 
-import { colorFor, devToken, devUserId, initials, rememberedName, rememberName, tokenClaims, ROOM_NAME } from "./identity.js";
+import { colorFor, devToken, devUserId, initials, rememberedName, rememberName, tokenClaims, viewOnly, ROOM_NAME } from "./identity.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,35 +26,54 @@ export function pageRoom(title) {
 }
 
 /**
- * The token the page joins with, its claims, and the getToken to give the
- * SDK; null when there is none (the page shows why). what names the page's
- * thing in the explanation ("room", "document").
+ * The token the page joins with, its claims, the getToken to give the SDK
+ * (it also gives the token of the API calls), and whether the page is view
+ * only; null when there is no token (the page shows why). what names the
+ * page's thing in the explanation ("room", "document").
+ *
+ * The page is view only when the token's claims say so (identity.js
+ * viewOnly), or when the link asks for it with ?view=1: then a dev server
+ * is asked for a view-only token (role=read).
  * @param {string} roomName @param {{what: string}} options
- * @returns {Promise<{token: string, claims: Record<string, any>, getToken: () => Promise<string>} | null>}
+ * @returns {Promise<{token: string, claims: Record<string, any>, getToken: () => Promise<string>, viewOnly: boolean} | null>}
  */
 export async function pageToken(roomName, { what }) {
   if (!ROOM_NAME.test(roomName)) {
     showProblem("This is not a valid room name. Room names use letters, digits and . _ : -");
     return null;
   }
-  const token = new URLSearchParams(location.search).get("token") ?? (await tokenFromName(roomName, what));
+  const params = new URLSearchParams(location.search);
+  const asked = params.get("view") === "1";
+  const role = asked ? "read" : "write";
+  const token = params.get("token") ?? (await tokenFromName(roomName, what, role));
   if (!token) return null;
   const claims = tokenClaims(token) ?? {};
   let devMode = true;
+  let current = token;
   // Before every reconnect: a dev server mints a fresh token (a restarted
   // dev server has a new secret); any other server gets the token we have.
   const getToken = async () => {
-    if (!devMode || !claims.sub) return token;
-    const fresh = await devToken(claims.sub, claims.name ?? claims.sub, roomName);
+    if (!devMode || !claims.sub) return current;
+    const fresh = await devToken(claims.sub, claims.name ?? claims.sub, roomName, role);
     devMode = fresh !== null;
-    return fresh ?? token;
+    if (fresh) current = fresh;
+    return current;
   };
-  return { token, claims, getToken };
+  const only = asked || viewOnly(claims, roomName);
+  if (only) showViewOnly();
+  return { token, claims, getToken, viewOnly: only };
+}
+
+/** Shows the "View only" badge and marks the page (body.view-only). */
+function showViewOnly() {
+  document.body.classList.add("view-only");
+  const badge = $("view-only");
+  if (badge) badge.hidden = false;
 }
 
 // In -dev mode, asks for a display name and mints a token with it; otherwise
 // explains that the join link needs a token.
-async function tokenFromName(roomName, what) {
+async function tokenFromName(roomName, what, role) {
   if ((await devToken("probe", "probe", roomName)) === null) {
     showProblem(`This ${what} needs an invitation: open the join link you were given (it ends in ?token=…), or the page of the app that embeds this room.`);
     return null;
@@ -72,7 +92,7 @@ async function tokenFromName(roomName, what) {
   );
   dialog.close();
   rememberName(name);
-  return devToken(devUserId(name), name, roomName);
+  return devToken(devUserId(name), name, roomName, role);
 }
 
 /** Shows text in the problem box; the status says "Not connected". @param {string} text */
@@ -166,12 +186,69 @@ export function toast(text) {
 }
 
 /**
- * Copies the room's invite link, {origin}/{path}/{room}, and says so in a
- * toast (or shows the link when it cannot be copied).
- * @param {"r" | "d"} path @param {string} roomName
+ * The invite button opens a dialog with two links to the room: one that
+ * can edit and one that can only view (?view=1: on a -dev server the
+ * invitee gets a view-only token, role=read). A view-only page offers only
+ * the view link. Each link has a copy button.
+ * @param {"r" | "d"} path @param {string} roomName @param {{viewOnly: boolean}} options
  */
-export async function copyInvite(path, roomName) {
-  const link = `${location.origin}/${path}/${roomName}`;
+export function setupInvite(path, roomName, { viewOnly: only }) {
+  const base = `${location.origin}/${path}/${encodeURIComponent(roomName)}`;
+  const links = [
+    { id: "invite-edit", label: "Can edit", link: base, hidden: only },
+    { id: "invite-view", label: "Can view", link: `${base}?view=1`, hidden: false },
+  ];
+  const dialog = document.createElement("dialog");
+  dialog.id = "invite-dialog";
+  dialog.className = "invite-dialog";
+  dialog.setAttribute("aria-labelledby", "invite-title");
+  const title = document.createElement("h2");
+  title.id = "invite-title";
+  title.textContent = "Invite people";
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.textContent = "Send one of these links. Whoever opens it picks a name (on a server that hands out tokens) or needs a token from your app.";
+  dialog.append(title, hint);
+  for (const l of links) {
+    if (l.hidden) continue;
+    const row = document.createElement("div");
+    row.className = "invite-row";
+    const label = document.createElement("label");
+    label.htmlFor = l.id;
+    label.textContent = l.label;
+    const input = document.createElement("input");
+    input.id = l.id;
+    input.type = "text";
+    input.readOnly = true;
+    input.value = l.link;
+    input.addEventListener("focus", () => input.select());
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "button";
+    copy.textContent = "Copy";
+    copy.setAttribute("aria-label", `Copy the ${l.label.toLowerCase()} link`);
+    copy.addEventListener("click", () => copyLink(l.link, `${l.label} link copied`));
+    const line = document.createElement("div");
+    line.className = "invite-line";
+    line.append(input, copy);
+    row.append(label, line);
+    dialog.append(row);
+  }
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "button";
+  close.textContent = "Close";
+  close.addEventListener("click", () => dialog.close());
+  const actions = document.createElement("div");
+  actions.className = "actions end";
+  actions.append(close);
+  dialog.append(actions);
+  document.body.append(dialog);
+  $("invite").addEventListener("click", () => dialog.showModal());
+}
+
+/** Copies link and says done in a toast (or shows the link when it cannot be copied). */
+async function copyLink(link, done) {
   try {
     await navigator.clipboard.writeText(link);
   } catch {
@@ -182,7 +259,7 @@ export async function copyInvite(path, roomName) {
     area.select();
     const ok = document.execCommand("copy");
     area.remove();
-    if (!ok) return toast(`Invite link: ${link}`);
+    if (!ok) return toast(`Link: ${link}`);
   }
-  toast("Invite link copied");
+  toast(done);
 }

@@ -3,12 +3,16 @@
 // board lives in the room's stream: finished strokes, erases and clears are
 // stored messages, a tab starts from the room's state and what followed it,
 // and answers the server's state requests with its board. The message kinds
-// and the state format are in docs/SDK.md.
+// and the state format are in docs/SDK.md. The History button lists the
+// room's stored states and restores one as a new edit; a view-only token
+// (or ?view=1) turns drawing off.
 
 import { join } from "./roomcast.js";
 import { Board, MAX_POINTS } from "./board.js";
 import { colorFor, newId } from "./identity.js";
-import { copyInvite, followPeople, pageRoom, pageToken, safeColor, setStatus, showPeople, showProblem, sortedPeople, toast } from "./page.js";
+import { followPeople, pageRoom, pageToken, safeColor, setStatus, setupInvite, showPeople, showProblem, sortedPeople, toast } from "./page.js";
+import { setupHistory } from "./history.js";
+import { changeNoter, noteRoom } from "./recent.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +20,7 @@ const SEGMENT_INTERVAL = 80; // ms between live pieces of a stroke being drawn
 const MIN_STEP = 0.0015; // ignore pointer moves shorter than this (board widths)
 const STATE_VERSION = 1;
 const RETRIES = 5; // stored messages refused as unavailable or rate_limited are sent again
+const RESTORE_CHUNK = 48 * 1024; // bytes of strokes per restore message, well inside a message
 
 const roomName = pageRoom("roomcast");
 
@@ -24,19 +29,21 @@ main().catch((err) => showProblem(`Could not open the room: ${err.message}`));
 async function main() {
   const page = await pageToken(roomName, { what: "room" });
   if (!page) return;
-  const { token, claims, getToken } = page;
-  startRoom(location.origin, roomName, { token, getToken }, claims.sub ?? "");
+  const { token, claims, getToken, viewOnly } = page;
+  startRoom(location.origin, roomName, { token, getToken }, claims.sub ?? "", viewOnly);
 }
 
-function startRoom(url, name, options, myId) {
+function startRoom(url, name, options, myId, viewOnly) {
   const canvas = $("board");
   const board = new Board(canvas, $("stage"));
   const myColor = colorFor(myId);
+  noteRoom(name, "board");
+  const changed = changeNoter(name, "board");
   // The board starts from the room's state and the stored messages after it,
   // and is what this tab gives when the server asks for the room's state.
   const room = join(url, name, { ...options, since: "start", getState: () => boardState(board) });
   // For debugging in the console and for the browser tests.
-  window.whiteboard = { room, board };
+  window.whiteboard = { room, board, viewOnly };
 
   room.on("status", ({ status, code }) => {
     setStatus(status, status === "closed" && code !== 1000 ? `Disconnected (${code})` : undefined);
@@ -63,7 +70,10 @@ function startRoom(url, name, options, myId) {
     $("stage").dataset.synced = "true";
   });
   followPeople(room, renderPeople);
-  room.on("message", (m) => applyMessage(board, m));
+  room.on("message", (m) => {
+    applyMessage(board, m);
+    if (m.seq !== undefined) changed();
+  });
 
   let shown = ""; // what the list shows, so cursor moves do not rebuild it
   function renderPeople() {
@@ -92,8 +102,78 @@ function startRoom(url, name, options, myId) {
     $("cursors").replaceChildren(...cursors);
   }
 
-  drawing(room, board, canvas, myColor);
-  $("invite").addEventListener("click", () => copyInvite("r", roomName));
+  const send = sender(room);
+  if (viewOnly) {
+    // Nothing to draw with: the tools go, the canvas takes no strokes.
+    $("tools").hidden = true;
+    canvas.setAttribute("aria-label", "Shared whiteboard, view only");
+    canvas.classList.add("view-only");
+  } else {
+    drawing(room, board, canvas, myColor, send);
+  }
+  setupInvite("r", roomName, { viewOnly });
+  setupHistory({
+    roomName,
+    kind: "state",
+    getToken: options.getToken,
+    viewOnly,
+    preview: (_v, body) => previewBoard(strokesOfState(body?.data)),
+    restore: (_v, body) => restoreBoard(board, send, strokesOfState(body?.data)),
+  });
+}
+
+/**
+ * Publishes a stored message, echoed, and publishes it again after an
+ * unavailable or rate_limited refusal with the same key, so the server keeps
+ * it once.
+ */
+function sender(room) {
+  const send = (data, key = newId() + newId(), attempt = 0) =>
+    room.publish(data, { echo: true, key }).catch((err) => {
+      if ((err.code === "unavailable" || err.code === "rate_limited") && attempt < RETRIES) {
+        return new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt)).then(() => send(data, key, attempt + 1));
+      }
+      console.warn("roomcast: publish failed:", err.message);
+      throw err;
+    });
+  return send;
+}
+
+/**
+ * Makes the board a version's as a new edit everyone sees: stored restore
+ * messages, the first of which clears the board, carrying the version's
+ * strokes under new ids (the old ones may have been erased here, and an
+ * erased id never comes back). Chunked so each fits in a message.
+ * @param {Board} _board @param {(data: any) => Promise<any>} send @param {import("./board.js").StrokeData[]} strokes
+ */
+async function restoreBoard(_board, send, strokes) {
+  const chunks = [[]];
+  let size = 0;
+  for (const s of strokes) {
+    const n = JSON.stringify(s).length;
+    if (size + n > RESTORE_CHUNK && chunks.at(-1).length) {
+      chunks.push([]);
+      size = 0;
+    }
+    chunks.at(-1).push({ ...s, id: newId() });
+    size += n;
+  }
+  // In order: each waits for the one before, so the server stores them so.
+  // The board takes them from their echoes, at their seq, as every tab does.
+  for (const [i, part] of chunks.entries()) await send({ kind: "restore", id: newId(), clear: i === 0, strokes: part });
+}
+
+/** A read-only picture of strokes, for the history panel. */
+function previewBoard(strokes) {
+  const frame = document.createElement("div");
+  frame.className = "board-preview";
+  const canvas = document.createElement("canvas");
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", `The board of this version: ${strokes.length} stroke${strokes.length === 1 ? "" : "s"}`);
+  frame.append(canvas);
+  // The Board fits the canvas into the frame once the frame has a size.
+  requestAnimationFrame(() => new Board(canvas, frame).load(strokes));
+  return frame;
 }
 
 /**
@@ -116,6 +196,13 @@ function applyMessage(board, { data, seq }) {
     case "clear":
       board.clearStored();
       break;
+    case "restore":
+      if (!Array.isArray(data.strokes)) break;
+      board.batch(() => {
+        if (data.clear === true) seq === undefined ? board.clearFinished() : board.clearStored();
+        for (const s of data.strokes) if (validStroke(s)) board.commit(pickStroke(s), seq);
+      });
+      break;
   }
 }
 
@@ -129,21 +216,15 @@ function strokesOfState(data) {
 }
 
 /** Pointer input: draws locally and sends the stroke as it grows. */
-function drawing(room, board, canvas, myColor) {
+function drawing(room, board, canvas, myColor, send) {
   let current = null; // the stroke under the pointer
   let pointer = null; // id of the pointer drawing it (a second finger does not)
   let sent = 0; // points of current already sent as segments
   let timer = 0;
   const mine = []; // ids of strokes this tab drew, for undo
-  // Stored, and echoed: the board takes its own strokes at their seq, in the
-  // order every other tab has them. The key stays the same when the message
-  // is sent again after a refusal, so the server keeps it once.
-  const send = (data, key = newId() + newId(), attempt = 0) =>
-    room.publish(data, { echo: true, key }).catch((err) => {
-      if ((err.code === "unavailable" || err.code === "rate_limited") && attempt < RETRIES) {
-        setTimeout(() => send(data, key, attempt + 1), 500 * 2 ** attempt);
-      } else console.warn("roomcast: publish failed:", err.message);
-    });
+  // Stored, and echoed (send): the board takes its own strokes at their
+  // seq, in the order every other tab has them.
+  const publish = (data) => send(data).catch(() => {}); // logged by send
 
   const tool = () => ({
     color: document.querySelector('input[name="color"]:checked').value,
@@ -171,7 +252,7 @@ function drawing(room, board, canvas, myColor) {
     if (!current) return;
     clearInterval(timer);
     board.finish(current.id);
-    send({ kind: "stroke", ...pickStroke(current) });
+    publish({ kind: "stroke", ...pickStroke(current) });
     mine.push(current.id);
     const last = current.points.at(-1);
     current = null;
@@ -208,7 +289,7 @@ function drawing(room, board, canvas, myColor) {
       const id = mine.pop();
       if (!board.strokes.has(id)) continue;
       board.remove([id]);
-      send({ kind: "erase", id: newId(), ids: [id] });
+      publish({ kind: "erase", id: newId(), ids: [id] });
       return;
     }
   }
@@ -221,7 +302,7 @@ function drawing(room, board, canvas, myColor) {
   });
   $("clear").addEventListener("click", () => {
     board.clearFinished();
-    send({ kind: "clear", id: newId() });
+    publish({ kind: "clear", id: newId() });
   });
   $("width").addEventListener("input", () => ($("width-value").textContent = $("width").value));
 }

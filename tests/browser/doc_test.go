@@ -14,21 +14,26 @@ import (
 	"github.com/roomcast/roomcast/tests/testserver"
 )
 
-// Two people write one shared text document on /d/{room} (Yjs over the
-// y-websocket endpoint /yjs/{room}), typing with real key events, also at
-// the same time at two places; each sees the other in the sidebar and the
-// other's caret; undo takes back only one's own typing; and a reloaded page
-// gets the whole text back from the server.
+// Two people write one shared rich-text document on /d/{room} (ProseMirror
+// bound to Yjs over the y-websocket endpoint /yjs/{room}), typing with real
+// key events, also into the same paragraph at the same time; each sees the
+// other in the sidebar and the other's cursor with their name; both end
+// with the same ProseMirror document; undo takes back only one's own
+// typing; formatting reaches the other; and a reloaded page gets the whole
+// document back from the server.
 func TestDocTwoUsersEdit(t *testing.T) {
 	srv := startDev(t, "")
 	browser := startBrowser(t)
 	const room = "shared-notes"
 
 	ada := newUser(t, browser, "ada")
+	adaLog := ada.watchConsole()
 	ada.openDoc(srv.URL+"/d/"+room, "Ada Lovelace")
 	ada.waitPeople("Ada Lovelace (you)")
 	grace := newUser(t, browser, "grace")
+	graceLog := grace.watchConsole()
 	grace.openDoc(srv.URL+"/d/"+room, "Grace Hopper")
+	screenshotsOnFailure(t, ada, grace)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range []*page{ada, grace} {
@@ -48,32 +53,32 @@ func TestDocTwoUsersEdit(t *testing.T) {
 		return m?.conns === 2 && !document.querySelector('#people [data-user="grace hopper"] .detail').textContent.includes("tabs");
 	})()`)
 
-	// Ada writes the first line; Grace sees it as it is typed.
-	ada.do(chromedp.SendKeys(chromedp.ID("editor"), "Ada was here.\n"))
-	line1 := "Ada was here.\n"
+	// Ada writes the first paragraph; Grace sees it as it is typed.
+	ada.do(chromedp.SendKeys(chromedp.ID("editor"), "Ada was here."))
+	line1 := "Ada was here."
 	ada.waitText(line1)
 	grace.waitText(line1)
 
-	// Grace goes to the end and writes the second line.
+	// Grace goes to the end and writes a second paragraph.
 	grace.do(
 		chromedp.Focus(chromedp.ID("editor")),
 		chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		pressEnter(),
 		chromedp.SendKeys(chromedp.ID("editor"), "Grace too."),
 	)
-	text := line1 + "Grace too."
+	text := line1 + "\nGrace too."
 	grace.waitText(text)
 	ada.waitText(text)
 
-	// Ada sees where Grace's caret is: a marker with her name, and the line.
-	ada.waitFor("grace's caret", `(() => {
-		const c = document.querySelector('#carets .remote-caret[data-user="grace hopper"]');
-		return c?.textContent === "Grace Hopper" &&
-			document.querySelector('#people [data-user="grace hopper"] .detail').textContent === "at line 2";
-	})()`)
+	// Each sees the other's cursor, labelled with the other's name.
+	ada.do(chromedp.Focus(chromedp.ID("editor")))
+	ada.waitFor("grace's cursor", cursorJS("grace hopper", "Grace Hopper"))
+	grace.waitFor("ada's cursor", cursorJS("ada lovelace", "Ada Lovelace"))
 
-	// Both type at once: Ada at the very start, Grace at the end. Every
-	// keystroke of the other moves the text under their carets, and each
-	// one's typing must still end up in one piece where they typed it.
+	// Both type into the same paragraph at once: Ada at its start, Grace
+	// at its end. Every keystroke of the other moves the text under their
+	// cursors, and each one's typing must still end up in one piece where
+	// they typed it, the same in both browsers.
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, step := range []struct {
@@ -82,11 +87,12 @@ func TestDocTwoUsersEdit(t *testing.T) {
 	}{
 		{ada, []chromedp.Action[chromedp.Void]{
 			chromedp.Focus(chromedp.ID("editor")),
-			chromedp.KeyEvent(kb.Home, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
-			chromedp.SendKeys(chromedp.ID("editor"), "[ada typing at the start] "),
+			chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+			chromedp.KeyEvent(kb.Home),
+			chromedp.SendKeys(chromedp.ID("editor"), "[ada at the start] "),
 		}},
 		{grace, []chromedp.Action[chromedp.Void]{
-			chromedp.SendKeys(chromedp.ID("editor"), " [grace typing at the end]"),
+			chromedp.SendKeys(chromedp.ID("editor"), " [grace at the end]"),
 		}},
 	} {
 		wg.Add(1)
@@ -105,37 +111,56 @@ func TestDocTwoUsersEdit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	text = "[ada typing at the start] " + text + " [grace typing at the end]"
+	text = line1 + "\n[ada at the start] Grace too. [grace at the end]"
 	ada.waitText(text)
 	grace.waitText(text)
+	sameDocs(t, ada, grace)
 
 	// Undo is per person: Ada's Ctrl+Z takes back her typing, not Grace's,
-	// and Ctrl+Shift+Z brings it back.
-	ada.do(chromedp.KeyEvent("z", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
-	undone := fmt.Sprintf(`(() => {
-		const v = document.getElementById("editor").value;
-		return v === roomcastDoc.text() && v !== %s && v.endsWith("Grace too. [grace typing at the end]");
-	})()`, js(text))
-	ada.waitFor("ada's typing undone", undone)
-	grace.waitFor("ada's typing undone", undone)
-	if v := eval[string](ada, `document.getElementById("editor").value`); strings.Contains(v, "[ada typing at the start]") {
-		t.Errorf("after undo ada's text is %q, want her last typing gone", v)
-	}
-	ada.do(chromedp.KeyEvent("z", chromedp.KeyModifiers(chromedp.ModifierCtrl, chromedp.ModifierShift)))
-	ada.waitText(text)
+	// and Ctrl+Shift+Z brings it back; then Grace's takes back hers only.
+	// (Typing comes back in steps of what was typed within half a second.)
+	undone := line1 + "\nGrace too. [grace at the end]"
+	ada.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl}, undone, "[grace at the end]")
+	grace.waitText(undone)
+	ada.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl, chromedp.ModifierShift}, text, "[grace at the end]")
 	grace.waitText(text)
+	undone = line1 + "\n[ada at the start] " // all of Grace's typing in that paragraph
+	grace.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl}, undone, "[ada at the start] ")
+	ada.waitText(undone)
+	grace.keysUntil("z", []chromedp.Modifier{chromedp.ModifierCtrl, chromedp.ModifierShift}, text, "[ada at the start] ")
+	ada.waitText(text)
 
-	ada.screenshot("doc-ada.png")
+	// Formatting: Ada makes the first paragraph a heading from the toolbar,
+	// and writes a bullet list with a bold word; Grace has the same document.
+	ada.do(
+		chromedp.KeyEvent(kb.Home, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		chromedp.Click(chromedp.ID("tb-h1")),
+		chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		pressEnter(),
+		chromedp.SendKeys(chromedp.ID("editor"), "- first item "),
+		chromedp.KeyEvent("b", chromedp.KeyModifiers(chromedp.ModifierCtrl)),
+		chromedp.SendKeys(chromedp.ID("editor"), "bold"),
+	)
+	ada.waitFor("a heading and a list with bold", `(() => {
+		const d = roomcastDoc.json();
+		const li = d.content.find((n) => n.type === "bullet_list")?.content?.[0]?.content?.[0]?.content ?? [];
+		return d.content[0].type === "heading" && d.content[0].attrs.level === 1 &&
+			li.some((n) => n.text === "bold" && n.marks?.[0]?.type === "strong");
+	})()`)
+	sameDocs(t, ada, grace)
+
+	updateDocsImage(t, "document.png", ada.screenshot("doc-ada.png"))
 	grace.screenshot("doc-grace.png")
+	want := eval[string](ada, `JSON.stringify(roomcastDoc.json())`)
 
 	// Grace reloads: the page asks for her name again (prefilled), syncs,
-	// and has the whole text from the server.
+	// and has the whole document from the server.
 	grace.do(chromedp.Reload())
 	grace.waitFor("the name dialog after the reload", `document.getElementById("join-dialog").open &&
 		document.getElementById("join-name").value === "Grace Hopper"`)
 	grace.do(chromedp.Click(chromedp.CSS(`#join-form button[type="submit"]`)))
 	grace.waitSynced()
-	grace.waitText(text)
+	grace.waitFor("the whole document", fmt.Sprintf(`JSON.stringify(roomcastDoc.json()) === %s`, js(want)))
 	grace.waitPeople("Ada Lovelace", "Grace Hopper (you)")
 	ada.waitPeople("Ada Lovelace (you)", "Grace Hopper")
 
@@ -143,18 +168,60 @@ func TestDocTwoUsersEdit(t *testing.T) {
 	grace.do(
 		chromedp.Focus(chromedp.ID("editor")),
 		chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
-		chromedp.SendKeys(chromedp.ID("editor"), "\nBack again."),
+		chromedp.SendKeys(chromedp.ID("editor"), " Back again."),
 	)
-	text += "\nBack again."
-	grace.waitText(text)
-	ada.waitText(text)
+	ada.waitFor("grace's typing after her reload", `roomcastDoc.text().endsWith("bold Back again.")`)
+	sameDocs(t, ada, grace)
 	grace.screenshot("doc-grace-reloaded.png")
+	adaLog.none(t, "ada")
+	graceLog.none(t, "grace")
+}
+
+// keysUntil presses key with mods in p's editor until its text is want, at
+// most 40 times; after every press the text must still hold keep (what
+// the other wrote). A key press is handled before its dispatch returns, so
+// the text is read right after it.
+func (p *page) keysUntil(key string, mods []chromedp.Modifier, want, keep string) {
+	p.t.Helper()
+	for i := 0; i < 40; i++ {
+		got := eval[string](p, `roomcastDoc.text()`)
+		if got == want {
+			return
+		}
+		if !strings.Contains(got, keep) {
+			p.t.Fatalf("%s: after %d presses of %q the text is %q: %q is gone", p.name, i, key, got, keep)
+		}
+		p.do(chromedp.KeyEvent(key, chromedp.KeyModifiers(mods...)))
+	}
+	p.t.Fatalf("%s: after 40 presses of %q the text is %q, want %q", p.name, key, eval[string](p, `roomcastDoc.text()`), want)
+}
+
+// cursorJS is true when the editor shows the cursor of user id labelled name.
+func cursorJS(id, name string) string {
+	return fmt.Sprintf(`[...document.querySelectorAll('#editor .remote-cursor[data-user=%s] .remote-cursor-name')].some((e) => e.textContent === %s)`,
+		js(id), js(name))
+}
+
+// sameDocs waits until every page's editor holds the first page's
+// ProseMirror document (toJSON), then checks it once more.
+func sameDocs(t *testing.T, pages ...*page) {
+	t.Helper()
+	want := eval[string](pages[0], `JSON.stringify(roomcastDoc.json())`)
+	for _, p := range pages[1:] {
+		p.waitFor("the same document as "+pages[0].name, fmt.Sprintf(`JSON.stringify(roomcastDoc.json()) === %s`, js(want)))
+	}
+	for _, p := range pages {
+		if got := eval[string](p, `JSON.stringify(roomcastDoc.json())`); got != want {
+			t.Fatalf("%s's document:\n%s\nwant:\n%s", p.name, got, want)
+		}
+	}
 }
 
 // openDoc opens a document page without a token, types the name into the
 // page's dialog (as on the whiteboard) and waits until it is synced.
 func (p *page) openDoc(u, name string) {
 	p.t.Helper()
+	p.focusAlways()
 	p.navigate(u)
 	p.do(
 		chromedp.WaitVisible(chromedp.ID("join-name")),
@@ -165,18 +232,20 @@ func (p *page) openDoc(u, name string) {
 }
 
 // waitSynced waits until the document socket is connected and synced and
-// the editor takes input.
+// the editor shows the document (and takes input, unless view only).
 func (p *page) waitSynced() {
 	p.t.Helper()
 	p.waitFor("the synced document", `document.getElementById("status").dataset.status === "open" &&
 		window.roomcastDoc?.synced() === true && document.getElementById("synced").dataset.synced === "true" &&
-		!document.getElementById("editor").readOnly`)
+		roomcastDoc.loaded() && (roomcastDoc.viewOnly || (roomcastDoc.view ? roomcastDoc.view.editable : !document.getElementById("editor").readOnly))`)
 }
 
-// waitText waits until the textarea and the Y.Text both hold text.
+// waitText waits until the editor holds text (its paragraphs joined with
+// newlines; in the plain editor, the textarea and the Y.Text both).
 func (p *page) waitText(text string) {
 	p.t.Helper()
-	p.waitFor(fmt.Sprintf("the text %q", text), fmt.Sprintf(`document.getElementById("editor").value === %[1]s && roomcastDoc.text() === %[1]s`, js(text)))
+	p.waitFor(fmt.Sprintf("the text %q", text), fmt.Sprintf(`roomcastDoc.text() === %[1]s &&
+		(roomcastDoc.view !== null || document.getElementById("editor").value === %[1]s)`, js(text)))
 }
 
 // docState describes the document page, for failure messages.
@@ -187,8 +256,8 @@ func (p *page) docState() string {
 		url: location.href,
 		status: document.getElementById("status")?.textContent,
 		synced: document.getElementById("synced")?.textContent,
-		editor: document.getElementById("editor")?.value,
 		text: window.roomcastDoc?.text(),
+		json: window.roomcastDoc?.json(),
 		closes: window.roomcastDoc?.closes,
 		people: [...document.querySelectorAll("#people .name")].map((e) => e.textContent),
 	})`))

@@ -195,7 +195,7 @@ func TestBoardSurvivesRestart(t *testing.T) {
 	}
 }
 
-// Ada types on a -dev instance's shared-text page; the instance is killed
+// Ada types on a -dev instance's document page; the instance is killed
 // (kill -9) and started again on the same address and file. While her tab
 // is cut off (so it cannot give the text back), a second browser opens the
 // document and has the text from the instance alone; then Ada's tab is back
@@ -217,7 +217,11 @@ func TestDocSurvivesKill(t *testing.T) {
 		}
 	})
 
-	ada.do(chromedp.SendKeys(chromedp.ID("editor"), "Kept for good.\nSecond line"))
+	ada.do(
+		chromedp.SendKeys(chromedp.ID("editor"), "Kept for good."),
+		pressEnter(),
+		chromedp.SendKeys(chromedp.ID("editor"), "Second line"),
+	)
 	bob.waitText("Kept for good.\nSecond line")
 	bob.do(
 		chromedp.Focus(chromedp.ID("editor")),
@@ -228,6 +232,8 @@ func TestDocSurvivesKill(t *testing.T) {
 	// An update reaches the others only once it is in the file.
 	ada.waitText(text)
 	bob.waitText(text)
+	sameDocs(t, ada, bob)
+	want := eval[string](ada, `JSON.stringify(roomcastDoc.json())`)
 	bob.close()
 
 	srv.Kill()
@@ -239,6 +245,7 @@ func TestDocSurvivesKill(t *testing.T) {
 	carol.openDoc(srv.URL+"/d/"+room, "Carol")
 	screenshotsOnFailure(t, carol)
 	carol.waitText(text)
+	carol.waitFor("the document as it was", fmt.Sprintf(`JSON.stringify(roomcastDoc.json()) === %s`, js(want)))
 	if eval[bool](ada, `roomcastDoc.provider.wsconnected`) {
 		t.Fatal("ada's tab reconnected while offline: the text carol has may be its copy, not the instance's")
 	}
@@ -255,7 +262,9 @@ func TestDocSurvivesKill(t *testing.T) {
 	carol.do(
 		chromedp.Focus(chromedp.ID("editor")),
 		chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
-		chromedp.SendKeys(chromedp.ID("editor"), "\nAfter the crash."),
+		pressEnter(),
+		chromedp.SendKeys(chromedp.ID("editor"), "After the crash."),
 	)
 	ada.waitText(text + "\nAfter the crash.")
+	sameDocs(t, ada, carol)
 }

@@ -25,8 +25,9 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("name")),
 		chromedp.SendKeys(chromedp.ID("name"), "Ada Lovelace"),
 		chromedp.SendKeys(chromedp.ID("room"), "Design review"),
+		chromedp.Click(chromedp.ID("kind-board")),
 	)
-	ada.screenshot("landing.png")
+	updateDocsImage(t, "landing.png", ada.screenshot("landing.png"))
 	ada.do(chromedp.Click(chromedp.ID("join")))
 	ada.waitFor("the room page", `location.pathname === "/r/design-review" && new URLSearchParams(location.search).has("token")`)
 	ada.waitConnected()
@@ -68,15 +69,7 @@ func TestTwoUsersDrawTogether(t *testing.T) {
 	ada.waitFor("grace's cursor", `[...document.querySelectorAll("#cursors .cursor")].some((e) => e.textContent === "Grace Hopper")`)
 
 	ada.screenshot("two-users-ada.png")
-	png := grace.screenshot("two-users-grace.png")
-	if os.Getenv("ROOMCAST_UPDATE_DOCS") != "" {
-		// The README's screenshot: regenerate with ROOMCAST_UPDATE_DOCS=1.
-		_, file, _, _ := runtime.Caller(0)
-		path := filepath.Join(filepath.Dir(file), "..", "..", "docs", "whiteboard.png")
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	updateDocsImage(t, "whiteboard.png", grace.screenshot("two-users-grace.png"))
 
 	// Grace closes her window: she leaves Ada's sidebar.
 	grace.close()
@@ -275,4 +268,18 @@ func TestWithoutDevMode(t *testing.T) {
 	token := testserver.Token(t, "hopper", "Grace", 0, []string{"board"})
 	p.openRoom(srv.URL + "/r/board?token=" + token)
 	p.waitPeople("Grace (you)")
+}
+
+// updateDocsImage writes a screenshot the README shows to docs/name, when
+// ROOMCAST_UPDATE_DOCS is set (regenerate them with ROOMCAST_UPDATE_DOCS=1).
+func updateDocsImage(t *testing.T, name string, png []byte) {
+	t.Helper()
+	if os.Getenv("ROOMCAST_UPDATE_DOCS") == "" {
+		return
+	}
+	_, file, _, _ := runtime.Caller(0)
+	path := filepath.Join(filepath.Dir(file), "..", "..", "docs", name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -167,6 +167,26 @@ func TestWebhooksRetrySameID(t *testing.T) {
 }
 
 // lessThan reports whether every attempt of ids came before at.
+// outage makes the receiver answer 503 until the returned func brings it
+// back.
+func (r *receiver) outage() (up func()) {
+	var mu sync.Mutex
+	down := true
+	r.setAnswer(func(hook) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	return func() {
+		mu.Lock()
+		down = false
+		mu.Unlock()
+	}
+}
+
 func attemptsOf(r *receiver, room string) map[string][]hook {
 	out := map[string][]hook{}
 	for _, h := range r.all() {
@@ -182,16 +202,7 @@ func attemptsOf(r *receiver, room string) map[string][]hook {
 func TestWebhooksDelivererKilled(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t)
-	var up sync.Mutex
-	down := true
-	rcv.setAnswer(func(hook) int {
-		up.Lock()
-		defer up.Unlock()
-		if down {
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusNoContent
-	})
+	receiverUp := rcv.outage()
 	r, s := cluster(t, 2, rcv.env(fastHooks))
 	rooms := []string{"wh-kill-1", "wh-kill-2", "wh-kill-3", "wh-kill-4", "wh-kill-5"}
 	for i, room := range rooms {
@@ -222,9 +233,7 @@ func TestWebhooksDelivererKilled(t *testing.T) {
 	}
 	dead.Kill()
 	killed := time.Now()
-	up.Lock()
-	down = false
-	up.Unlock()
+	receiverUp()
 	for _, room := range rooms {
 		rcv.awaitDelivered(t, 4*wait, room, 1, "room.deleted of "+room, nil)
 	}
@@ -279,16 +288,7 @@ func TestWebhooksReceiverDownBacklog(t *testing.T) {
 	t.Parallel()
 	const n, outage = 1000, 20 * time.Second
 	rcv := newReceiver(t)
-	var mu sync.Mutex
-	down := true
-	rcv.setAnswer(func(hook) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusNoContent
-	})
+	receiverUp := rcv.outage()
 	_, s := cluster(t, 2, rcv.env(merged(fastHooks, map[string]string{"ROOMCAST_WEBHOOK_RETRY_MAX": "2s"})))
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -317,9 +317,7 @@ func TestWebhooksReceiverDownBacklog(t *testing.T) {
 		return nil
 	})
 	<-time.After(time.Until(start.Add(outage))) // the outage's length is the scenario, not a wait for a condition
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	receiverUp()
 	back := time.Now()
 	eventually(t, 30*time.Second, "every queued event delivered", func() error {
 		if k := len(rcv.delivered()); k < n {
@@ -351,16 +349,7 @@ func TestWebhooksQueueBound(t *testing.T) {
 	// of the bound (10/128 rounds up to 1 event each).
 	bounded := func(t *testing.T, start func(env map[string]string) (a, b *testserver.Server)) {
 		rcv := newReceiver(t)
-		var mu sync.Mutex
-		down := true
-		rcv.setAnswer(func(hook) int {
-			mu.Lock()
-			defer mu.Unlock()
-			if down {
-				return http.StatusServiceUnavailable
-			}
-			return http.StatusNoContent
-		})
+		receiverUp := rcv.outage()
 		a, b := start(rcv.env(merged(fastHooks, map[string]string{"ROOMCAST_WEBHOOK_MAX_PENDING": "10"})))
 		prefix := "wh-bound-" + strings.ReplaceAll(t.Name(), "/", "-") + "-"
 		for i := range 15 {
@@ -379,9 +368,7 @@ func TestWebhooksQueueBound(t *testing.T) {
 			}
 			return nil
 		})
-		mu.Lock()
-		down = false
-		mu.Unlock()
+		receiverUp()
 		awaitQueueEmpty(t, 2*wait, a, b)
 		var got []string
 		for _, h := range rcv.delivered() {
@@ -428,16 +415,7 @@ func scrape(t testing.TB, s *testserver.Server) []byte {
 func TestWebhooksSurviveRestartWithSQLite(t *testing.T) {
 	t.Parallel()
 	rcv := newReceiver(t)
-	var mu sync.Mutex
-	down := true
-	rcv.setAnswer(func(hook) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusNoContent
-	})
+	receiverUp := rcv.outage()
 	env := rcv.env(merged(fastHooks, map[string]string{"ROOMCAST_STORE": "sqlite:" + filepath.Join(t.TempDir(), "rc.db")}))
 	s := testserver.Start(t, testserver.Options{Env: env})
 	const room = "wh-restart"
@@ -477,9 +455,7 @@ func TestWebhooksSurviveRestartWithSQLite(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	t.Logf("stopped in %v", took)
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	receiverUp()
 	s2 := testserver.Start(t, testserver.Options{Env: env, Addr: s.Addr})
 	got := rcv.awaitDelivered(t, 2*wait, room, 5, "every event after the restart", nil)
 	noDuplicateIDs(t, got)

@@ -158,7 +158,17 @@ type Webhooks struct {
 	q       queue
 	log     *slog.Logger
 	metrics *metrics
+
+	// Changes (room.state, doc.updated) wait here, the latest per room
+	// and type, until Run's goroutine queues them: the socket that stored
+	// the change does not wait for the queue's round trip, and a burst of
+	// edits costs one.
+	chMu    sync.Mutex
+	changes map[changeKey][]byte
+	kick    chan struct{} // 1-buffered: changes wait
 }
+
+type changeKey struct{ room, typ string }
 
 // New returns Webhooks over q (NewRedisQueue or NewMemoryQueue).
 func New(q queue, o Options) (*Webhooks, error) {
@@ -166,7 +176,8 @@ func New(q queue, o Options) (*Webhooks, error) {
 		return nil, errors.New("webhook: no URL")
 	}
 	o = o.withDefaults()
-	return &Webhooks{o: o, q: q, log: o.Logger, metrics: newMetrics()}, nil
+	return &Webhooks{o: o, q: q, log: o.Logger, metrics: newMetrics(),
+		changes: make(map[changeKey][]byte), kick: make(chan struct{}, 1)}, nil
 }
 
 // Register registers the webhook series (pending, delivered, retried,
@@ -182,13 +193,14 @@ func (w *Webhooks) Register(reg prometheus.Registerer) error {
 }
 
 // State queues room.state for the room's state at epoch:seq of size bytes
-// (debounced).
+// (debounced). It does not wait: Run's goroutine queues the latest change
+// of each room within moments.
 func (w *Webhooks) State(ctx context.Context, room, epoch string, seq uint64, bytes int64) {
 	w.changed(ctx, room, RoomState, epoch, seq, bytes)
 }
 
 // DocUpdated queues doc.updated for the room's document at epoch:seq of
-// stored size bytes (debounced).
+// stored size bytes (debounced), without waiting, as State.
 func (w *Webhooks) DocUpdated(ctx context.Context, room, epoch string, seq uint64, bytes int64) {
 	w.changed(ctx, room, DocUpdated, epoch, seq, bytes)
 }
@@ -206,7 +218,36 @@ func (w *Webhooks) changed(ctx context.Context, room, typ, epoch string, seq uin
 	}
 	data = strconv.AppendInt(append(data, `,"bytes":`...), bytes, 10)
 	data = append(data, '}')
-	w.notify(ctx, room, typ, data, true)
+	w.chMu.Lock()
+	w.changes[changeKey{room, typ}] = data
+	w.chMu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// queueChanges queues the changes waiting, until ctx ends; then it queues
+// those left, within notifyTimeout.
+func (w *Webhooks) queueChanges(ctx context.Context) {
+	flush := func(ctx context.Context) {
+		w.chMu.Lock()
+		batch := w.changes
+		w.changes = make(map[changeKey][]byte)
+		w.chMu.Unlock()
+		for k, data := range batch {
+			w.notify(ctx, k.room, k.typ, data, true)
+		}
+	}
+	for {
+		select {
+		case <-w.kick:
+			flush(ctx)
+		case <-ctx.Done():
+			flush(context.WithoutCancel(ctx))
+			return
+		}
+	}
 }
 
 // Deleted queues room.deleted.
@@ -235,6 +276,9 @@ func (w *Webhooks) Run(ctx context.Context) {
 	if w == nil {
 		return
 	}
+	changes := make(chan struct{})
+	go func() { defer close(changes); w.queueChanges(ctx) }()
+	defer func() { <-changes }()
 	d := newDeliverer(w)
 	t := time.NewTicker(w.o.Poll)
 	defer t.Stop()

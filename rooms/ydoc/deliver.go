@@ -48,10 +48,14 @@ func (e *Engine) deliverUpdate(r *docRoom, env wire.Envelope) {
 		r.mu.Unlock()
 		return // delivered already (by a gap fill)
 	case rooms.StepGap:
+		// The missed updates are read off the delivery goroutine, which
+		// serves other rooms too: updates apply in any order (a provider
+		// keeps one whose dependencies it lacks until they come), so this
+		// one goes out now and the fill after it.
 		r.pos = at
 		r.mu.Unlock()
-		e.fill(r, at.Epoch, from.Seq, at.Seq-1)
 		r.send(env.Exclude, env.Frame)
+		e.async(func() { e.fill(r, at.Epoch, from.Seq, at.Seq-1) })
 		return
 	}
 	r.pos = at // the first delivery here (the baseline), or the next
@@ -106,17 +110,20 @@ func (r *docRoom) sendWhole(ctx context.Context) error {
 // meanwhile are filled in, and the other instances are asked for their
 // awareness again.
 func (e *Engine) Resync(roomNames []string) {
-	ctx, cancel := e.opContext()
-	defer cancel()
 	for _, name := range roomNames {
 		r := e.room(name)
 		if r == nil {
 			continue
 		}
-		e.resync(ctx, r)
-		r.mu.Lock()
-		e.verifyLocked(r, "")
-		r.mu.Unlock()
+		// Each room with its own deadline, off the delivery goroutine.
+		e.async(func() {
+			ctx, cancel := e.opContext()
+			defer cancel()
+			e.resync(ctx, r)
+			r.mu.Lock()
+			e.verifyLocked(r, "")
+			r.mu.Unlock()
+		})
 	}
 }
 
@@ -135,7 +142,9 @@ func (e *Engine) resync(ctx context.Context, r *docRoom) {
 	msgs, pos, ok, err := e.o.Broker.DocUpdates(ctx, r.name, from.Epoch, from.Seq)
 	switch {
 	case err != nil:
-		e.log.Warn("document resync", "room", r.name, "err", err)
+		// Not known what was missed: the providers reconnect and sync.
+		e.log.Warn("document resync failed; its providers reconnect", "room", r.name, "err", err)
+		r.closeAll("missed document updates: reconnect")
 	case pos.Epoch != "" && pos.Epoch != from.Epoch:
 		r.mu.Lock()
 		r.pos = pos

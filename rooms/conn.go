@@ -425,9 +425,9 @@ func (c *Conn) movedLocked() {
 // byte bound. An empty queue takes a frame of any size, and a frame
 // larger than the whole bound (one update of a big document) is taken
 // while less than half the bound is queued, so a keep-alive waiting
-// ahead of it does not drop a provider that reads. The queue then holds
-// at most half the bound plus that frame; the next frame finds it full
-// unless the writer took it meanwhile.
+// ahead of it does not drop a provider that reads. While it waits for the
+// writer, ordinary frames fit beside it up to the bound, and another big
+// one does not: the queue holds at most one big frame and the bound.
 func (c *Conn) overLocked(n int) bool {
 	if len(c.queue) >= c.maxQueue {
 		return true
@@ -435,7 +435,21 @@ func (c *Conn) overLocked(n int) bool {
 	if len(c.queue) == 0 || c.queued+n <= c.maxBytes {
 		return false
 	}
-	return n <= c.maxBytes || c.queued >= c.maxBytes/2
+	// Past the bound with a big frame waiting for the writer: ordinary
+	// frames still fit beside it while they alone stay within the bound
+	// (a writer the scheduler has not run yet must not cost a provider
+	// that reads its socket), a second big frame does not. The scan runs
+	// only past the bound, over at most maxQueue frames.
+	big := 0
+	for _, f := range c.queue {
+		if len(f) > c.maxBytes {
+			big += len(f)
+		}
+	}
+	if n > c.maxBytes {
+		return big > 0 || c.queued >= c.maxBytes/2
+	}
+	return c.queued-big+n > c.maxBytes
 }
 
 func sizeOf(frames [][]byte) int {

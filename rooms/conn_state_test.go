@@ -290,13 +290,26 @@ func TestConnStateTransitions(t *testing.T) {
 			frames: "[w]", closes: "[4008]", slow: 1,
 		},
 		{
-			name:  "a frame over the byte bound goes into an empty queue, the next one closes too slow",
+			name:  "a frame over the byte bound goes into an empty queue, ordinary ones fit beside it up to the bound",
 			bytes: 4,
 			steps: []step{
 				{"stall", stallOp, nil, stateHeld, 0},
 				{"start", startOp("w"), yes, stateOpen, 0},
 				{"big frame into the empty queue", sendOp("abcdefgh"), yes, stateOpen, 0},
-				{"one byte more overflows", sendOp("x"), no, stateClosing, CloseTooSlow},
+				{"ordinary frames beside it", sendOp("xyz"), yes, stateOpen, 0},
+				{"past the bound beside it overflows", sendOp("uv"), no, stateClosing, CloseTooSlow},
+				{"writer unstuck", releaseOp, nil, stateClosed, CloseTooSlow},
+			},
+			frames: "[w]", closes: "[4008]", slow: 1,
+		},
+		{
+			name:  "a second frame over the byte bound while one waits closes too slow",
+			bytes: 4,
+			steps: []step{
+				{"stall", stallOp, nil, stateHeld, 0},
+				{"start", startOp("w"), yes, stateOpen, 0},
+				{"big frame into the empty queue", sendOp("abcdefgh"), yes, stateOpen, 0},
+				{"another big frame overflows", sendOp("ijklmnop"), no, stateClosing, CloseTooSlow},
 				{"writer unstuck", releaseOp, nil, stateClosed, CloseTooSlow},
 			},
 			frames: "[w]", closes: "[4008]", slow: 1,

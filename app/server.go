@@ -283,9 +283,9 @@ func (s *Server) streamGap(room string, missing uint64, filled bool) {
 	s.log.Info("gap in stored messages", "room", room, "missing", missing, "outcome", outcome)
 }
 
-// resync answers a broker gap, after the hub filled in the rooms' stored
-// messages and documents. It runs on the broker's delivery goroutine of
-// the rooms, before any later payload: first re-assert this instance's
+// resync answers a broker gap, once the hub has set the rooms' workers to
+// fill in their stored messages and documents. It runs on the broker's
+// delivery goroutine of the rooms, before any later payload: first re-assert this instance's
 // sessions (Redis may have restarted empty), then send each room's local
 // clients the member list, so no older snapshot can overtake a newer event.
 func (s *Server) resync(roomNames []string) {

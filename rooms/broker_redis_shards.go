@@ -65,12 +65,11 @@ func (b *RedisBroker) shardLoop(ch chan delivery) {
 		case d := <-ch:
 			if d.resync != nil {
 				b.recv.Resync(d.resync)
-			} else if payload, ok := b.withDocUpdate(d.room, d.payload); ok {
-				b.recv.Deliver(d.room, payload)
 			} else {
-				// Its update cannot be read back: the room catches up
-				// from the document as after a gap.
-				b.recv.Resync([]string{d.room})
+				// A document update published without its bytes (over
+				// DocInlineBytes) goes on as it is: the document engine
+				// reads it off this goroutine, which serves other rooms.
+				b.recv.Deliver(d.room, d.payload)
 			}
 		}
 	}

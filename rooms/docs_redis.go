@@ -3,13 +3,11 @@ package rooms
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/roomcast/roomcast/rooms/wire"
 )
 
 // The Yjs side of the Redis broker: a document is a HASH (epoch, seq, the
@@ -26,14 +24,11 @@ var (
 	docUpdatesLua string
 	//go:embed lua/doc_compact.lua
 	docCompactLua string
-	//go:embed lua/doc_update.lua
-	docUpdateLua string
 
 	docAppendScript  = streamScript(docAppendLua)
 	docReadScript    = redis.NewScript(docReadLua)
 	docUpdatesScript = redis.NewScript(docUpdatesLua)
 	docCompactScript = redis.NewScript(docCompactLua)
-	docUpdateScript  = redis.NewScript(docUpdateLua)
 )
 
 // AppendUpdate implements Docs. It goes through the publisher's pipeline,
@@ -133,34 +128,6 @@ func (b *RedisBroker) DocUpdates(ctx context.Context, room, epoch string, after 
 	}
 	pos := Position{Epoch: string(v[0]), Seq: parseUint(string(v[1]))}
 	return v[3:], pos, string(v[2]) == "1", nil
-}
-
-// withDocUpdate returns payload, or, for a document update published
-// without its bytes (over DocInlineBytes), the payload with the update
-// read from the document. ok is false when it cannot be read (compacted
-// into the base meanwhile, the document lost, Redis down): the room then
-// needs a resync.
-func (b *RedisBroker) withDocUpdate(room string, payload []byte) ([]byte, bool) {
-	// Only such a payload ends with the envelope's separator and no
-	// frame: a cheap test before the parse.
-	if len(payload) == 0 || payload[len(payload)-1] != '|' {
-		return payload, true
-	}
-	e, ok := wire.Open(payload)
-	if !ok || e.Doc != wire.DocUpdate || len(e.Frame) > 0 {
-		return payload, true
-	}
-	k := b.keys(room)
-	ctx, cancel := context.WithTimeout(b.ctx, b.o.PublishTimeout)
-	defer cancel()
-	msg, err := docUpdateScript.Run(ctx, b.client, []string{k.Doc, k.DocLog}, e.Epoch, e.Seq).Text()
-	if err != nil {
-		if !errors.Is(err, redis.Nil) {
-			b.log.Warn("read a published document update", "room", room, "seq", e.Seq, "err", err)
-		}
-		return nil, false
-	}
-	return wire.SealDocUpdate(e.Exclude, e.Epoch, e.Seq, []byte(msg)), true
 }
 
 // CompactDoc implements Docs.

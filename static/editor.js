@@ -136,9 +136,21 @@ export function startRich({ doc, awareness, viewOnly, onChange }) {
     restore(vdoc) {
       const node = yXmlFragmentToProseMirrorRootNode(vdoc.getXmlFragment(FRAGMENT), schema);
       const { state } = view;
+      // Its own undo step: not merged with what this tab typed just
+      // before, nor with what it types next.
+      const undo = undoManagerOf(view);
+      undo?.stopCapturing();
       view.dispatch(state.tr.replaceWith(0, state.doc.content.size, node.content));
+      undo?.stopCapturing();
     },
   };
+}
+
+// undoManagerOf returns the Yjs UndoManager of view's y-prosemirror undo
+// plugin (its key is "y-undo$"), or undefined.
+function undoManagerOf(view) {
+  const plugin = view.state.plugins.find((p) => p.key.startsWith("y-undo$"));
+  return plugin?.getState(view.state)?.undoManager;
 }
 
 // The toolbar: block types, marks, lists, a link, undo and redo. Each

@@ -54,36 +54,51 @@ func (e *Engine) deliverUpdate(r *docRoom, env wire.Envelope) {
 		// one goes out now and the fill after it.
 		r.pos = at
 		r.mu.Unlock()
+		if byReference(env) {
+			e.async(func() { e.fill(r, at.Epoch, from.Seq, at.Seq, "", true) })
+			return
+		}
 		r.send(env.Exclude, env.Frame)
-		e.async(func() { e.fill(r, at.Epoch, from.Seq, at.Seq-1) })
+		e.async(func() { e.fill(r, at.Epoch, from.Seq, at.Seq-1, "", true) })
 		return
 	}
 	r.pos = at // the first delivery here (the baseline), or the next
 	r.mu.Unlock()
+	if byReference(env) {
+		e.async(func() { e.fill(r, at.Epoch, at.Seq-1, at.Seq, env.Exclude, false) })
+		return
+	}
 	r.send(env.Exclude, env.Frame)
 }
 
-// fill sends the local connections the updates after seq from up to to,
-// which this instance missed.
-func (e *Engine) fill(r *docRoom, epoch string, from, to uint64) {
+// byReference reports whether env is an update published without its
+// bytes (a big one: Redis would cut a subscriber holding many of them);
+// the engine reads it from the document, off the delivery goroutine.
+func byReference(env wire.Envelope) bool { return len(env.Frame) == 0 }
+
+// fill sends the local connections but exclude the updates after seq from
+// up to to, which this instance missed (gap) or was told of by reference.
+func (e *Engine) fill(r *docRoom, epoch string, from, to uint64, exclude string, gap bool) {
 	ctx, cancel := e.opContext()
 	defer cancel()
-	e.o.Events.DocGap(r.name)
+	if gap {
+		e.o.Events.DocGap(r.name)
+	}
 	msgs, _, ok, err := e.o.Broker.DocUpdates(ctx, r.name, epoch, from)
-	e.sendMissed(ctx, r, msgs, ok, err, from, to)
+	e.sendMissed(ctx, r, msgs, ok, err, from, to, exclude)
 }
 
-// sendMissed sends the local connections what a read of the updates after
-// seq from found, up to to. Where they were compacted into the base (!ok)
-// or could not be read, the whole document goes out as one update:
-// updates are idempotent.
-func (e *Engine) sendMissed(ctx context.Context, r *docRoom, msgs [][]byte, ok bool, readErr error, from, to uint64) {
+// sendMissed sends the local connections but exclude what a read of the
+// updates after seq from found, up to to. Where they were compacted into
+// the base (!ok) or could not be read, the whole document goes out as one
+// update, to every connection: updates are idempotent.
+func (e *Engine) sendMissed(ctx context.Context, r *docRoom, msgs [][]byte, ok bool, readErr error, from, to uint64, exclude string) {
 	if readErr == nil && ok {
 		for i, m := range msgs {
 			if from+uint64(i)+1 > to {
 				break
 			}
-			r.send("", m)
+			r.send(exclude, m)
 		}
 		return
 	}
@@ -161,7 +176,7 @@ func (e *Engine) resync(ctx context.Context, r *docRoom) {
 		if !ok {
 			e.o.Events.DocGap(r.name) // compacted away: the whole document
 		}
-		e.sendMissed(ctx, r, msgs, ok, nil, from.Seq, pos.Seq)
+		e.sendMissed(ctx, r, msgs, ok, nil, from.Seq, pos.Seq, "")
 		r.mu.Lock()
 		r.pos.Seq = max(r.pos.Seq, pos.Seq)
 		r.mu.Unlock()

@@ -132,8 +132,11 @@ func TestDocTwoUsersEdit(t *testing.T) {
 
 	// Formatting: Ada makes the first paragraph a heading from the toolbar,
 	// and writes a bullet list with a bold word; Grace has the same document.
+	ada.do(chromedp.KeyEvent(kb.Home, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+	// The heading goes on the first paragraph: the toolbar acts where the
+	// cursor is once the key has moved it there.
+	ada.waitFor("the cursor at the start", `roomcastDoc.view.state.selection.from <= 1`)
 	ada.do(
-		chromedp.KeyEvent(kb.Home, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 		chromedp.Click(chromedp.ID("tb-h1")),
 		chromedp.KeyEvent(kb.End, chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 		pressEnter(),

@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
-
 )
 
 // The Yjs side of the Redis broker: a document is a HASH (epoch, seq, the

@@ -199,24 +199,32 @@ func (s *downStore) Write(ctx context.Context, ops ...store.Op) error {
 	return s.Store.Write(ctx, ops...)
 }
 
-// While the store is down, rooms stay marked and the saver retries; once
-// it is back, the backlog is written.
-func TestRedisBrokerWriteBehindRetriesWhileTheStoreIsDown(t *testing.T) {
-	srv := redisproc.Start(t)
-	rc := srv.Client(t)
-	ctx := context.Background()
+// brokerOverADownStore starts a broker writing behind a store that is down
+// (kept.down), saving 100 ms after a change, and counts its failed saves.
+func brokerOverADownStore(t *testing.T, srv *redisproc.Server, so StreamOptions) (*RedisBroker, *downStore, *atomic.Int64) {
+	t.Helper()
 	kept := &downStore{Store: openTestStore(t)}
 	kept.down.Store(true)
-	var failures atomic.Int64
+	failures := new(atomic.Int64)
 	o := fastOptions()
-	o.Stream = StreamOptions{HistorySize: 100, Store: kept}
+	so.Store = kept
+	o.Stream = so
 	o.StoreDelay = 100 * time.Millisecond
 	o.OnSave = func(_ string, err error) {
 		if err != nil {
 			failures.Add(1)
 		}
 	}
-	b := startRedisBroker(t, srv, newRecordingReceiver(), o)
+	return startRedisBroker(t, srv, newRecordingReceiver(), o), kept, failures
+}
+
+// While the store is down, rooms stay marked and the saver retries; once
+// it is back, the backlog is written.
+func TestRedisBrokerWriteBehindRetriesWhileTheStoreIsDown(t *testing.T) {
+	srv := redisproc.Start(t)
+	rc := srv.Client(t)
+	ctx := context.Background()
+	b, kept, failures := brokerOverADownStore(t, srv, StreamOptions{HistorySize: 100})
 	p, err := b.PublishMessage(ctx, "r", Message{Frame: []byte(`{}`), Stored: true})
 	if err != nil {
 		t.Fatal(err)
@@ -266,18 +274,7 @@ func TestRedisBrokerWriteBehindUnsavedRoomsOutliveTheirTTL(t *testing.T) {
 	srv := redisproc.Start(t)
 	rc := srv.Client(t)
 	ctx := context.Background()
-	kept := &downStore{Store: openTestStore(t)}
-	kept.down.Store(true)
-	var failures atomic.Int64
-	o := fastOptions()
-	o.Stream = StreamOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond, DocTTL: 300 * time.Millisecond, Store: kept}
-	o.StoreDelay = 100 * time.Millisecond
-	o.OnSave = func(_ string, err error) {
-		if err != nil {
-			failures.Add(1)
-		}
-	}
-	b := startRedisBroker(t, srv, newRecordingReceiver(), o)
+	b, kept, failures := brokerOverADownStore(t, srv, StreamOptions{HistorySize: 100, HistoryTTL: 300 * time.Millisecond, DocTTL: 300 * time.Millisecond})
 	p, err := b.PublishMessage(ctx, "r", Message{Frame: []byte(`{}`), Stored: true})
 	if err != nil {
 		t.Fatal(err)

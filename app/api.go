@@ -7,11 +7,9 @@ import (
 	"errors"
 	"io/fs"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
-	fws "github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 	"github.com/gofiber/fiber/v2/utils"
@@ -67,19 +65,12 @@ func (s *Server) routes() *fiber.App {
 	app.Post("/api/rooms/:room/doc", s.roomParam, s.requireRoomWrite, s.postDoc)
 	app.Use(s.boundBody)
 
-	app.Get("/ws/:room", s.admitWS, fws.New(s.serveWS, fws.Config{
-		// The library's reader is never used (see readLoop); its buffer
-		// is the smallest it takes.
-		ReadBufferSize: 125,
-		// Every write goes out through wsTransport, never the library's
-		// writer; with a pool the library takes a write buffer only when
-		// it writes, so none is allocated per connection.
-		WriteBufferSize: 256, WriteBufferPool: &sync.Pool{},
-	}))
-
-	app.Get("/yjs/:room", s.admitWS, fws.New(s.serveYjs, fws.Config{
-		ReadBufferSize: 125, WriteBufferSize: 256, WriteBufferPool: &sync.Pool{},
-	}))
+	// An open socket keeps nothing of its upgrade request: the hijack
+	// handler returns once the socket is joined, and fasthttp must leave
+	// the socket open then (see upgrade).
+	app.Server().KeepHijackedConns = true
+	app.Get("/ws/:room", s.admitWS, s.upgrade(s.serveWS))
+	app.Get("/yjs/:room", s.admitWS, s.upgrade(s.serveYjs))
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", s.readyz)

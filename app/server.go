@@ -85,6 +85,7 @@ type Server struct {
 	draining     atomic.Bool
 	readyzLogged atomic.Int64 // unix ns of the last "not ready" log line
 	live         gate         // WebSocket handlers
+	poller       *poller      // wakes idle sockets' readers (nil: each reads on its own goroutine)
 	// evict carries connections dropped as too slow to the evictor, which
 	// takes them out of their room and presence at once: their socket may
 	// take seconds more to end.
@@ -329,6 +330,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.stop()
 		return fmt.Errorf("start broker: %w", err)
 	}
+	if p, err := newPoller(); err != nil {
+		s.log.Warn("no socket poller: every socket reads on a goroutine of its own", "err", err)
+	} else {
+		s.poller = p
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); p.run() }()
+	}
 	s.bg.Add(5)
 	go func() { defer s.bg.Done(); s.webhooks.Run(s.ctx) }()
 	go func() { defer s.bg.Done(); s.keeper.Run(s.ctx) }()
@@ -395,6 +403,11 @@ func (s *Server) Shutdown() error {
 // stop ends the background goroutines and the backends.
 func (s *Server) stop() {
 	s.cancel()
+	if s.poller != nil {
+		// Shutdown has ended the sockets; one still parked (its wait
+		// timed out) is ended with the process.
+		s.poller.close()
+	}
 	s.bg.Wait()
 	s.docs.Close()
 	// Versions are taken from the broker and written to the store: both

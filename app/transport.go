@@ -230,9 +230,25 @@ func (t *wsTransport) WriteClose(code int, reason string) error {
 	payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reason)), uint16(code))
 	payload = append(payload, reason...)
 	err := t.write(appendFrame(hdr[:0], opClose, payload))
+	// A reader waiting mid-frame times out; a parked socket has no
+	// reader to time out, so the socket is ended for it.
 	_ = t.nc.SetReadDeadline(time.Now().Add(t.closeWait))
+	time.AfterFunc(t.closeWait, t.Abort)
 	return err
 }
 
-// Abort implements rooms.Transport.
-func (t *wsTransport) Abort() { _ = t.nc.Close() }
+// Abort implements rooms.Transport: it ends the socket for its reader and
+// writer at once. A blocked read or write returns, and a parked socket
+// becomes readable, so its reader runs and finds the end; the reader
+// closes the socket when it finishes (wsSock.finish).
+func (t *wsTransport) Abort() {
+	if t.raw == nil {
+		_ = t.nc.Close()
+		return
+	}
+	err := t.raw.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	if err != nil {
+		// Closed already.
+		_ = t.nc.Close()
+	}
+}

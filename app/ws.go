@@ -3,16 +3,17 @@ package main
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fasthttp/websocket"
-	fws "github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/google/uuid"
@@ -77,7 +78,7 @@ func bearerHeader(c *fiber.Ctx) (string, bool) {
 // admitWS answers every refusal of an upgrade in plain HTTP, in the order
 // the protocol promises, and passes the verified claims on.
 func (s *Server) admitWS(c *fiber.Ctx) error {
-	if !fws.IsWebSocketUpgrade(c) {
+	if !websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
 		return refuse(fiber.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
 	}
 	room := utils.CopyString(c.Params("room"))
@@ -185,71 +186,83 @@ func (s *Server) originAllowed(origin string) bool {
 
 // enterLive counts a WebSocket handler in, or closes its socket with 1001
 // when the server is already shutting down.
-func (s *Server) enterLive(fc *fws.Conn) bool {
+func (s *Server) enterLive(nc net.Conn) bool {
 	if s.live.enter() {
 		return true
 	}
-	_ = fc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rooms.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+	payload := binary.BigEndian.AppendUint16(nil, rooms.CloseGoingAway)
+	payload = append(payload, "server shutting down"...)
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write(appendFrame(nil, opClose, payload))
+	_ = nc.Close()
 	return false
 }
 
-// serveWS runs one connection: join, welcome, read loop, leave.
-func (s *Server) serveWS(fc *fws.Conn) {
-	if !s.enterLive(fc) {
+// serveWS runs one connection: join, welcome, then the reads (wsSock),
+// then leave.
+func (s *Server) serveWS(nc net.Conn, ahead []byte, a admission) {
+	if !s.enterLive(nc) {
 		return
 	}
-	defer s.live.leave()
-	claims := fc.Locals(localClaims).(*auth.Claims)
-	room := fc.Locals(localRoom).(string)
-	from := fc.Locals(localSince).(since)
-	stateCapable := fc.Locals(localState).(bool)
-	ws := fc.Conn
+	claims := a.claims
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
-	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
+	t := newWSTransport(nc, connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	conn := rooms.NewConn(id, a.room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize:  s.cfg.SendQueue,
 		QueueBytes: s.cfg.SendQueueBytes,
 		Timings:    connTimings,
 		OnSlow:     s.slowDropped,
 	})
-	conn.StateCapable = stateCapable
-	conn.PresenceCount = fc.Locals(localCount).(bool)
-	conn.ReadOnly = fc.Locals(localRole).(auth.Role) == auth.RoleRead
+	conn.StateCapable = a.stateCapable
+	conn.PresenceCount = a.countOnly
+	conn.ReadOnly = a.role == auth.RoleRead
 	conn.MarkRead(start.UnixNano())
 	s.metrics.connections.Inc()
 	s.metrics.connects.Inc()
-	defer s.metrics.connections.Dec()
 
-	s.runConn(conn, t, claims, start, "", func() error { return s.join(conn, claims, from) }, func() { s.readLoop(ws, conn, claims) }, nil)
+	// A state frame may be as large as its data may be, plus its fields.
+	k := s.newSock(nc, ahead, t, conn, max(s.cfg.MaxMessageBytes, s.cfg.MaxStateBytes+4096))
+	r := &jsonReads{s: s, conn: conn, claims: claims, lim: newRateLimit(s.cfg.Rate, time.Now())}
+	k.handle = r.handle
+	s.runConn(k, claims, start, "", func() error { return s.join(conn, claims, a.since) }, nil, func() {
+		s.metrics.connections.Dec()
+	})
 }
 
 // runConn is the life both kinds of socket share once upgraded: join (a
-// refusal closes with 1001 or 1011), serve until the socket ends with the
+// refusal closes with 1001 or 1011), read until the socket ends with the
 // token's expiry armed, then leave the room and presence, wait for the
 // writer, count and log the close. kind prefixes the log lines ("yjs");
-// beforeLeave, if set, runs first on the way out.
-func (s *Server) runConn(conn *rooms.Conn, t *wsTransport, claims *auth.Claims, start time.Time, kind string,
-	join func() error, serve func(), beforeLeave func(context.Context)) {
+// beforeLeave, if set, runs first on the way out, and after last. The
+// join runs on the caller's goroutine, which then returns: the reads run
+// on goroutines the poller starts while the socket has something to read.
+func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind string,
+	join func() error, beforeLeave func(context.Context), after func()) {
+	conn, t := k.conn, k.t
 	prefix := ""
 	if kind != "" {
 		prefix = kind + " "
 	}
-	// The join (presence, the welcome's encoding, the broker) runs deep
-	// stacks; it runs on a goroutine of its own so that this one, which
-	// then waits in a read for the socket's whole life, keeps the small
-	// stack a blocked read needs (an idle socket's largest cost).
-	joined := make(chan error, 1)
-	go func() { joined <- join() }()
-	if err := <-joined; errors.Is(err, errDraining) {
+	done := func() {
+		after()
+		s.live.leave()
+	}
+	if err := join(); errors.Is(err, errDraining) {
 		conn.Close(rooms.CloseGoingAway, "server shutting down")
 		s.finish(conn, t)
+		k.rd.Release()
+		_ = k.nc.Close()
+		done()
 		return
 	} else if err != nil {
 		s.logConn(slog.LevelWarn, conn, prefix+"join failed", "err", err)
 		conn.Close(1011, "could not join the room; connect again")
 		s.finish(conn, t)
+		k.rd.Release()
+		_ = k.nc.Close()
+		done()
 		return
 	}
 	s.logConn(slog.LevelInfo, conn, prefix+"connected")
@@ -257,24 +270,26 @@ func (s *Server) runConn(conn *rooms.Conn, t *wsTransport, claims *auth.Claims, 
 	expiry := time.AfterFunc(time.Until(claims.ExpiresAt), func() {
 		conn.Close(rooms.CloseTokenExpired, "token expired")
 	})
-	serve()
-	expiry.Stop()
-
-	ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
-	if beforeLeave != nil {
-		beforeLeave(ctx)
+	k.end = func() {
+		expiry.Stop()
+		ctx, cancel := context.WithTimeout(s.ctx, opTimeout)
+		if beforeLeave != nil {
+			beforeLeave(ctx)
+		}
+		s.hub.Remove(ctx, conn)
+		if err := s.keeper.Leave(ctx, conn.Room, conn.ID); err != nil {
+			s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
+		}
+		cancel()
+		s.finish(conn, t)
+		_, code := conn.Closing()
+		if code != 0 {
+			s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
+		}
+		s.logConn(slog.LevelInfo, conn, prefix+"disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+		done()
 	}
-	s.hub.Remove(ctx, conn)
-	if err := s.keeper.Leave(ctx, conn.Room, conn.ID); err != nil {
-		s.logConn(slog.LevelWarn, conn, "leave failed; the sweeper will expire the connection", "err", err)
-	}
-	cancel()
-	s.finish(conn, t)
-	_, code := conn.Closing()
-	if code != 0 {
-		s.metrics.closes.WithLabelValues(closeLabel(code)).Inc()
-	}
-	s.logConn(slog.LevelInfo, conn, prefix+"disconnected", "duration", time.Since(start).Round(time.Millisecond).String(), "code", code)
+	k.start()
 }
 
 // logConn logs a line about conn with its room, user and id. It builds the
@@ -431,124 +446,74 @@ func (s *Server) finish(conn *rooms.Conn, t *wsTransport) {
 	conn.Wait()
 }
 
-// readLoop reads client frames until the socket ends. After the server
-// starts closing it keeps reading (and ignoring) until the peer answers, so
-// the close frame is not lost to a reset.
-func (s *Server) readLoop(ws *websocket.Conn, conn *rooms.Conn, claims *auth.Claims) {
-	lim := newRateLimit(s.cfg.Rate, time.Now())
-	maxMsg := s.cfg.MaxMessageBytes
-	// A state frame may be as large as its data may be, plus its fields.
-	maxRead := max(maxMsg, s.cfg.MaxStateBytes+4096)
-	// The library only did the handshake: reading with our own reader
-	// keeps it from ever writing to the socket (it answers pings and
-	// protocol errors itself), so the connection's writer stays its only
-	// writer.
-	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
-	rd.UseBudget(s.inflight)
-	defer rd.Release()
-	for {
-		m, now, ok := s.nextData(rd, conn)
-		if !ok {
-			return
-		}
-		if m.OverBudget {
-			s.closeOverBudget(conn)
-			continue
-		}
-		data := m.Data
-		if m.TooBig {
-			// Not read whole: a state too large is told so, anything
-			// else is closed. Either way nothing of it is kept.
-			if m.Kind == wsread.Text && frameType(data) == "state" {
-				s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
-				continue
-			}
-			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
-			continue
-		}
-		// Only a state may pass MAX_MESSAGE_BYTES. The frame's type comes
-		// from the one parse that the frame is then handled by.
-		var f clientFrame
-		var ferr error
-		decoded := false
-		if len(data) > maxMsg {
-			if m.Kind == wsread.Text {
-				f, ferr = decodeClientFrame(data)
-				decoded = true
-			}
-			if !decoded || ferr != nil || f.Type != "state" {
-				conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
-				continue
-			}
-		}
-		if ok, cut := lim.allow(now); !ok {
-			s.metrics.rateLimited.Inc()
-			if cut {
-				conn.Close(rooms.CloseRateLimited, "rate limit exceeded")
-				continue
-			}
-			s.sendError(conn, "", codeRateLimited, fmt.Sprintf("over %d messages/s: frame dropped", s.cfg.Rate))
-			continue
-		}
-		if m.Kind != wsread.Text {
-			s.sendError(conn, "", codeBadRequest, "binary frames are not accepted; send JSON text frames")
-			continue
-		}
-		// The reader closed the socket with 1007 for invalid UTF-8, so
-		// nothing relayed or stored is: a browser drops its socket on
-		// such a frame.
-		if !decoded {
-			f, ferr = decodeClientFrame(data)
-		}
-		if ferr != nil {
-			s.sendError(conn, "", codeBadRequest, "frame is not a JSON object of the protocol: "+ferr.Error())
-			continue
-		}
-		s.handleFrame(conn, claims, &f)
-	}
+// jsonReads handles the data messages of a JSON socket (see wsSock for
+// the reading itself).
+type jsonReads struct {
+	s      *Server
+	conn   *rooms.Conn
+	claims *auth.Claims
+	lim    *rateLimit
 }
 
-// nextData returns the connection's next data message and when it was
-// read, answering pings and the peer's close on the way; ok is false once
-// the socket is done (a protocol error closes it with its code). Once the
-// server is closing it, data is read and ignored until the peer answers,
-// so the close frame is not lost to a reset. Shared by the JSON and the
-// Yjs read loops.
-func (s *Server) nextData(rd *wsread.Reader, conn *rooms.Conn) (m wsread.Message, now time.Time, ok bool) {
-	for {
-		m, err := rd.Next()
-		if err != nil {
-			var pe *wsread.ProtocolError
-			if errors.As(err, &pe) {
-				// Nothing after a broken frame can be read: close, and
-				// let finish give the close frame its moment.
-				s.metrics.protocolErrors.Inc()
-				conn.Close(pe.Code, pe.Reason)
-			}
-			return m, now, false
-		}
-		now = time.Now()
-		conn.MarkRead(now.UnixNano())
-		switch m.Kind {
-		case wsread.Ping:
-			conn.SendControl(opPong, m.Data)
-			continue
-		case wsread.Pong:
-			continue
-		case wsread.Close:
-			code := m.CloseCode
-			if code == wsread.CloseNoStatus {
-				code = rooms.CloseNormal
-			}
-			conn.Close(code, "")
-			return m, now, false
-		}
-		if closing, _ := conn.Closing(); closing {
-			continue
-		}
-		s.metrics.messagesIn.Inc()
-		return m, now, true
+// handle handles one data message; it never ends the socket itself.
+func (r *jsonReads) handle(m wsread.Message, now time.Time) bool {
+	s, conn := r.s, r.conn
+	maxMsg := s.cfg.MaxMessageBytes
+	if m.OverBudget {
+		s.closeOverBudget(conn)
+		return true
 	}
+	data := m.Data
+	if m.TooBig {
+		// Not read whole: a state too large is told so, anything
+		// else is closed. Either way nothing of it is kept.
+		if m.Kind == wsread.Text && frameType(data) == "state" {
+			s.sendError(conn, "", codeTooLarge, fmt.Sprintf("state is over %d bytes; nothing kept", s.cfg.MaxStateBytes))
+			return true
+		}
+		conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
+		return true
+	}
+	// Only a state may pass MAX_MESSAGE_BYTES. The frame's type comes
+	// from the one parse that the frame is then handled by.
+	var f clientFrame
+	var ferr error
+	decoded := false
+	if len(data) > maxMsg {
+		if m.Kind == wsread.Text {
+			f, ferr = decodeClientFrame(data)
+			decoded = true
+		}
+		if !decoded || ferr != nil || f.Type != "state" {
+			conn.Close(rooms.CloseTooBig, fmt.Sprintf("frame over %d bytes", maxMsg))
+			return true
+		}
+	}
+	if ok, cut := r.lim.allow(now); !ok {
+		s.metrics.rateLimited.Inc()
+		if cut {
+			conn.Close(rooms.CloseRateLimited, "rate limit exceeded")
+			return true
+		}
+		s.sendError(conn, "", codeRateLimited, fmt.Sprintf("over %d messages/s: frame dropped", s.cfg.Rate))
+		return true
+	}
+	if m.Kind != wsread.Text {
+		s.sendError(conn, "", codeBadRequest, "binary frames are not accepted; send JSON text frames")
+		return true
+	}
+	// The reader closed the socket with 1007 for invalid UTF-8, so
+	// nothing relayed or stored is: a browser drops its socket on
+	// such a frame.
+	if !decoded {
+		f, ferr = decodeClientFrame(data)
+	}
+	if ferr != nil {
+		s.sendError(conn, "", codeBadRequest, "frame is not a JSON object of the protocol: "+ferr.Error())
+		return true
+	}
+	s.handleFrame(conn, r.claims, &f)
+	return true
 }
 
 func (s *Server) sendError(conn *rooms.Conn, ref, code, msg string) {

@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
-	"github.com/fasthttp/websocket"
-	fws "github.com/gofiber/contrib/websocket"
 	"github.com/google/uuid"
 
 	"github.com/roomcast/roomcast/app/wsread"
@@ -29,20 +28,17 @@ const (
 // sync step 1 and the awareness states on joining and answers each
 // message; this is the socket's edge: the upgrade, presence, the reads
 // and their limits.
-func (s *Server) serveYjs(fc *fws.Conn) {
-	if !s.enterLive(fc) {
+func (s *Server) serveYjs(nc net.Conn, ahead []byte, a admission) {
+	if !s.enterLive(nc) {
 		return
 	}
-	defer s.live.leave()
-	claims := fc.Locals(localClaims).(*auth.Claims)
-	room := fc.Locals(localRoom).(string)
-	ws := fc.Conn
+	claims := a.claims
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(socketOf(ws), connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(nc, connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
 	t.op = opBinary
-	conn := rooms.NewConn(id, room, claims.Subject, t, rooms.ConnOptions{
+	conn := rooms.NewConn(id, a.room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket
 		QueueBytes: s.cfg.SendQueueBytes,
 		Timings:    connTimings,
@@ -53,21 +49,25 @@ func (s *Server) serveYjs(fc *fws.Conn) {
 	s.metrics.connections.Inc()
 	s.metrics.connects.Inc()
 	s.metrics.yjsConnections.Inc()
-	defer s.metrics.connections.Dec()
-	defer s.metrics.yjsConnections.Dec()
 
 	// A reader's sync step 2 and updates are dropped (ydoc.Conn.ReadOnly);
 	// its step 1 is answered and its awareness relayed.
-	readOnly := fc.Locals(localRole).(auth.Role) == auth.RoleRead
+	readOnly := a.role == auth.RoleRead
 	conn.ReadOnly = readOnly
-	var yc *ydoc.Conn
-	s.runConn(conn, t, claims, start, "yjs",
+	k := s.newSock(nc, ahead, t, conn, s.cfg.MaxDocBytes)
+	k.rd.DropTooBig()
+	r := &yjsReads{s: s, conn: conn, lim: newRateLimit(s.cfg.Rate, time.Now())}
+	k.handle = r.handle
+	s.runConn(k, claims, start, "yjs",
 		func() (err error) {
-			yc, err = s.joinYjs(conn, claims, readOnly)
+			r.yc, err = s.joinYjs(conn, claims, readOnly)
 			return err
 		},
-		func() { s.readYjs(ws, yc) },
-		func(ctx context.Context) { s.docs.Leave(ctx, yc) })
+		func(ctx context.Context) { s.docs.Leave(ctx, r.yc) },
+		func() {
+			s.metrics.connections.Dec()
+			s.metrics.yjsConnections.Dec()
+		})
 }
 
 // joinYjs subscribes the room, adds presence, then joins the document:
@@ -87,69 +87,67 @@ func (s *Server) joinYjs(conn *rooms.Conn, claims *auth.Claims, readOnly bool) (
 	return yc, nil
 }
 
-// readYjs reads client messages until the socket ends. A frame that is not
-// one valid y-websocket message closes the socket before anything of it is
-// relayed or stored. A message over MAX_DOC_BYTES, or an update the
-// document cannot take within it, closes the socket with 1009; a frame
-// the in-flight budget cannot take with 1013; both make the user and room
-// back off (see sizeBackoff).
-func (s *Server) readYjs(ws *websocket.Conn, yc *ydoc.Conn) {
-	conn := yc.Conn
-	lim := newRateLimit(s.cfg.Rate, time.Now())
+// yjsReads handles the messages of a y-websocket socket (see wsSock for
+// the reading itself). A frame that is not one valid y-websocket message
+// closes the socket before anything of it is relayed or stored. A message
+// over MAX_DOC_BYTES, or an update the document cannot take within it,
+// closes the socket with 1009; a frame the in-flight budget cannot take
+// with 1013; both make the user and room back off (see sizeBackoff).
+type yjsReads struct {
+	s    *Server
+	conn *rooms.Conn
+	yc   *ydoc.Conn
+	lim  *rateLimit
+}
+
+// handle handles one data message; false when the socket ended while a
+// flood was being slowed down.
+func (r *yjsReads) handle(m wsread.Message, now time.Time) bool {
+	s, conn, yc := r.s, r.conn, r.yc
 	maxRead := s.cfg.MaxDocBytes
-	rd := wsread.NewReader(ws.NetConn(), readBufferSize, maxRead)
-	rd.UseBudget(s.inflight)
-	rd.DropTooBig()
-	defer rd.Release()
-	for {
-		m, now, ok := s.nextData(rd, conn)
-		if !ok {
-			return
-		}
-		if m.OverBudget {
-			s.metrics.yjsRejected.WithLabelValues("over_budget").Inc()
-			s.closeOverBudget(conn)
-			continue
-		}
-		if m.TooBig {
-			s.metrics.yjsRejected.WithLabelValues("too_big").Inc()
-			s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("message over %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
-			continue
-		}
-		if m.Kind != wsread.Binary {
-			s.metrics.yjsRejected.WithLabelValues("text").Inc()
-			conn.Close(closeUnsupported, "y-websocket messages are binary frames")
-			continue
-		}
-		// Slow a flood down instead of dropping: an edit is never lost.
-		for d := lim.delay(now); d > 0; d = lim.delay(now) {
-			s.metrics.rateLimited.Inc()
-			select {
-			case <-time.After(d):
-			case <-conn.Done():
-				return
-			}
-			now = time.Now()
-		}
-		msg, err := yjs.ParseMessage(m.Data)
-		if err != nil {
-			s.metrics.yjsRejected.WithLabelValues("invalid").Inc()
-			s.logConn(slog.LevelInfo, conn, "invalid y-websocket message", "err", err)
-			conn.Close(closeInvalidMessage, closeReason(err))
-			continue
-		}
-		err = s.docs.Handle(s.ctx, yc, msg, m.Data)
-		if errors.Is(err, rooms.ErrDocTooLarge) {
-			s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
-			s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("document would pass %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
-			continue
-		}
-		if err != nil {
-			s.logConn(slog.LevelWarn, conn, "yjs message failed", "err", err)
-			conn.Close(1011, "could not store the update; reconnect")
-			continue
-		}
+	if m.OverBudget {
+		s.metrics.yjsRejected.WithLabelValues("over_budget").Inc()
+		s.closeOverBudget(conn)
+		return true
 	}
+	if m.TooBig {
+		s.metrics.yjsRejected.WithLabelValues("too_big").Inc()
+		s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("message over %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
+		return true
+	}
+	if m.Kind != wsread.Binary {
+		s.metrics.yjsRejected.WithLabelValues("text").Inc()
+		conn.Close(closeUnsupported, "y-websocket messages are binary frames")
+		return true
+	}
+	// Slow a flood down instead of dropping: an edit is never lost.
+	for d := r.lim.delay(now); d > 0; d = r.lim.delay(now) {
+		s.metrics.rateLimited.Inc()
+		select {
+		case <-time.After(d):
+		case <-conn.Done():
+			return false
+		}
+		now = time.Now()
+	}
+	msg, err := yjs.ParseMessage(m.Data)
+	if err != nil {
+		s.metrics.yjsRejected.WithLabelValues("invalid").Inc()
+		s.logConn(slog.LevelInfo, conn, "invalid y-websocket message", "err", err)
+		conn.Close(closeInvalidMessage, closeReason(err))
+		return true
+	}
+	err = s.docs.Handle(s.ctx, yc, msg, m.Data)
+	if errors.Is(err, rooms.ErrDocTooLarge) {
+		s.metrics.yjsRejected.WithLabelValues("doc_too_large").Inc()
+		s.closeForSize(conn, rooms.CloseTooBig, fmt.Sprintf("document would pass %s (ROOMCAST_MAX_DOC_BYTES); not stored", byteSize(maxRead)))
+		return true
+	}
+	if err != nil {
+		s.logConn(slog.LevelWarn, conn, "yjs message failed", "err", err)
+		conn.Close(1011, "could not store the update; reconnect")
+	}
+	return true
 }
 
 // closeReason fits err in a close frame.

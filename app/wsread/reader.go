@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -72,10 +73,12 @@ func protocolError(format string, a ...any) error {
 
 // Reader reads client frames from r.
 type Reader struct {
-	r     *bufio.Reader
-	limit int
-	hdr   [14]byte
-	ctl   [125]byte
+	r       *bufio.Reader // nil while parked (see Park)
+	src     io.Reader
+	bufSize int
+	limit   int
+	hdr     [14]byte
+	ctl     [125]byte
 	// The data message being read: its kind and what was read of it.
 	inMsg bool
 	kind  Kind
@@ -93,8 +96,58 @@ type Reader struct {
 // NewReader returns a Reader of r whose data messages may be at most
 // limit bytes.
 func NewReader(r io.Reader, bufSize, limit int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, bufSize), limit: limit}
+	return &Reader{src: r, bufSize: bufSize, limit: limit}
 }
+
+// bufs holds the read buffers of parked Readers: an idle socket keeps none.
+var bufs sync.Pool
+
+// buffered is rd's read buffer, taken from the pool when it has none.
+func (rd *Reader) buffered() *bufio.Reader {
+	if rd.r == nil {
+		if b, _ := bufs.Get().(*bufio.Reader); b != nil && b.Size() == rd.bufSize {
+			b.Reset(rd.src)
+			rd.r = b
+		} else {
+			rd.r = bufio.NewReaderSize(rd.src, rd.bufSize)
+		}
+	}
+	return rd.r
+}
+
+// Idle reports whether rd is between frames with nothing read ahead: the
+// next byte it needs is a frame's first, and waiting for it may be left to
+// a readiness notification (see Park). A message's later fragments may
+// still be due. Only there may the source fail a read for want of bytes
+// and be read again later: once a frame's first byte is read, its source
+// must wait for the rest.
+func (rd *Reader) Idle() bool {
+	return rd.rest == 0 && (rd.r == nil || rd.r.Buffered() == 0)
+}
+
+// Park lets go of what an Idle reader does not need while it waits: its
+// read buffer, and the message buffer when no message is in progress. The
+// next call to Next takes them again.
+func (rd *Reader) Park() {
+	if !rd.Idle() {
+		return
+	}
+	if rd.r != nil {
+		rd.r.Reset(nil)
+		bufs.Put(rd.r)
+		rd.r = nil
+	}
+	if !rd.inMsg || rd.skipping {
+		rd.releaseBudget()
+		if cap(rd.buf) > parkKeep {
+			rd.buf = nil
+		}
+	}
+}
+
+// parkKeep is the message buffer a parked Reader keeps: a socket that
+// sends small frames does not allocate one per frame.
+const parkKeep = 256
 
 // UseBudget makes rd reserve its messages over SmallMessage in b.
 func (rd *Reader) UseBudget(b *Budget) { rd.budget = b }
@@ -111,6 +164,11 @@ func (rd *Reader) DropTooBig() { rd.dropBig = true }
 func (rd *Reader) Release() {
 	rd.releaseBudget()
 	rd.buf = nil
+	if rd.r != nil {
+		rd.r.Reset(nil)
+		bufs.Put(rd.r)
+		rd.r = nil
+	}
 }
 
 func (rd *Reader) releaseBudget() {
@@ -188,6 +246,7 @@ func (rd *Reader) Next() (Message, error) {
 	if rd.broken != nil {
 		return Message{}, rd.broken
 	}
+	rd.buffered()
 	m, err := rd.next()
 	var pe *ProtocolError
 	if errors.As(err, &pe) {

@@ -340,3 +340,66 @@ func (s *stopAt) Read(p []byte) (int, error) {
 	s.b, s.at = s.b[n:], s.at-n
 	return n, nil
 }
+
+// gated hands out its bytes only up to an end the test moves, and reports
+// errEmpty (as a socket with nothing to read would) beyond it.
+type gated struct {
+	b   []byte
+	end int
+}
+
+var errEmpty = errors.New("nothing to read yet")
+
+func (g *gated) Read(p []byte) (int, error) {
+	if len(g.b) == 0 || g.end == 0 {
+		return 0, errEmpty
+	}
+	n := copy(p, g.b[:g.end])
+	g.b, g.end = g.b[n:], g.end-n
+	return n, nil
+}
+
+// A reader parked between frames lets its buffers go and reads on where it
+// was: between messages, and between the fragments of one.
+func TestParkBetweenFrames(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 1000)
+	f1 := frame(true, 0x1, big)
+	f2a := frame(false, 0x1, []byte("frag"))
+	f2b := frame(true, 0x0, []byte("ment"))
+	src := &gated{b: bytes.Join([][]byte{f1, f2a, f2b}, nil)}
+	rd := NewReader(src, 64, 4096)
+	if !rd.Idle() {
+		t.Fatal("a new reader is not idle")
+	}
+	if _, err := rd.Next(); !errors.Is(err, errEmpty) {
+		t.Fatalf("nothing to read: %v", err)
+	}
+	rd.Park()
+	src.end = len(f1)
+	m, err := rd.Next()
+	if err != nil || string(m.Data) != string(big) {
+		t.Fatalf("first message: %v", err)
+	}
+	if !rd.Idle() {
+		t.Fatal("not idle after a whole message")
+	}
+	rd.Park()
+	if rd.r != nil || rd.buf != nil {
+		t.Fatalf("parked reader keeps a read buffer (%v) or a %d-byte message buffer", rd.r != nil, cap(rd.buf))
+	}
+	// The first fragment arrives, then the reader waits for the second.
+	src.end = len(f2a)
+	if _, err := rd.Next(); !errors.Is(err, errEmpty) {
+		t.Fatalf("after one fragment: %v", err)
+	}
+	if !rd.Idle() {
+		t.Fatal("not idle between fragments")
+	}
+	rd.Park()
+	src.end = len(f2b)
+	m, err = rd.Next()
+	if err != nil || string(m.Data) != "fragment" {
+		t.Fatalf("fragmented message: %q %v", m.Data, err)
+	}
+	rd.Release()
+}

@@ -33,7 +33,8 @@ var (
 	buildErr  error
 )
 
-// Binary builds ./app once per test process and returns its path.
+// Binary builds ./app once per test process and returns its path; with
+// ROOMCAST_TEST_RACE=1 it is built with the race detector.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -45,7 +46,12 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "roomcast")
-		cmd := exec.Command("go", "build", "-o", binPath, "./app")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("ROOMCAST_TEST_RACE") == "1" {
+			// The server's own races, under the end-to-end tests.
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./app")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./app: %v\n%s", err, out)

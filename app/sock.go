@@ -134,7 +134,7 @@ type wsSock struct {
 
 func (s *Server) newSock(nc net.Conn, ahead []byte, t *wsTransport, conn *rooms.Conn, limit int) *wsSock {
 	k := &wsSock{s: s, nc: nc, raw: t.raw, t: t, conn: conn}
-	k.src = sockSource{nc: nc, raw: t.raw, ahead: ahead}
+	k.src = sockSource{nc: nc, raw: t.raw, ahead: ahead, aborted: &t.aborted}
 	k.src.fn = k.src.readOnce
 	k.rd = wsread.NewReader(&k.src, readBufferSize, limit)
 	k.rd.UseBudget(s.inflight)
@@ -252,11 +252,12 @@ var errWouldBlock = errors.New("socket has nothing to read")
 // attempt and returns errWouldBlock when there is nothing; any other
 // read waits for its bytes.
 type sockSource struct {
-	nc    net.Conn
-	raw   syscall.RawConn
-	ahead []byte
-	peek  bool
-	fn    func(fd uintptr) bool // readOnce, made once
+	nc      net.Conn
+	raw     syscall.RawConn
+	ahead   []byte
+	peek    bool
+	fn      func(fd uintptr) bool // readOnce, made once
+	aborted *atomic.Bool          // the transport's: set, every read fails
 
 	p   []byte
 	n   int
@@ -264,6 +265,9 @@ type sockSource struct {
 }
 
 func (r *sockSource) Read(p []byte) (int, error) {
+	if r.aborted.Load() {
+		return 0, net.ErrClosed
+	}
 	if len(r.ahead) > 0 {
 		n := copy(p, r.ahead)
 		r.ahead = r.ahead[n:]

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ type wsTransport struct {
 	rw           rawWrite
 	rwFn         func(fd uintptr) bool // rw.do
 	one          [1][]byte             // TryWrite's batch of one, without an allocation
+	aborted      atomic.Bool           // Abort was called: the socket's reads end (sockSource)
 }
 
 const (
@@ -242,6 +244,9 @@ func (t *wsTransport) WriteClose(code int, reason string) error {
 // becomes readable, so its reader runs and finds the end; the reader
 // closes the socket when it finishes (wsSock.finish).
 func (t *wsTransport) Abort() {
+	// shutdown(2) alone would let a peer that keeps sending keep the
+	// reader reading: its reads end here whatever still arrives.
+	t.aborted.Store(true)
 	if t.raw == nil {
 		_ = t.nc.Close()
 		return

@@ -89,3 +89,46 @@ func maskedText(p []byte) []byte {
 	}
 	return b
 }
+
+// A client cut off (here for its rate) that never answers the close and
+// keeps sending is still ended: its socket is closed within the close
+// wait, and it leaves the room, however much it goes on writing.
+func TestCutClientThatKeepsSendingIsEnded(t *testing.T) {
+	t.Parallel()
+	s := testserver.Start(t, testserver.Options{Env: map[string]string{"ROOMCAST_RATE": "5"}})
+	other := testserver.Join(t, s.WS, "cut", "bob", "")
+	tok := testserver.Token(t, "flooder", "", 0, nil)
+	ws, _, err := testserver.Dial(testserver.WSURL(s.WS, "cut", tok), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	other.Await(t, wait, "the flooder's join", isFrame("join", "flooder"))
+	nc := ws.UnderlyingConn()
+	frame := maskedText([]byte(`{"type":"ping"}`))
+	start := time.Now()
+	ended := make(chan time.Duration, 1)
+	go func() {
+		// Writes fail once the server has closed the socket (a reset
+		// answers the writes after the close).
+		for time.Since(start) < 20*time.Second {
+			_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := nc.Write(frame); err != nil {
+				ended <- time.Since(start)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		ended <- 0
+	}()
+	other.Await(t, wait, "the flooder's leave", isFrame("leave", "flooder"))
+	select {
+	case d := <-ended:
+		if d == 0 {
+			t.Fatal("the server never ended a cut client that keeps sending")
+		}
+		t.Logf("the flooder's writes failed %v after it began", d.Round(time.Millisecond))
+	case <-time.After(25 * time.Second):
+		t.Fatal("no end")
+	}
+}

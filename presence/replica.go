@@ -40,6 +40,24 @@ type replicaRoom struct {
 	// list is the encoded member list while it is current (nil once a
 	// frame changed the members): a welcome re-sends it as it is.
 	list json.RawMessage
+	// order is the members oldest first while sorted is set: a join (the
+	// newest member, as a rule) is appended, a leave cut out, anything
+	// else has the next list sort them again.
+	order  []listEntry
+	sorted bool
+}
+
+type listEntry struct {
+	since int64
+	id    string
+	enc   []byte
+}
+
+func (a listEntry) compare(b listEntry) int {
+	if c := cmp.Compare(a.since, b.since); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, b.id)
 }
 
 // replicaMember is a member with its JSON encoding, made once when its
@@ -199,8 +217,7 @@ func (rr *replicaRoom) apply(frame []byte) {
 	case "join", "update":
 		rr.put(f.Member)
 	case "leave":
-		delete(rr.members, f.Member.ID)
-		rr.list = nil
+		rr.remove(f.Member.ID)
 	case "sync":
 		rr.set(f.Members)
 	}
@@ -215,14 +232,33 @@ func (rr *replicaRoom) put(m Member) {
 	if err != nil {
 		return // Meta came from a frame that parsed: it is valid JSON
 	}
+	_, known := rr.members[m.ID]
 	rr.members[m.ID] = replicaMember{m, enc}
 	rr.list = nil
+	e := listEntry{m.Since, m.ID, enc}
+	if known || !rr.sorted || (len(rr.order) > 0 && rr.order[len(rr.order)-1].compare(e) > 0) {
+		rr.sorted, rr.order = false, nil
+		return
+	}
+	rr.order = append(rr.order, e)
+}
+
+// remove takes the member id out.
+func (rr *replicaRoom) remove(id string) {
+	if _, ok := rr.members[id]; !ok {
+		return
+	}
+	delete(rr.members, id)
+	rr.list = nil
+	if rr.sorted {
+		rr.order = slices.DeleteFunc(rr.order, func(e listEntry) bool { return e.id == id })
+	}
 }
 
 // set replaces every member with members.
 func (rr *replicaRoom) set(members []Member) {
 	clear(rr.members)
-	rr.list = nil
+	rr.list, rr.order, rr.sorted = nil, nil, len(members) == 0
 	for _, m := range members {
 		rr.put(m)
 	}
@@ -234,30 +270,25 @@ func (rr *replicaRoom) encoded() json.RawMessage {
 	if rr.list != nil {
 		return rr.list
 	}
-	type entry struct {
-		since int64
-		id    string
-		enc   []byte
-	}
-	ms := make([]entry, 0, len(rr.members))
-	n := 2
-	for _, m := range rr.members {
-		ms = append(ms, entry{m.Since, m.ID, m.enc})
-		n += len(m.enc) + 1
-	}
-	slices.SortFunc(ms, func(a, b entry) int {
-		if c := cmp.Compare(a.since, b.since); c != 0 {
-			return c
+	if !rr.sorted {
+		rr.order = make([]listEntry, 0, len(rr.members))
+		for _, m := range rr.members {
+			rr.order = append(rr.order, listEntry{m.Since, m.ID, m.enc})
 		}
-		return strings.Compare(a.id, b.id)
-	})
+		slices.SortFunc(rr.order, listEntry.compare)
+		rr.sorted = true
+	}
+	n := 2
+	for _, e := range rr.order {
+		n += len(e.enc) + 1
+	}
 	b := make([]byte, 0, n)
 	b = append(b, '[')
-	for i, m := range ms {
+	for i, e := range rr.order {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, m.enc...)
+		b = append(b, e.enc...)
 	}
 	rr.list = append(b, ']')
 	return rr.list

@@ -236,3 +236,39 @@ func TestReplicaSnapshotCount(t *testing.T) {
 		t.Fatalf("joiner that never shows up: %v", err)
 	}
 }
+
+// The list stays sorted oldest first whatever order the frames come in:
+// joins of newer and of older members, leaves from the middle, updates.
+func TestReplicaListOrder(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, time.Millisecond, "s")
+	base := time.Now().UnixMilli() + 1000
+	join := func(id string, since int64) {
+		r.Observe("r", Frame("join", "r", Member{ID: id, Meta: json.RawMessage(`{}`), Since: base + since}, ""))
+	}
+	check := func(user, want string) {
+		t.Helper()
+		got, _, err := r.Snapshot(ctx, "r", user, time.Second)
+		if err != nil || ids(t, got) != want {
+			t.Fatalf("list %s %v, want %s", got, err, want)
+		}
+	}
+	check("s", "s") // loads the room
+	join("x", 5)
+	check("x", "s,x")
+	join("b", 20)
+	join("a", 20) // same since: by id
+	join("c", 30)
+	check("c", "s,x,a,b,c")
+	join("old", -5000) // an older member (another instance's clock)
+	check("old", "old,s,x,a,b,c")
+	join("d", 40)
+	r.Observe("r", Frame("leave", "r", Member{ID: "b"}, ReasonClosed))
+	check("d", "old,s,x,a,c,d")
+	r.Observe("r", Frame("update", "r", Member{ID: "x", Meta: json.RawMessage(`{"k":1}`), Since: base + 5}, ""))
+	join("e", 50)
+	got, _, err := r.Snapshot(ctx, "r", "e", time.Second)
+	if err != nil || ids(t, got) != "old,s,x,a,c,d,e" || !strings.Contains(string(got), `{"k":1}`) {
+		t.Fatalf("after an update: %s %v", got, err)
+	}
+}

@@ -69,6 +69,10 @@ type room struct {
 	pending [][]byte
 	ptimer  *time.Timer
 	sentAt  time.Time // when the last batch of coalesced frames went out
+	// late holds the connections added while frames were pending, with
+	// how many: they skip those. Their welcome is read after their own
+	// join, which comes after those frames, so it holds them already.
+	late map[*Conn]int
 
 	// Count-mode connections (Conn.PresenceCount) get the member count at
 	// most once per CountInterval; guarded by pmu.
@@ -250,6 +254,14 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 		if c.PresenceCount {
 			r.ncount++
 		}
+		r.pmu.Lock()
+		if n := len(r.pending); n > 0 {
+			if r.late == nil {
+				r.late = make(map[*Conn]int)
+			}
+			r.late[c] = n
+		}
+		r.pmu.Unlock()
 	}
 	r.mu.Unlock()
 	r.streamMu.Unlock()
@@ -303,7 +315,7 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		if r.ctimer != nil {
 			r.ctimer.Stop()
 		}
-		r.pending, r.ptimer, r.ctimer = nil, nil, nil
+		r.pending, r.ptimer, r.ctimer, r.late = nil, nil, nil, nil
 		r.pmu.Unlock()
 		r.flushMu.Unlock()
 		if h.o.OnUnsubscribed != nil {
@@ -439,8 +451,8 @@ func (h *Hub) flushCoalesced(r *room) {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	r.pmu.Lock()
-	frames := r.pending
-	r.pending, r.ptimer = nil, nil
+	frames, late := r.pending, r.late
+	r.pending, r.ptimer, r.late = nil, nil, nil
 	if len(frames) > 0 {
 		r.sentAt = time.Now()
 	}
@@ -451,9 +463,16 @@ func (h *Hub) flushCoalesced(r *room) {
 	r.mu.RLock()
 	counting := r.ncount > 0
 	for c := range r.conns {
-		if !c.PresenceCount {
-			c.SendBatch(frames)
+		if c.PresenceCount {
+			continue
 		}
+		if skip := late[c]; skip > 0 {
+			if skip < len(frames) {
+				c.SendBatch(frames[skip:])
+			}
+			continue
+		}
+		c.SendBatch(frames)
 	}
 	r.mu.RUnlock()
 	if counting && h.o.Count != nil {

@@ -181,3 +181,54 @@ func TestCoalesceMaxSendsAFullBatchAtOnce(t *testing.T) {
 	h.Flush("room")
 	waitFor("p0,p1,p2,p3,p4,p5")
 }
+
+// A connection added while frames wait gets only the frames after it: its
+// welcome is read after its own join, which follows them.
+func TestCoalesceSkipsFramesBeforeAJoin(t *testing.T) {
+	h, recs := coalescingRoom(t, HubOptions{CoalesceWindow: time.Hour}, 1)
+	ctx := context.Background()
+	pub := func(f string) {
+		if err := h.Publish(ctx, "room", "", []byte(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frames := func(r *writesRecorder) string {
+		w, _ := r.get()
+		var all []string
+		for _, x := range w {
+			for _, f := range x {
+				if f != "" { // the first member's empty welcome
+					all = append(all, f)
+				}
+			}
+		}
+		return strings.Join(all, ",")
+	}
+	waitFor := func(r *writesRecorder, want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); frames(r) != want && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if got := frames(r); got != want {
+			t.Fatalf("got %s, want %s", got, want)
+		}
+	}
+	pub("p0")
+	pub("p1")
+	late := &writesRecorder{}
+	c := NewConn("late", "room", "u", late, ConnOptions{})
+	if err := h.Add(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	pub("p2")
+	h.Flush("room")
+	c.Start([]byte("welcome"))
+	waitFor(recs[0], "p0,p1,p2")
+	waitFor(late, "welcome,p2")
+	// The next batch goes to both whole.
+	pub("p3")
+	pub("p4")
+	h.Flush("room")
+	waitFor(recs[0], "p0,p1,p2,p3,p4")
+	waitFor(late, "welcome,p2,p3,p4")
+}

@@ -70,12 +70,12 @@ func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeF
 		if from.mode == sinceResume {
 			w.Recovered = ptr(false)
 		}
-		return [][]byte{encode(w)}, pos, nil
+		return [][]byte{encodeWelcome(w)}, pos, nil
 	}
 	switch from.mode {
 	case sinceLive:
 		w.Epoch, w.Seq = pos.Epoch, ptr(pos.Seq)
-		return [][]byte{encode(w)}, pos, nil
+		return [][]byte{encodeWelcome(w)}, pos, nil
 	case sinceResume:
 		h, err := s.broker.History(ctx, conn.Room, from.pos.Seq, s.cfg.HistorySize)
 		if err != nil {
@@ -84,7 +84,7 @@ func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeF
 		if h.Position.Epoch == from.pos.Epoch && h.Complete {
 			frames, end := replay(h, from.pos.Seq)
 			w.Epoch, w.Seq, w.Recovered = end.Epoch, ptr(end.Seq), ptr(true)
-			frames[0] = encode(w)
+			frames[0] = encodeWelcome(w)
 			return frames, end, nil
 		}
 		w.Recovered = ptr(false)
@@ -115,7 +115,7 @@ func (s *Server) welcomeFrames(ctx context.Context, conn *rooms.Conn, w welcomeF
 		}
 		frames, end := replay(h, after)
 		w.Epoch, w.Seq, w.State = end.Epoch, ptr(max(end.Seq, h.Position.Seq)), st
-		frames[0] = encode(w)
+		frames[0] = encodeWelcome(w)
 		return frames, end, nil
 	}
 }

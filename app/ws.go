@@ -342,19 +342,21 @@ func (s *Server) join(conn *rooms.Conn, claims *auth.Claims, from since) error {
 		// me is what this join made of the user, exactly; the list may
 		// show an older count for it until the join's own frame, held
 		// behind the welcome, arrives.
-		members, err := s.snapshot(ctx, conn.Room, me.ID)
-		if err != nil {
-			s.undoJoin(conn, true)
-			return fmt.Errorf("read members: %w", err)
-		}
-		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Members: members, Instance: s.cfg.InstanceID}
+		w := welcomeFrame{Type: "welcome", Room: conn.Room, Conn: conn.ID, Me: me, Instance: s.cfg.InstanceID}
 		if conn.PresenceCount {
-			n, err := s.memberCount(ctx, conn.Room)
+			n, err := s.memberCount(ctx, conn.Room, me.ID)
 			if err != nil {
 				s.undoJoin(conn, true)
 				return fmt.Errorf("count members: %w", err)
 			}
-			w.Members, w.Count = nil, &n
+			w.Count = &n
+		} else {
+			members, err := s.snapshot(ctx, conn.Room, me.ID)
+			if err != nil {
+				s.undoJoin(conn, true)
+				return fmt.Errorf("read members: %w", err)
+			}
+			w.Members = members
 		}
 		frames, pos, err := s.welcomeFrames(ctx, conn, w, from)
 		if err != nil {
@@ -389,11 +391,16 @@ func (s *Server) snapshot(ctx context.Context, room, user string) (json.RawMessa
 	return encode(nonNil(ms)), nil
 }
 
-// memberCount is the room's member count, from the replica when it holds
-// the room.
-func (s *Server) memberCount(ctx context.Context, room string) (int, error) {
-	if n, ok := s.replica.Count(room); ok {
+// memberCount is the room's member count for a count-mode welcome, from
+// this instance's replica once it holds user (as snapshot), else from the
+// store. The replica does not encode the list for it.
+func (s *Server) memberCount(ctx context.Context, room, user string) (int, error) {
+	n, err := s.replica.SnapshotCount(ctx, room, user, replicaWait)
+	if err == nil {
 		return n, nil
+	}
+	if !errors.Is(err, presence.ErrNotReplicated) {
+		return 0, err
 	}
 	ms, err := s.store.Members(ctx, room)
 	return len(ms), err

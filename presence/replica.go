@@ -2,10 +2,13 @@ package presence
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,10 +33,39 @@ type replicaRoom struct {
 	mu        sync.Mutex
 	load      *replicaLoad // the current (or last good) load; nil before one started or after one failed
 	held      [][]byte     // frames observed while loading, applied after it
-	members   map[string]Member
+	members   map[string]replicaMember
 	waiters   []*snapshotWaiter
 	timer     *time.Timer
 	encodedAt time.Time // the last flush that encoded the member list
+	// list is the encoded member list while it is current (nil once a
+	// frame changed the members): a welcome re-sends it as it is.
+	list json.RawMessage
+	// order is the members oldest first while sorted is set: a join (the
+	// newest member, as a rule) is appended, a leave cut out, anything
+	// else has the next list sort them again.
+	order  []listEntry
+	sorted bool
+}
+
+type listEntry struct {
+	since int64
+	id    string
+	enc   []byte
+}
+
+func (a listEntry) compare(b listEntry) int {
+	if c := cmp.Compare(a.since, b.since); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+// replicaMember is a member with its JSON encoding, made once when its
+// frame is applied: a list is the concatenation of its members' encodings,
+// so a busy room is not re-encoded member by member for every joiner.
+type replicaMember struct {
+	Member
+	enc []byte
 }
 
 // replicaLoad is one attempt at loading a room.
@@ -43,13 +75,15 @@ type replicaLoad struct {
 }
 
 type snapshotWaiter struct {
-	user string
-	done chan snapshotResult // buffered 1
+	user  string
+	count bool                // wants the member count only, not the list
+	done  chan snapshotResult // buffered 1
 }
 
 type snapshotResult struct {
-	members json.RawMessage
+	members json.RawMessage // nil for a count waiter
 	me      Member
+	count   int
 }
 
 // ReplicaOptions configure a Replica.
@@ -76,7 +110,7 @@ func (r *Replica) room(name string, create bool) *replicaRoom {
 	defer r.mu.Unlock()
 	rr := r.rooms[name]
 	if rr == nil && create {
-		rr = &replicaRoom{members: make(map[string]Member)}
+		rr = &replicaRoom{members: make(map[string]replicaMember)}
 		r.rooms[name] = rr
 	}
 	return rr
@@ -138,10 +172,7 @@ func (r *Replica) Reset(room string, members []Member) {
 	if !rr.loaded() {
 		return // the load reads after this anyway
 	}
-	clear(rr.members)
-	for _, m := range members {
-		rr.members[m.ID] = m
-	}
+	rr.set(members)
 }
 
 // Count returns how many members the room has, when the replica holds it.
@@ -184,15 +215,83 @@ func (rr *replicaRoom) apply(frame []byte) {
 	}
 	switch f.Type {
 	case "join", "update":
-		rr.members[f.Member.ID] = f.Member
+		rr.put(f.Member)
 	case "leave":
-		delete(rr.members, f.Member.ID)
+		rr.remove(f.Member.ID)
 	case "sync":
-		clear(rr.members)
-		for _, m := range f.Members {
-			rr.members[m.ID] = m
-		}
+		rr.set(f.Members)
 	}
+}
+
+// put adds or replaces m, encoding it as a welcome lists it.
+func (rr *replicaRoom) put(m Member) {
+	if len(m.Meta) == 0 {
+		m.Meta = json.RawMessage("{}")
+	}
+	enc, err := json.Marshal(m)
+	if err != nil {
+		return // Meta came from a frame that parsed: it is valid JSON
+	}
+	_, known := rr.members[m.ID]
+	rr.members[m.ID] = replicaMember{m, enc}
+	rr.list = nil
+	e := listEntry{m.Since, m.ID, enc}
+	if known || !rr.sorted || (len(rr.order) > 0 && rr.order[len(rr.order)-1].compare(e) > 0) {
+		rr.sorted, rr.order = false, nil
+		return
+	}
+	rr.order = append(rr.order, e)
+}
+
+// remove takes the member id out.
+func (rr *replicaRoom) remove(id string) {
+	if _, ok := rr.members[id]; !ok {
+		return
+	}
+	delete(rr.members, id)
+	rr.list = nil
+	if rr.sorted {
+		rr.order = slices.DeleteFunc(rr.order, func(e listEntry) bool { return e.id == id })
+	}
+}
+
+// set replaces every member with members.
+func (rr *replicaRoom) set(members []Member) {
+	clear(rr.members)
+	rr.list, rr.order, rr.sorted = nil, nil, len(members) == 0
+	for _, m := range members {
+		rr.put(m)
+	}
+}
+
+// encoded returns the member list, oldest first, as a JSON array: the
+// cached one while no frame changed the members since.
+func (rr *replicaRoom) encoded() json.RawMessage {
+	if rr.list != nil {
+		return rr.list
+	}
+	if !rr.sorted {
+		rr.order = make([]listEntry, 0, len(rr.members))
+		for _, m := range rr.members {
+			rr.order = append(rr.order, listEntry{m.Since, m.ID, m.enc})
+		}
+		slices.SortFunc(rr.order, listEntry.compare)
+		rr.sorted = true
+	}
+	n := 2
+	for _, e := range rr.order {
+		n += len(e.enc) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, e := range rr.order {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.enc...)
+	}
+	rr.list = append(b, ']')
+	return rr.list
 }
 
 // IsPresenceFrame reports whether frame is a join, leave, update or sync
@@ -236,7 +335,7 @@ func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
 		return nil, l.err
 	}
 	for _, m := range members {
-		rr.members[m.ID] = m
+		rr.put(m)
 	}
 	for _, f := range rr.held {
 		rr.apply(f)
@@ -252,12 +351,31 @@ func (r *Replica) load(ctx context.Context, room string) (*replicaRoom, error) {
 // one encoding. It returns ErrNotReplicated if user does not show up
 // within wait.
 func (r *Replica) Snapshot(ctx context.Context, room, user string, wait time.Duration) (json.RawMessage, Member, error) {
+	res, err := r.snapshot(ctx, room, user, false, wait)
+	return res.members, res.me, err
+}
+
+// SnapshotCount is Snapshot for a welcome that shows the member count
+// only: the room's member count once the replica holds user, without
+// encoding the list.
+func (r *Replica) SnapshotCount(ctx context.Context, room, user string, wait time.Duration) (int, error) {
+	res, err := r.snapshot(ctx, room, user, true, wait)
+	return res.count, err
+}
+
+func (r *Replica) snapshot(ctx context.Context, room, user string, count bool, wait time.Duration) (snapshotResult, error) {
 	rr, err := r.load(ctx, room)
 	if err != nil {
-		return nil, Member{}, err
+		return snapshotResult{}, err
 	}
-	w := &snapshotWaiter{user: user, done: make(chan snapshotResult, 1)}
+	w := &snapshotWaiter{user: user, count: count, done: make(chan snapshotResult, 1)}
 	rr.mu.Lock()
+	if m, ok := rr.members[user]; ok && count {
+		// Nothing to encode, so nothing to share: no need to wait.
+		n := len(rr.members)
+		rr.mu.Unlock()
+		return snapshotResult{me: m.Member, count: n}, nil
+	}
 	rr.waiters = append(rr.waiters, w)
 	r.scheduleLocked(rr)
 	rr.mu.Unlock()
@@ -266,9 +384,9 @@ func (r *Replica) Snapshot(ctx context.Context, room, user string, wait time.Dur
 	select {
 	case res, ok := <-w.done:
 		if !ok {
-			return nil, Member{}, ErrNotReplicated
+			return snapshotResult{}, ErrNotReplicated
 		}
-		return res.members, res.me, nil
+		return res, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -283,11 +401,11 @@ func (r *Replica) Snapshot(ctx context.Context, room, user string, wait time.Dur
 	select {
 	case res, ok := <-w.done: // answered meanwhile
 		if ok {
-			return res.members, res.me, nil
+			return res, nil
 		}
 	default:
 	}
-	return nil, Member{}, ErrNotReplicated
+	return snapshotResult{}, ErrNotReplicated
 }
 
 // scheduleLocked arranges a flush: at once when the room was not encoded
@@ -321,23 +439,20 @@ func (r *Replica) flush(rr *replicaRoom) {
 	if len(ready) == 0 {
 		return // Observe schedules again when frames arrive
 	}
-	ms := make([]Member, 0, len(rr.members))
-	for _, m := range rr.members {
-		if len(m.Meta) == 0 {
-			m.Meta = json.RawMessage("{}")
+	var enc json.RawMessage
+	for _, w := range ready {
+		if !w.count && enc == nil {
+			if rr.list == nil {
+				rr.encodedAt = time.Now()
+			}
+			enc = rr.encoded()
 		}
-		ms = append(ms, m)
-	}
-	sortMembers(ms)
-	rr.encodedAt = time.Now()
-	enc, err := json.Marshal(ms)
-	if err != nil {
-		for _, w := range ready {
-			close(w.done)
-		}
-		return
 	}
 	for _, w := range ready {
-		w.done <- snapshotResult{members: enc, me: rr.members[w.user]}
+		res := snapshotResult{me: rr.members[w.user].Member, count: len(rr.members)}
+		if !w.count {
+			res.members = enc
+		}
+		w.done <- res
 	}
 }

@@ -160,3 +160,115 @@ func TestReplicaLoadRetriesAfterAFailure(t *testing.T) {
 		t.Fatalf("frames after the retried load: %s %v", got, err)
 	}
 }
+
+// The list a welcome gets is byte for byte the encoding of the room's
+// members sorted oldest first, as the store's list would be encoded,
+// also after updates and leaves changed the cached one.
+func TestReplicaListIsTheMembersEncoding(t *testing.T) {
+	ctx := context.Background()
+	r, store := replicaOf(t, time.Millisecond, "a", "b", "c")
+	check := func(user string) {
+		t.Helper()
+		got, _, err := r.Snapshot(ctx, "r", user, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := store.Members(ctx, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ms {
+			if len(ms[i].Meta) == 0 {
+				ms[i].Meta = json.RawMessage("{}")
+			}
+		}
+		want, _ := json.Marshal(ms)
+		if string(got) != string(want) {
+			t.Fatalf("list\n got %s\nwant %s", got, want)
+		}
+	}
+	check("a")
+	check("a") // the cached list
+	for _, op := range []func() (Member, string, error){
+		func() (Member, string, error) {
+			m, err := store.Join(ctx, Session{Room: "r", Conn: "c-d", User: "d", Name: "D <&>", Meta: json.RawMessage(`{"k": "<v>"}`)})
+			return m, "join", err
+		},
+		func() (Member, string, error) {
+			m, err := store.SetMeta(ctx, "r", "c-b", "b", json.RawMessage(`{"x":2}`))
+			return m, "update", err
+		},
+		func() (Member, string, error) {
+			return Member{ID: "a"}, "leave", store.Leave(ctx, "r", "c-a", "a")
+		},
+	} {
+		m, typ, err := op()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Observe("r", Frame(typ, "r", m, ""))
+		check("d")
+	}
+}
+
+// A count-mode welcome waits for its joiner like a list does, and gets
+// the count that includes it without the list being encoded.
+func TestReplicaSnapshotCount(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, 5*time.Millisecond, "a", "b")
+	if n, err := r.SnapshotCount(ctx, "r", "a", time.Second); err != nil || n != 2 {
+		t.Fatalf("count: %d %v", n, err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		n, err := r.SnapshotCount(ctx, "r", "late", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- n
+	}()
+	time.Sleep(20 * time.Millisecond)
+	r.Observe("r", Frame("join", "r", Member{ID: "late", Meta: json.RawMessage(`{}`), Since: time.Now().UnixMilli() + 1000}, ""))
+	if n := <-done; n != 3 {
+		t.Fatalf("late joiner's count: %d", n)
+	}
+	if _, err := r.SnapshotCount(ctx, "r", "never", 30*time.Millisecond); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("joiner that never shows up: %v", err)
+	}
+}
+
+// The list stays sorted oldest first whatever order the frames come in:
+// joins of newer and of older members, leaves from the middle, updates.
+func TestReplicaListOrder(t *testing.T) {
+	ctx := context.Background()
+	r, _ := replicaOf(t, time.Millisecond, "s")
+	base := time.Now().UnixMilli() + 1000
+	join := func(id string, since int64) {
+		r.Observe("r", Frame("join", "r", Member{ID: id, Meta: json.RawMessage(`{}`), Since: base + since}, ""))
+	}
+	check := func(user, want string) {
+		t.Helper()
+		got, _, err := r.Snapshot(ctx, "r", user, time.Second)
+		if err != nil || ids(t, got) != want {
+			t.Fatalf("list %s %v, want %s", got, err, want)
+		}
+	}
+	check("s", "s") // loads the room
+	join("x", 5)
+	check("x", "s,x")
+	join("b", 20)
+	join("a", 20) // same since: by id
+	join("c", 30)
+	check("c", "s,x,a,b,c")
+	join("old", -5000) // an older member (another instance's clock)
+	check("old", "old,s,x,a,b,c")
+	join("d", 40)
+	r.Observe("r", Frame("leave", "r", Member{ID: "b"}, ReasonClosed))
+	check("d", "old,s,x,a,c,d")
+	r.Observe("r", Frame("update", "r", Member{ID: "x", Meta: json.RawMessage(`{"k":1}`), Since: base + 5}, ""))
+	join("e", 50)
+	got, _, err := r.Snapshot(ctx, "r", "e", time.Second)
+	if err != nil || ids(t, got) != "old,s,x,a,c,d,e" || !strings.Contains(string(got), `{"k":1}`) {
+		t.Fatalf("after an update: %s %v", got, err)
+	}
+}

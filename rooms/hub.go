@@ -68,6 +68,11 @@ type room struct {
 	pmu     sync.Mutex
 	pending [][]byte
 	ptimer  *time.Timer
+	sentAt  time.Time // when the last batch of coalesced frames went out
+	// late holds the connections added while frames were pending, with
+	// how many: they skip those. Their welcome is read after their own
+	// join, which comes after those frames, so it holds them already.
+	late map[*Conn]int
 
 	// Count-mode connections (Conn.PresenceCount) get the member count at
 	// most once per CountInterval; guarded by pmu.
@@ -115,6 +120,17 @@ type HubOptions struct {
 	// join. They keep their order among themselves.
 	Coalesce       func(frame []byte) bool
 	CoalesceWindow time.Duration
+	// CoalesceEvery, when longer than CoalesceWindow, paces a busy room:
+	// its batches go out at most once per CoalesceEvery. A frame that
+	// finds the room quiet still waits CoalesceWindow only; in a burst
+	// (a batch went out less than CoalesceEvery ago) it waits for the
+	// next batch, at most CoalesceEvery. Each batch costs one write per
+	// socket of the room, whatever the number of frames in it.
+	CoalesceEvery time.Duration
+	// CoalesceMax is the most frames a batch holds: a room with that many
+	// waiting sends them at once, so a storm into a large room keeps its
+	// writes (and each socket's queue) small. Zero value means 64.
+	CoalesceMax int
 	// Docs, if set, owns the rooms' documents: it gets every document
 	// payload of a room, the room's deletion and the broker's gaps.
 	Docs DocHandler
@@ -163,6 +179,9 @@ func NewHub(b Broker, o HubOptions) *Hub {
 	}
 	if o.CoalesceWindow <= 0 {
 		o.CoalesceWindow = 20 * time.Millisecond
+	}
+	if o.CoalesceMax <= 0 {
+		o.CoalesceMax = 64
 	}
 	if o.CountInterval <= 0 {
 		o.CountInterval = time.Second
@@ -235,6 +254,14 @@ func (h *Hub) Add(ctx context.Context, c *Conn) error {
 		if c.PresenceCount {
 			r.ncount++
 		}
+		r.pmu.Lock()
+		if n := len(r.pending); n > 0 {
+			if r.late == nil {
+				r.late = make(map[*Conn]int)
+			}
+			r.late[c] = n
+		}
+		r.pmu.Unlock()
 	}
 	r.mu.Unlock()
 	r.streamMu.Unlock()
@@ -288,7 +315,7 @@ func (h *Hub) Remove(ctx context.Context, c *Conn) {
 		if r.ctimer != nil {
 			r.ctimer.Stop()
 		}
-		r.pending, r.ptimer, r.ctimer = nil, nil, nil
+		r.pending, r.ptimer, r.ctimer, r.late = nil, nil, nil, nil
 		r.pmu.Unlock()
 		r.flushMu.Unlock()
 		if h.o.OnUnsubscribed != nil {
@@ -372,8 +399,21 @@ func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
 	if exclude == "" && h.o.Coalesce != nil && h.o.Coalesce(frame) {
 		r.pmu.Lock()
 		r.pending = append(r.pending, frame)
-		if r.ptimer == nil {
-			r.ptimer = time.AfterFunc(h.o.CoalesceWindow, func() { h.flushCoalesced(r) })
+		switch {
+		case len(r.pending) == h.o.CoalesceMax:
+			// Full: out now, off the delivering goroutine (a flush
+			// may be running). Frames behind these join them until
+			// the flush takes them.
+			if r.ptimer != nil {
+				r.ptimer.Stop()
+			}
+			r.ptimer = time.AfterFunc(0, func() { h.flushCoalesced(r) })
+		case r.ptimer == nil:
+			wait := h.o.CoalesceWindow
+			if h.o.CoalesceEvery > wait && !r.sentAt.IsZero() {
+				wait = max(wait, time.Until(r.sentAt.Add(h.o.CoalesceEvery)))
+			}
+			r.ptimer = time.AfterFunc(wait, func() { h.flushCoalesced(r) })
 		}
 		r.pmu.Unlock()
 		return
@@ -411,8 +451,11 @@ func (h *Hub) flushCoalesced(r *room) {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	r.pmu.Lock()
-	frames := r.pending
-	r.pending, r.ptimer = nil, nil
+	frames, late := r.pending, r.late
+	r.pending, r.ptimer, r.late = nil, nil, nil
+	if len(frames) > 0 {
+		r.sentAt = time.Now()
+	}
 	r.pmu.Unlock()
 	if len(frames) == 0 {
 		return
@@ -420,9 +463,16 @@ func (h *Hub) flushCoalesced(r *room) {
 	r.mu.RLock()
 	counting := r.ncount > 0
 	for c := range r.conns {
-		if !c.PresenceCount {
-			c.SendBatch(frames)
+		if c.PresenceCount {
+			continue
 		}
+		if skip := late[c]; skip > 0 {
+			if skip < len(frames) {
+				c.SendBatch(frames[skip:])
+			}
+			continue
+		}
+		c.SendBatch(frames)
 	}
 	r.mu.RUnlock()
 	if counting && h.o.Count != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/roomcast/roomcast/rooms/wire"
 )
@@ -93,5 +94,41 @@ func BenchmarkHubDeliverStored(b *testing.B) {
 				b.Fatalf("delivered up to %+v, want seq %d", p, pos.Seq+uint64(b.N))
 			}
 		})
+	}
+}
+
+// BenchmarkHubCoalescedBurst is a burst of 5 presence frames into a room
+// of 100 local connections, then the batch going out (Flush, as the
+// window's timer would): ns/op is per burst, one SendBatch per socket.
+func BenchmarkHubCoalescedBurst(b *testing.B) {
+	br := NewMemoryBroker(StreamOptions{})
+	h := NewHub(br, HubOptions{Coalesce: func(f []byte) bool { return f[0] == 'p' }, CoalesceWindow: time.Hour, CoalesceEvery: time.Hour})
+	ctx := context.Background()
+	if err := br.Start(ctx, h); err != nil {
+		b.Fatal(err)
+	}
+	conns := make([]*Conn, 100)
+	for i := range conns {
+		conns[i] = NewConn(fmt.Sprint("c", i), "room", "u", discard{}, ConnOptions{QueueSize: 1 << 20})
+		if err := h.Add(ctx, conns[i]); err != nil {
+			b.Fatal(err)
+		}
+		conns[i].Start(nil)
+	}
+	frame := append([]byte("p"), make([]byte, 200)...)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for range 5 {
+			if err := h.Publish(ctx, "room", "", frame); err != nil {
+				b.Fatal(err)
+			}
+		}
+		h.Flush("room")
+	}
+	b.StopTimer()
+	for _, c := range conns {
+		c.Close(CloseNormal, "")
+		c.Wait()
 	}
 }

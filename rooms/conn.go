@@ -522,7 +522,9 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.seq = seq
+	// The room's epoch string from now on: the next comparison is then
+	// of the same bytes (memequal's pointer check), not of 36 of them.
+	c.epoch, c.seq = epoch, seq
 	if frame == nil {
 		// The sender's own message, not echoed: only the position moves.
 		c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -21,8 +22,9 @@ import (
 // never blocks, so the scheduler has nothing to hand off.
 type rawTCPConn struct {
 	*net.TCPConn
-	raw syscall.RawConn
-	rw  rawIO // the call in progress; one reader and one writer at a time
+	raw      syscall.RawConn
+	rmu, wmu sync.Mutex // one Read and one Write at a time share rw
+	rw       rawIO      // the calls in progress
 }
 
 type rawIO struct {
@@ -98,11 +100,13 @@ func (c *rawTCPConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return c.TCPConn.Read(b)
 	}
+	c.rmu.Lock()
 	w := &c.rw
 	w.rb, w.rn, w.rerr = b, 0, 0
 	err := c.raw.Read(w.readFn)
 	n, errno := w.rn, w.rerr
 	w.rb = nil
+	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -119,11 +123,13 @@ func (c *rawTCPConn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return c.TCPConn.Write(b)
 	}
+	c.wmu.Lock()
 	w := &c.rw
 	w.wb, w.wn, w.werr = b, 0, 0
 	err := c.raw.Write(w.wrtFn)
 	n, errno := w.wn, w.werr
 	w.wb = nil
+	c.wmu.Unlock()
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)

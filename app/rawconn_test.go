@@ -107,3 +107,38 @@ func BenchmarkRedisConnRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// Like any net.Conn, several goroutines may write at once: each write
+// goes out whole.
+func TestRawTCPConnConcurrentWrites(t *testing.T) {
+	a, b := tcpPair(t)
+	ra := newRawTCPConn(a)
+	const writers, each, size = 4, 200, 1000
+	done := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			msg := bytes.Repeat([]byte{byte('a' + w)}, size)
+			for range each {
+				if _, err := ra.Write(msg); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	got := make([]byte, writers*each*size)
+	if _, err := io.ReadFull(b, got); err != nil {
+		t.Fatal(err)
+	}
+	for range writers {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < len(got); i += size {
+		if !bytes.Equal(got[i:i+size], bytes.Repeat(got[i:i+1], size)) {
+			t.Fatalf("message at %d interleaved with another", i)
+		}
+	}
+}

@@ -85,6 +85,12 @@ func newRedisClient(url string) (redis.UniversalClient, error) {
 		// watch for cross-slot errors.
 		copt.DisableIdentity = true
 		copt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		copt.NewClient = func(o *redis.Options) *redis.Client {
+			if o.Dialer == nil {
+				o.Dialer = rawDialer(redis.NewDialer(o))
+			}
+			return redis.NewClient(o)
+		}
 		return redis.NewClusterClient(copt), nil
 	}
 	opt, err := redis.ParseURL(url)
@@ -92,6 +98,9 @@ func newRedisClient(url string) (redis.UniversalClient, error) {
 		return nil, err
 	}
 	opt.MaxRetries = -1
+	// Reads and writes on the connections are raw system calls: see
+	// rawTCPConn.
+	opt.Dialer = rawDialer(redis.NewDialer(opt))
 	return redis.NewClient(opt), nil
 }
 

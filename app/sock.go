@@ -171,7 +171,7 @@ func (k *wsSock) finish() {
 	k.s.poller.forget(k)
 	k.rd.Release()
 	k.end()
-	_ = k.nc.Close()
+	k.t.close()
 }
 
 // park gives the socket to the poller once it has nothing to read; false

@@ -7,8 +7,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/fasthttp/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/roomcast/roomcast/rooms"
 )
@@ -21,17 +23,25 @@ import (
 type wsTransport struct {
 	nc           net.Conn
 	raw          syscall.RawConn // nil when the socket has no file descriptor
+	fd           int             // the socket's descriptor for inline writes; -1 when there is none
 	op           byte            // opText, or opBinary for Yjs sockets
 	writeTimeout time.Duration
 	closeWait    time.Duration // after our close frame, for the peer's answer
 	armed        time.Time     // when the write deadline was last pushed forward
 	pending      []byte        // the unwritten rest of a TryWrite, written first
 	onWrite      func(frames int)
-	rw           rawWrite
-	rwFn         func(fd uintptr) bool // rw.do
-	one          [1][]byte             // TryWrite's batch of one, without an allocation
-	aborted      atomic.Bool           // Abort was called: the socket's reads end (sockSource)
+	one          [1][]byte // TryWrite's batch of one, without an allocation
+	// fdRefs keeps fd open while an inline write uses it: 2 per write in
+	// flight, plus fdClosed once Abort ran. The socket is closed by Abort
+	// or, when a write was in flight, by the write that ends last, so the
+	// descriptor cannot be closed (and its number reused by another socket)
+	// under a write.
+	fdRefs atomic.Int32
+	// aborted: Abort was called, and the socket's reads end (sockSource).
+	aborted atomic.Bool
 }
+
+const fdClosed = 1
 
 const (
 	opText   = 0x1
@@ -47,14 +57,36 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // bounding each write by tm.WriteTimeout and the wait for the peer's
 // answer to our close frame by tm.Wait: the same timings its Conn gets.
 func newWSTransport(nc net.Conn, tm rooms.CloseTimings, onWrite func(int)) *wsTransport {
-	t := &wsTransport{nc: nc, op: opText, writeTimeout: tm.WriteTimeout, closeWait: tm.Wait, onWrite: onWrite}
-	t.rwFn = t.rw.do
-	if sc, ok := t.nc.(syscall.Conn); ok {
+	t := &wsTransport{nc: nc, fd: inlineFD(nc), op: opText, writeTimeout: tm.WriteTimeout, closeWait: tm.Wait, onWrite: onWrite}
+	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			t.raw = raw
 		}
 	}
 	return t
+}
+
+// inlineFD returns the descriptor of nc's socket when inline writes may
+// use it directly: a non-blocking socket (Go's own), so a write never
+// waits. -1 otherwise.
+func inlineFD(nc net.Conn) int {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	if err := raw.Control(func(d uintptr) {
+		if fl, err := unix.FcntlInt(d, unix.F_GETFL, 0); err == nil && fl&unix.O_NONBLOCK != 0 {
+			fd = int(d)
+		}
+	}); err != nil {
+		return -1
+	}
+	return fd
 }
 
 // socketOf returns the TCP connection under ws. ws.NetConn() is fasthttp's
@@ -106,8 +138,8 @@ func (t *wsTransport) write(b []byte) error {
 }
 
 // arm pushes the write deadline forward when it was last set over a second
-// ago. Inline writes need it too: the poller refuses any write, raw ones
-// included, once the deadline has passed.
+// ago. Only the writer's blocking writes need it: inline writes go to the
+// descriptor directly, never wait, and so do not read the clock.
 func (t *wsTransport) arm() error {
 	if now := time.Now(); now.Sub(t.armed) > time.Second {
 		if err := t.nc.SetWriteDeadline(now.Add(t.writeTimeout)); err != nil {
@@ -131,67 +163,109 @@ func (t *wsTransport) TryWrite(frame []byte) (bool, error) {
 
 // TryWriteBatch implements rooms.BatchInlineWriter: frames in one
 // non-blocking write(2), the rest kept for the writer as TryWrite does.
+//
+// The write goes straight to the descriptor, not through the poller
+// (RawConn.Write): the socket is non-blocking, so there is nothing to wait
+// for, and the poller's locks, deadline check and state reset on the
+// descriptor's cold cache lines were a good part of a delivery's cost. It
+// is a raw system call too: the scheduler need not know of a call that
+// cannot block, and one it sees may have its processor handed off by the
+// system monitor, which then keeps waking every 20 µs to look again.
 func (t *wsTransport) TryWriteBatch(frames [][]byte) (bool, error) {
-	if t.raw == nil || len(t.pending) > 0 {
+	if t.fd < 0 || len(t.pending) > 0 || !t.acquireFD() {
 		// No inline write possible: keep the frames for the writer, which
-		// sends what is pending before anything else.
+		// sends what is pending before anything else (or fails on the
+		// ended socket).
 		for _, f := range frames {
 			t.pending = appendFrame(t.pending, t.op, f)
 		}
 		return false, nil
 	}
-	if err := t.arm(); err != nil {
-		return false, err
+	var n int
+	var errno syscall.Errno
+	if len(frames) == 1 && len(frames[0]) <= inlineCopyMax {
+		// One small frame: header and payload in one buffer on the stack.
+		var buf [10 + inlineCopyMax]byte
+		b := appendFrame(buf[:0], t.op, frames[0])
+		n, errno = sendNonBlocking(t.fd, b)
+		t.keepRest(b, n, errno)
+		t.releaseFD()
+		return t.wrote(len(frames), n, len(b), errno)
 	}
 	bp := bufPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, f := range frames {
 		b = appendFrame(b, t.op, f)
 	}
-	t.rw.b = b
-	err := t.raw.Write(t.rwFn)
-	n, werr := t.rw.n, t.rw.err
-	t.rw = rawWrite{}
-	if err == nil && werr != nil && werr != syscall.EAGAIN {
-		err = werr
-	}
-	if n < 0 {
-		n = 0
-	}
-	if err == nil && n < len(b) {
-		t.pending = append(t.pending[:0], b[n:]...)
-	}
-	done := err == nil && n == len(b)
+	n, errno = sendNonBlocking(t.fd, b)
+	t.keepRest(b, n, errno)
+	t.releaseFD()
 	if cap(b) <= 1<<20 {
 		*bp = b[:0]
 		bufPool.Put(bp)
 	}
-	if err != nil {
-		return false, err
-	}
-	if t.onWrite != nil && n > 0 {
-		t.onWrite(len(frames))
-	}
-	return done, nil
+	return t.wrote(len(frames), n, len(b), errno)
 }
 
-// rawWrite is one non-blocking write(2) through syscall.RawConn.Write. Its
-// method value is made once per transport: a closure per call would be an
-// allocation per delivered frame.
-type rawWrite struct {
-	b   []byte
-	n   int
-	err error
+// inlineCopyMax is the largest frame TryWrite frames on its stack.
+const inlineCopyMax = 1024
+
+// keepRest keeps what a write of b did not take, for the writer.
+func (t *wsTransport) keepRest(b []byte, n int, errno syscall.Errno) {
+	if errno != 0 && errno != syscall.EAGAIN {
+		return
+	}
+	if n < 0 {
+		n = 0
+	}
+	if n < len(b) {
+		t.pending = append(t.pending[:0], b[n:]...)
+	}
 }
 
-// do makes a single attempt: Go sockets are non-blocking, and returning
-// true tells RawConn.Write not to wait for the socket to become writable.
-func (w *rawWrite) do(fd uintptr) bool {
+// wrote is TryWriteBatch's result for a write of size bytes that took n.
+func (t *wsTransport) wrote(frames, n, size int, errno syscall.Errno) (bool, error) {
+	if errno != 0 && errno != syscall.EAGAIN {
+		return false, errno
+	}
+	if n > 0 && t.onWrite != nil {
+		t.onWrite(frames)
+	}
+	return n == size, nil
+}
+
+// sendNonBlocking makes one write(2) of b to the non-blocking socket fd,
+// retried only when a signal interrupted it. MSG_NOSIGNAL: a reset peer
+// is an EPIPE here, not a signal to the process.
+func sendNonBlocking(fd int, b []byte) (int, syscall.Errno) {
 	for {
-		w.n, w.err = syscall.Write(int(fd), w.b)
-		if w.err != syscall.EINTR {
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		if e != syscall.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+// acquireFD reports whether fd is still open, and keeps it open until
+// releaseFD.
+func (t *wsTransport) acquireFD() bool {
+	for {
+		r := t.fdRefs.Load()
+		if r&fdClosed != 0 {
+			return false
+		}
+		if t.fdRefs.CompareAndSwap(r, r+2) {
 			return true
 		}
+	}
+}
+
+// releaseFD ends an inline write's use of fd, closing the socket when
+// Abort ran meanwhile.
+func (t *wsTransport) releaseFD() {
+	if t.fdRefs.Add(-2) == fdClosed {
+		_ = t.nc.Close()
 	}
 }
 
@@ -242,18 +316,28 @@ func (t *wsTransport) WriteClose(code int, reason string) error {
 // Abort implements rooms.Transport: it ends the socket for its reader and
 // writer at once. A blocked read or write returns, and a parked socket
 // becomes readable, so its reader runs and finds the end; the reader
-// closes the socket when it finishes (wsSock.finish).
+// closes the socket when it finishes (wsSock.finish, through close).
+// shutdown(2) leaves the descriptor open, so an inline write in flight
+// still writes to this socket (and fails).
 func (t *wsTransport) Abort() {
 	// shutdown(2) alone would let a peer that keeps sending keep the
 	// reader reading: its reads end here whatever still arrives.
 	t.aborted.Store(true)
 	if t.raw == nil {
-		_ = t.nc.Close()
+		t.close()
 		return
 	}
-	err := t.raw.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
-	if err != nil {
-		// Closed already.
+	if err := t.raw.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }); err != nil {
+		t.close() // closed already
+	}
+}
+
+// close closes the socket at once, or, when an inline write is in flight,
+// as soon as it returns (a few microseconds: it does not wait), so the
+// descriptor's number is never reused under a write. Every close of a
+// socket with a transport goes through here.
+func (t *wsTransport) close() {
+	if r := t.fdRefs.Or(fdClosed); r&^fdClosed == 0 || t.fd < 0 {
 		_ = t.nc.Close()
 	}
 }

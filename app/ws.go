@@ -253,7 +253,7 @@ func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind s
 		conn.Close(rooms.CloseGoingAway, "server shutting down")
 		s.finish(conn, t)
 		k.rd.Release()
-		_ = k.nc.Close()
+		t.close()
 		done()
 		return
 	} else if err != nil {
@@ -261,7 +261,7 @@ func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind s
 		conn.Close(1011, "could not join the room; connect again")
 		s.finish(conn, t)
 		k.rd.Release()
-		_ = k.nc.Close()
+		t.close()
 		done()
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,7 +58,14 @@ type RedisBroker struct {
 	up          chan struct{}
 	upOnce      sync.Once
 
-	lastPublishErrLog time.Time // publisher goroutine only
+	// sendMu is held by whoever sends to Redis: the publisher goroutine
+	// or a script call made inline (runQueued). queued counts the payloads
+	// handed to the queue and not yet sent: an inline call is made only
+	// when it is 0, so it never overtakes one.
+	sendMu            sync.Mutex
+	queued            atomic.Int64
+	pub               publisherState // under sendMu
+	lastPublishErrLog time.Time      // under sendMu
 
 	shards []chan delivery // set by Start; see broker_redis_shards.go
 
@@ -214,6 +222,7 @@ func NewRedisBroker(client redis.UniversalClient, o RedisBrokerOptions) *RedisBr
 		o:       o,
 		log:     o.Logger,
 		queue:   make(chan outgoing, o.PublishQueue),
+		pub:     publisherState{noReplica: make(map[string]time.Time)},
 		ctx:     ctx,
 		cancel:  cancel,
 		stop:    make(chan struct{}),
@@ -279,10 +288,12 @@ func (b *RedisBroker) Publish(_ context.Context, room string, payload []byte) er
 	if b.closed || !b.started {
 		return ErrBrokerDown
 	}
+	b.queued.Add(1)
 	select {
 	case b.queue <- outgoing{channel: b.keys(room).Channel, payload: payload}:
 		return nil
 	default:
+		b.queued.Add(-1)
 		return fmt.Errorf("redis publish queue full (%d payloads): %w", cap(b.queue), ErrBrokerDown)
 	}
 }

@@ -15,22 +15,45 @@ import (
 func (b *RedisBroker) publisher() {
 	defer b.wg.Done()
 	batch := make([]outgoing, 0, b.o.PublishBatch)
-	p := &publisherState{noReplica: make(map[string]time.Time)}
 	for {
 		select {
 		case <-b.stop:
-			b.flush(p, batch)
+			b.flush(batch)
 			return
 		case o := <-b.queue:
 			batch = b.fill(append(batch[:0], o))
 			ctx, cancel := context.WithTimeout(context.Background(), b.o.PublishTimeout)
-			b.send(ctx, p, batch)
+			b.sendMu.Lock()
+			b.send(ctx, &b.pub, batch)
+			b.sendMu.Unlock()
+			b.queued.Add(-int64(len(batch)))
 			cancel()
 		}
 	}
 }
 
-// publisherState is the publisher goroutine's own.
+// runInline sends call from the caller's goroutine, as a batch of one:
+// with nothing queued, handing it to the publisher goroutine and its
+// answer back were two goroutine wake-ups (two threads woken on an idle
+// instance) for one round trip. The caller holds sendMu; runInline
+// releases it.
+func (b *RedisBroker) runInline(ctx context.Context, call *scriptCall) (any, error) {
+	if err := ctx.Err(); err != nil {
+		b.sendMu.Unlock()
+		return nil, fmt.Errorf("wait for redis publish: %w: %w", ErrBrokerDown, err)
+	}
+	// Its own bound, as the publisher's: once sent, the script runs to
+	// its end whatever the caller's context does.
+	sctx, cancel := context.WithTimeout(context.Background(), b.o.PublishTimeout)
+	one := [1]outgoing{{call: call}}
+	b.send(sctx, &b.pub, one[:])
+	cancel()
+	b.sendMu.Unlock()
+	r := <-call.done // send answers every call
+	return r.val, r.err
+}
+
+// publisherState is the sender's (under RedisBroker.sendMu).
 type publisherState struct {
 	mu sync.Mutex // the per-master pipelines of one batch run at once
 	// Masters whose replica did not confirm in time, until when their
@@ -53,7 +76,7 @@ func (b *RedisBroker) fill(batch []outgoing) []outgoing {
 }
 
 // flush sends what is still queued at Close, within one PublishTimeout.
-func (b *RedisBroker) flush(p *publisherState, batch []outgoing) {
+func (b *RedisBroker) flush(batch []outgoing) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.o.PublishTimeout)
 	defer cancel()
 	for ctx.Err() == nil {
@@ -61,7 +84,10 @@ func (b *RedisBroker) flush(p *publisherState, batch []outgoing) {
 		if len(batch) == 0 {
 			return
 		}
-		b.send(ctx, p, batch)
+		b.sendMu.Lock()
+		b.send(ctx, &b.pub, batch)
+		b.sendMu.Unlock()
+		b.queued.Add(-int64(len(batch)))
 	}
 }
 

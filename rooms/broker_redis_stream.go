@@ -106,16 +106,27 @@ func (b *RedisBroker) PublishMessage(ctx context.Context, room string, m Message
 	return Published{}, fmt.Errorf("publish script: unexpected reply %q", v[0])
 }
 
-// runQueued hands call to the publisher goroutine and waits for its reply.
+// runQueued hands call to the publisher goroutine and waits for its reply,
+// or sends it itself when nothing is queued or being sent (runInline): it
+// then goes out as soon as it would have, in the same order.
 func (b *RedisBroker) runQueued(ctx context.Context, call *scriptCall) (any, error) {
 	b.mu.RLock()
 	if b.closed || !b.started {
 		b.mu.RUnlock()
 		return nil, ErrBrokerDown
 	}
+	if b.queued.Load() == 0 && b.sendMu.TryLock() {
+		if b.queued.Load() == 0 {
+			b.mu.RUnlock()
+			return b.runInline(ctx, call)
+		}
+		b.sendMu.Unlock()
+	}
+	b.queued.Add(1)
 	select {
 	case b.queue <- outgoing{call: call}:
 	default:
+		b.queued.Add(-1)
 		b.mu.RUnlock()
 		return nil, fmt.Errorf("redis publish queue full (%d payloads): %w", cap(b.queue), ErrBrokerDown)
 	}

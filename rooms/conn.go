@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,9 @@ type Conn struct {
 	maxBytes int
 	timings  CloseTimings
 	onSlow   func(*Conn)
+	// idSum is ID's hash: a fan-out that skips the sender compares it,
+	// not ID's bytes in their own cache line, for every connection.
+	idSum uint64
 
 	mu       sync.Mutex
 	idle     sync.Cond // on mu: signalled when a write (inline or writer) ends
@@ -296,13 +300,23 @@ func NewConn(id, room, user string, t Transport, o ConnOptions) *Conn {
 	}
 	iw, _ := t.(InlineWriter)
 	c := &Conn{
-		ID: id, Room: room, User: user,
+		ID: id, Room: room, User: user, idSum: idSum(id),
 		t: t, inline: iw, maxQueue: o.QueueSize, maxBytes: o.QueueBytes, timings: o.Timings.withDefaults(), onSlow: o.OnSlow,
 		state: stateHeld,
 		done:  make(chan struct{}),
 	}
 	c.idle.L = &c.mu
 	return c
+}
+
+var idSeed = maphash.MakeSeed()
+
+func idSum(id string) uint64 { return maphash.String(idSeed, id) }
+
+// excluded is a fan-out's test for the connection to skip: its ID is ex,
+// of hash exSum (idSum(ex), made once per fan-out). ex empty skips none.
+func (c *Conn) excluded(ex string, exSum uint64) bool {
+	return ex != "" && c.idSum == exSum && c.ID == ex
 }
 
 // Timings returns the connection's close timings, defaults filled in.
@@ -522,7 +536,9 @@ func (c *Conn) SendStored(epoch string, seq uint64, frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.seq = seq
+	// The room's epoch string from now on: the next comparison is then
+	// of the same bytes (memequal's pointer check), not of 36 of them.
+	c.epoch, c.seq = epoch, seq
 	if frame == nil {
 		// The sender's own message, not echoed: only the position moves.
 		c.mu.Unlock()

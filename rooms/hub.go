@@ -418,9 +418,13 @@ func (h *Hub) Broadcast(roomName, exclude string, frame []byte) {
 		r.pmu.Unlock()
 		return
 	}
+	var xs uint64
+	if exclude != "" {
+		xs = idSum(exclude)
+	}
 	r.mu.RLock()
 	for c := range r.conns {
-		if exclude != "" && c.ID == exclude {
+		if c.excluded(exclude, xs) {
 			continue
 		}
 		c.Send(frame)

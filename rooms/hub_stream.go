@@ -256,9 +256,13 @@ func (h *Hub) lost(r *room) {
 }
 
 func (h *Hub) broadcastStored(r *room, exclude, epoch string, seq uint64, frame []byte) {
+	var xs uint64
+	if exclude != "" {
+		xs = idSum(exclude)
+	}
 	r.mu.RLock()
 	for c := range r.conns {
-		if exclude != "" && c.ID == exclude {
+		if c.excluded(exclude, xs) {
 			c.SendStored(epoch, seq, nil)
 			continue
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"sync/atomic"
 
 	roomstore "github.com/roomcast/roomcast/rooms/store"
 )
@@ -10,12 +11,16 @@ import (
 // metrics are the Prometheus series of one instance, on their own registry
 // so tests and several servers in one process do not collide.
 type metrics struct {
-	reg            *prometheus.Registry
-	connections    prometheus.Gauge
-	connects       prometheus.Counter
-	rooms          prometheus.GaugeFunc
-	messagesIn     prometheus.Counter
-	framesOut      prometheus.Counter
+	reg         *prometheus.Registry
+	connections prometheus.Gauge
+	connects    prometheus.Counter
+	rooms       prometheus.GaugeFunc
+	messagesIn  prometheus.Counter
+	framesOut   prometheus.CounterFunc
+	// framesWritten counts frames written to clients: every transport adds
+	// to it directly (a hot, shared word, not a per-connection closure
+	// and a prometheus call per delivery), and the counter reads it.
+	framesWritten  atomic.Uint64
 	published      prometheus.Counter
 	slowDropped    prometheus.Counter
 	rateLimited    prometheus.Counter
@@ -48,7 +53,8 @@ func newMetrics(localRooms func() int, inflight func() int64) *metrics {
 	m.connects = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_connects_total", Help: "WebSocket connections accepted."})
 	m.rooms = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_rooms", Help: "Rooms with a connection on this instance."}, func() float64 { return float64(localRooms()) })
 	m.messagesIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_messages_in_total", Help: "Frames received from clients."})
-	m.framesOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_frames_out_total", Help: "Frames written to clients."})
+	m.framesOut = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "roomcast_frames_out_total", Help: "Frames written to clients."},
+		func() float64 { return float64(m.framesWritten.Load()) })
 	m.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_messages_published_total", Help: "Messages published to rooms by clients and the HTTP API."})
 	m.slowDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_slow_consumers_dropped_total", Help: "Connections closed with 4008 because their send queue was full."})
 	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{Name: "roomcast_rate_limited_total", Help: "Client frames dropped for exceeding the rate."})

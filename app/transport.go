@@ -29,7 +29,7 @@ type wsTransport struct {
 	closeWait    time.Duration // after our close frame, for the peer's answer
 	armed        time.Time     // when the write deadline was last pushed forward
 	pending      []byte        // the unwritten rest of a TryWrite, written first
-	onWrite      func(frames int)
+	written      *atomic.Uint64 // frames written, the server's count (nil: not counted)
 	one          [1][]byte // TryWrite's batch of one, without an allocation
 	// fdRefs keeps fd open while an inline write uses it: 2 per write in
 	// flight, plus fdClosed once Abort ran. The socket is closed by Abort
@@ -56,8 +56,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // newWSTransport writes to nc, the socket under a WebSocket (socketOf),
 // bounding each write by tm.WriteTimeout and the wait for the peer's
 // answer to our close frame by tm.Wait: the same timings its Conn gets.
-func newWSTransport(nc net.Conn, tm rooms.CloseTimings, onWrite func(int)) *wsTransport {
-	t := &wsTransport{nc: nc, fd: inlineFD(nc), op: opText, writeTimeout: tm.WriteTimeout, closeWait: tm.Wait, onWrite: onWrite}
+func newWSTransport(nc net.Conn, tm rooms.CloseTimings, written *atomic.Uint64) *wsTransport {
+	t := &wsTransport{nc: nc, fd: inlineFD(nc), op: opText, writeTimeout: tm.WriteTimeout, closeWait: tm.Wait, written: written}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			t.raw = raw
@@ -228,8 +228,8 @@ func (t *wsTransport) wrote(frames, n, size int, errno syscall.Errno) (bool, err
 	if errno != 0 && errno != syscall.EAGAIN {
 		return false, errno
 	}
-	if n > 0 && t.onWrite != nil {
-		t.onWrite(frames)
+	if n > 0 && t.written != nil {
+		t.written.Add(uint64(frames))
 	}
 	return n == size, nil
 }
@@ -281,8 +281,8 @@ func (t *wsTransport) WriteFrames(frames [][]byte) error {
 		*bp = b[:0]
 		bufPool.Put(bp)
 	}
-	if err == nil && t.onWrite != nil {
-		t.onWrite(len(frames))
+	if err == nil && t.written != nil {
+		t.written.Add(uint64(len(frames)))
 	}
 	return err
 }

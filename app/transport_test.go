@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,8 +77,8 @@ func readFrames(tb testing.TB, r io.Reader, n int) [][]byte {
 
 func TestTryWriteWritesOneFrame(t *testing.T) {
 	server, peer := tcpPair(t)
-	frames := 0
-	tr := newWSTransport(server, testTimings, func(n int) { frames += n })
+	var frames atomic.Uint64
+	tr := newWSTransport(server, testTimings, &frames)
 	if tr.fd < 0 {
 		t.Fatal("no descriptor for inline writes on a TCP socket")
 	}
@@ -86,8 +87,8 @@ func TestTryWriteWritesOneFrame(t *testing.T) {
 		t.Fatalf("TryWrite = %v, %v", done, err)
 	}
 	got := readFrames(t, peer, 1)
-	if string(got[0]) != "hello" || frames != 1 {
-		t.Fatalf("read %q, counted %d frames", got[0], frames)
+	if string(got[0]) != "hello" || frames.Load() != 1 {
+		t.Fatalf("read %q, counted %d frames", got[0], frames.Load())
 	}
 	// A batch too, larger than the stack buffer of one frame.
 	big := bytes.Repeat([]byte("x"), 3000)
@@ -95,8 +96,8 @@ func TestTryWriteWritesOneFrame(t *testing.T) {
 		t.Fatalf("TryWriteBatch = %v, %v", done, err)
 	}
 	got = readFrames(t, peer, 2)
-	if string(got[0]) != "a" || !bytes.Equal(got[1], big) || frames != 3 {
-		t.Fatalf("batch read back wrong (%d frames counted)", frames)
+	if string(got[0]) != "a" || !bytes.Equal(got[1], big) || frames.Load() != 3 {
+		t.Fatalf("batch read back wrong (%d frames counted)", frames.Load())
 	}
 }
 
@@ -257,6 +258,7 @@ func (p *pollerWrite) write(frame []byte) error {
 // route it replaced. Most of ns/op is the kernel's (the loopback write
 // runs the receiving side too); the difference is what the route costs.
 func BenchmarkTryWrite(b *testing.B) {
+	var written atomic.Uint64
 	for _, conns := range []int{1, 100} {
 		for _, route := range []string{"direct", "poller"} {
 			b.Run(route+"/conns="+strconv.Itoa(conns), func(b *testing.B) {
@@ -264,7 +266,7 @@ func BenchmarkTryWrite(b *testing.B) {
 				pws := make([]*pollerWrite, conns)
 				for i := range trs {
 					server, peer := tcpPair(b)
-					trs[i] = newWSTransport(server, testTimings, func(int) {})
+					trs[i] = newWSTransport(server, testTimings, &written)
 					pws[i] = newPollerWrite(server)
 					go func() { _, _ = io.Copy(io.Discard, peer) }()
 				}

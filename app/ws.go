@@ -208,7 +208,7 @@ func (s *Server) serveWS(nc net.Conn, ahead []byte, a admission) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(nc, connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(nc, connTimings, &s.metrics.framesWritten)
 	conn := rooms.NewConn(id, a.room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize:  s.cfg.SendQueue,
 		QueueBytes: s.cfg.SendQueueBytes,

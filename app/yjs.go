@@ -36,7 +36,7 @@ func (s *Server) serveYjs(nc net.Conn, ahead []byte, a admission) {
 	start := time.Now()
 	id := uuid.NewString()
 
-	t := newWSTransport(nc, connTimings, func(n int) { s.metrics.framesOut.Add(float64(n)) })
+	t := newWSTransport(nc, connTimings, &s.metrics.framesWritten)
 	t.op = opBinary
 	conn := rooms.NewConn(id, a.room, claims.Subject, t, rooms.ConnOptions{
 		QueueSize:  max(s.cfg.SendQueue, 1024), // a burst of edits must not cut a document's socket

@@ -26,7 +26,12 @@ type poller struct {
 	socks  map[uint64]*wsSock
 	next   uint64
 	done   chan struct{}
-	closed bool
+	closed bool // under mu: no more sockets are watched
+	// fdMu keeps the descriptors open under epoll_ctl: close takes it
+	// whole before closing them, so a late call cannot reach a reused
+	// number.
+	fdMu     sync.RWMutex
+	fdClosed bool
 }
 
 // epollWatch is what a parked socket waits for: readable (a frame, or the
@@ -117,8 +122,13 @@ func (p *poller) close() {
 	p.mu.Unlock()
 	_, _ = syscall.Write(p.wake[1], []byte{1})
 	<-p.done
+	p.fdMu.Lock()
+	p.fdClosed = true
 	p.closeFDs()
+	p.fdMu.Unlock()
 }
+
+var errPollerClosed = errors.New("socket poller closed")
 
 func event(id uint64) syscall.EpollEvent {
 	return syscall.EpollEvent{Events: epollWatch, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
@@ -128,6 +138,11 @@ func event(id uint64) syscall.EpollEvent {
 // descriptor open meanwhile, so a socket closed concurrently can never
 // make it act on a reused number.
 func (p *poller) ctl(k *wsSock, op int) error {
+	p.fdMu.RLock()
+	defer p.fdMu.RUnlock()
+	if p.fdClosed {
+		return errPollerClosed
+	}
 	ev := event(k.pollID)
 	var cerr error
 	if err := k.raw.Control(func(fd uintptr) { cerr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); err != nil {

@@ -26,13 +26,13 @@ type wsTransport struct {
 	fd           int             // the socket's descriptor for inline writes; -1 when there is none
 	op           byte            // opText, or opBinary for Yjs sockets
 	writeTimeout time.Duration
-	closeWait    time.Duration // after our close frame, for the peer's answer
-	armed        time.Time     // when the write deadline was last pushed forward
-	pending      []byte        // the unwritten rest of a TryWrite, written first
+	closeWait    time.Duration  // after our close frame, for the peer's answer
+	armed        time.Time      // when the write deadline was last pushed forward
+	pending      []byte         // the unwritten rest of a TryWrite, written first
 	written      *atomic.Uint64 // frames written, the server's count (nil: not counted)
-	one          [1][]byte // TryWrite's batch of one, without an allocation
+	one          [1][]byte      // TryWrite's batch of one, without an allocation
 	// fdRefs keeps fd open while an inline write uses it: 2 per write in
-	// flight, plus fdClosed once Abort ran. The socket is closed by Abort
+	// flight, plus fdClosed once close ran. The socket is closed by close
 	// or, when a write was in flight, by the write that ends last, so the
 	// descriptor cannot be closed (and its number reused by another socket)
 	// under a write.
@@ -90,11 +90,9 @@ func inlineFD(nc net.Conn) int {
 }
 
 // socketOf returns the TCP connection under ws. ws.NetConn() is fasthttp's
-// hijacked connection, whose Close does nothing (fasthttp closes the socket
-// only when the handler returns), so Abort through it could not end a
-// socket while the handler runs: a writer blocked on a peer that does not
-// read stayed blocked until the write timeout. Writes and deadlines are the
-// same on both; reads keep going through ws and its buffered reader.
+// hijacked connection, which reads through the HTTP server's buffer; the
+// socket is read and written directly once what that buffer held is taken
+// (takeReadAhead), so nothing of the request outlives the upgrade.
 func socketOf(ws *websocket.Conn) net.Conn {
 	nc := ws.NetConn()
 	if h, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
@@ -262,7 +260,7 @@ func (t *wsTransport) acquireFD() bool {
 }
 
 // releaseFD ends an inline write's use of fd, closing the socket when
-// Abort ran meanwhile.
+// close ran meanwhile.
 func (t *wsTransport) releaseFD() {
 	if t.fdRefs.Add(-2) == fdClosed {
 		_ = t.nc.Close()

@@ -75,6 +75,12 @@ func TestDocTwoUsersEdit(t *testing.T) {
 	ada.waitFor("grace's cursor", cursorJS("grace hopper", "Grace Hopper"))
 	grace.waitFor("ada's cursor", cursorJS("ada lovelace", "Ada Lovelace"))
 
+	// Typing within half a second is one undo step: let Ada's first
+	// paragraph be a step of its own, as it is for a person who paused,
+	// so her undo below can stop between the two (on a fast machine the
+	// steps above take less than that).
+	time.Sleep(600 * time.Millisecond)
+
 	// Both type into the same paragraph at once: Ada at its start, Grace
 	// at its end. Every keystroke of the other moves the text under their
 	// cursors, and each one's typing must still end up in one piece where

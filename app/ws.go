@@ -235,7 +235,8 @@ func (s *Server) serveWS(nc net.Conn, ahead []byte, a admission) {
 // refusal closes with 1001 or 1011), read until the socket ends with the
 // token's expiry armed, then leave the room and presence, wait for the
 // writer, count and log the close. kind prefixes the log lines ("yjs");
-// beforeLeave, if set, runs first on the way out, and after last. The
+// beforeLeave, if set, runs first on the way out, and after at the very
+// end, also when the join failed. The
 // join runs on the caller's goroutine, which then returns: the reads run
 // on goroutines the poller starts while the socket has something to read.
 func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind string,
@@ -249,16 +250,14 @@ func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind s
 		after()
 		s.live.leave()
 	}
-	if err := join(); errors.Is(err, errDraining) {
-		conn.Close(rooms.CloseGoingAway, "server shutting down")
-		s.finish(conn, t)
-		k.rd.Release()
-		t.close()
-		done()
-		return
-	} else if err != nil {
-		s.logConn(slog.LevelWarn, conn, prefix+"join failed", "err", err)
-		conn.Close(1011, "could not join the room; connect again")
+	if err := join(); err != nil {
+		code, reason := 1011, "could not join the room; connect again"
+		if errors.Is(err, errDraining) {
+			code, reason = rooms.CloseGoingAway, "server shutting down"
+		} else {
+			s.logConn(slog.LevelWarn, conn, prefix+"join failed", "err", err)
+		}
+		conn.Close(code, reason)
 		s.finish(conn, t)
 		k.rd.Release()
 		t.close()

@@ -63,16 +63,26 @@ func rawDialer(dial func(ctx context.Context, network, addr string) (net.Conn, e
 
 // read is one read(2) attempt; false asks the poller to wait.
 func (w *rawIO) read(fd uintptr) bool {
+	n, e := readNonBlocking(fd, w.rb)
+	if e == syscall.EAGAIN {
+		return false
+	}
+	w.rn, w.rerr = n, e
+	return true
+}
+
+// readNonBlocking makes one read(2) of the non-blocking socket fd into b,
+// retried only when a signal interrupted it. A raw call: it cannot block,
+// so the scheduler need not know of it (see rawTCPConn).
+func readNonBlocking(fd uintptr, b []byte) (int, syscall.Errno) {
 	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.rb))), uintptr(len(w.rb)))
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		if e != syscall.EINTR {
+			if e != 0 {
+				return 0, e
+			}
+			return int(r), 0
 		}
-		w.rn, w.rerr = int(r), e
-		return true
 	}
 }
 
@@ -80,7 +90,7 @@ func (w *rawIO) read(fd uintptr) bool {
 func (w *rawIO) write(fd uintptr) bool {
 	for w.wn < len(w.wb) {
 		b := w.wb[w.wn:]
-		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), msgNoSignal, 0, 0)
 		switch e {
 		case 0:
 			w.wn += int(r)

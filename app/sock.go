@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
@@ -300,22 +299,14 @@ func (r *sockSource) Read(p []byte) (int, error) {
 }
 
 // readOnce makes a single read(2) attempt: returning true tells
-// RawConn.Read not to wait for the socket to become readable. The socket
-// is non-blocking, so the call is a raw one, not announced to the
-// scheduler (see rawTCPConn).
+// RawConn.Read not to wait for the socket to become readable.
 func (r *sockSource) readOnce(fd uintptr) bool {
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.p))), uintptr(len(r.p)))
-		if e != syscall.EINTR {
-			r.n, r.err = 0, nil
-			if e != 0 {
-				r.err = e
-			} else {
-				r.n = int(n)
-			}
-			return true
-		}
+	n, e := readNonBlocking(fd, r.p)
+	r.n, r.err = n, nil
+	if e != 0 {
+		r.err = e
 	}
+	return true
 }
 
 // readOnItsOwn reads the socket on a goroutine that waits in its reads,

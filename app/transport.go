@@ -238,7 +238,7 @@ func (t *wsTransport) wrote(frames, n, size int, errno syscall.Errno) (bool, err
 func sendNonBlocking(fd int, b []byte) (int, syscall.Errno) {
 	for {
 		r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
-			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+			unix.MSG_DONTWAIT|msgNoSignal, 0, 0)
 		if e != syscall.EINTR {
 			return int(r), e
 		}

@@ -145,7 +145,7 @@ func (p *poller) ctl(k *wsSock, op int) error {
 	}
 	ev := event(k.pollID)
 	var cerr error
-	if err := k.raw.Control(func(fd uintptr) { cerr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); err != nil {
+	if err := k.t.raw.Control(func(fd uintptr) { cerr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) }); err != nil {
 		return err
 	}
 	return cerr
@@ -155,7 +155,7 @@ func (p *poller) ctl(k *wsSock, op int) error {
 // the socket cannot be watched (no descriptor, no poller) k reads on a
 // goroutine of its own instead.
 func (p *poller) watch(k *wsSock) {
-	if p == nil || k.raw == nil {
+	if p == nil || k.t.raw == nil {
 		k.readOnItsOwn()
 		return
 	}

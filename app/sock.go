@@ -118,9 +118,7 @@ const (
 // it ends.
 type wsSock struct {
 	s      *Server
-	nc     net.Conn
-	raw    syscall.RawConn // nil: no descriptor, read blocking
-	t      *wsTransport
+	t      *wsTransport // its nc is the socket, its raw the descriptor (nil: read blocking)
 	conn   *rooms.Conn
 	src    sockSource
 	rd     *wsread.Reader
@@ -133,7 +131,7 @@ type wsSock struct {
 }
 
 func (s *Server) newSock(nc net.Conn, ahead []byte, t *wsTransport, conn *rooms.Conn, limit int) *wsSock {
-	k := &wsSock{s: s, nc: nc, raw: t.raw, t: t, conn: conn}
+	k := &wsSock{s: s, t: t, conn: conn}
 	k.src = sockSource{nc: nc, raw: t.raw, ahead: ahead, aborted: &t.aborted}
 	k.src.fn = k.src.readOnce
 	k.rd = wsread.NewReader(&k.src, readBufferSize, limit)
@@ -166,7 +164,8 @@ func (k *wsSock) run() {
 	}
 }
 
-// finish ends the socket once its reads are over.
+// finish ends the socket once its reads are over, or when its join
+// failed and they never began.
 func (k *wsSock) finish() {
 	k.s.poller.forget(k)
 	k.rd.Release()

@@ -258,10 +258,11 @@ func (s *Server) runConn(k *wsSock, claims *auth.Claims, start time.Time, kind s
 			s.logConn(slog.LevelWarn, conn, prefix+"join failed", "err", err)
 		}
 		conn.Close(code, reason)
-		s.finish(conn, t)
-		k.rd.Release()
-		t.close()
-		done()
+		k.end = func() {
+			s.finish(conn, t)
+			done()
+		}
+		k.finish()
 		return
 	}
 	s.logConn(slog.LevelInfo, conn, prefix+"connected")
